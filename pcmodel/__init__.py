@@ -1,0 +1,42 @@
+"""pcmodel: the asyncio producer-consumer model, taught and implemented for real.
+
+Producers put work items on a bounded work queue; a fixed pool of workers takes them and
+calls an async `function(params)`; results go through a result queue to a result handler,
+which calls `on_task_complete`; `on_job_complete` fires once at the end.
+
+    >>> import asyncio, pcmodel
+    >>> async def fetch(n):
+    ...     await asyncio.sleep(1)
+    ...     return n * 10
+    >>> summary = pcmodel.run_job(fetch, range(6), workers=3, clock="virtual")
+    >>> summary.elapsed, summary.busy_time, summary.speedup
+    (2.0, 6.0, 3.0)
+"""
+
+from __future__ import annotations
+
+from pcmodel import workloads
+from pcmodel.clock import VirtualTimeLoop
+from pcmodel.producer import Producers, producers
+from pcmodel.records import DepthSample, JobSummary, TaskResult, ideal_makespan
+from pcmodel.runner import DeadlockError, run_job, run_job_async, start_job
+from pcmodel.timeline import plot_timeline
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DeadlockError",
+    "DepthSample",
+    "JobSummary",
+    "Producers",
+    "TaskResult",
+    "VirtualTimeLoop",
+    "__version__",
+    "ideal_makespan",
+    "plot_timeline",
+    "producers",
+    "run_job",
+    "run_job_async",
+    "start_job",
+    "workloads",
+]

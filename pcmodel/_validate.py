@@ -1,0 +1,70 @@
+"""Argument checks, run before any task starts.
+
+Each check raises `TypeError` for a value of the wrong type and `ValueError` for a value out
+of range; the message names the parameter, the value given and the rule.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterable, Iterable
+from typing import Any
+
+from pcmodel.clock import CLOCKS, Clock
+
+
+def check_int(name: str, value: object, minimum: int) -> int:
+    """`value` as an int >= `minimum`, or a TypeError / ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return value
+
+
+def check_callable(name: str, value: object, *, optional: bool = False) -> None:
+    """A TypeError naming `name` unless `value` is callable (or None when `optional`)."""
+    if value is None and optional:
+        return
+    if not callable(value):
+        rule = "a callable or None" if optional else "callable"
+        raise TypeError(f"{name} must be {rule}, got {value!r} ({type(value).__name__})")
+
+
+def check_source(name: str, value: object) -> Iterable[Any] | AsyncIterable[Any]:
+    """`value` if it is an iterable or async iterable of items, else a TypeError naming `name`."""
+    if isinstance(value, str | bytes | bytearray):
+        raise TypeError(
+            f"{name} must be an iterable of items, got a {type(value).__name__} ({value!r:.40}); "
+            f"a string would be split into characters: wrap it in a list, [{name}], to run one task"
+        )
+    if isinstance(value, AsyncIterable | Iterable):
+        return value
+    raise TypeError(
+        f"{name} must be an iterable or an async iterable of items, "
+        f"got {value!r:.60} ({type(value).__name__})"
+    )
+
+
+def check_clock(value: object) -> Clock:
+    """`value` as a clock name, or a ValueError / TypeError naming `clock`."""
+    if not isinstance(value, str):
+        raise TypeError(f"clock must be one of {', '.join(map(repr, CLOCKS))}, got {value!r}")
+    if value not in CLOCKS:
+        raise ValueError(f"clock must be one of {', '.join(map(repr, CLOCKS))}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def check_bool(name: str, value: object) -> bool:
+    """`value` if it is a bool, else a TypeError naming `name`."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def is_async_callable(function: object) -> bool:
+    """True for an `async def` function, a partial of one, or an object with `async __call__`."""
+    if inspect.iscoroutinefunction(function):
+        return True
+    call = getattr(type(function), "__call__", None)  # noqa: B004 - the class's __call__
+    return call is not None and inspect.iscoroutinefunction(call)

@@ -1,0 +1,192 @@
+"""The controller: the one place that knows every piece and wires them into a job.
+
+The lifecycle of a job:
+
+1. check every argument (before anything starts);
+2. build the bounded work queue and the result queue;
+3. start the result handlers, the workers and the producers in one `asyncio.TaskGroup`, so
+   no task can outlive the job and cancelling the job cancels every piece;
+4. wait for the producers, then put one `STOP` per worker behind the last item;
+5. wait for the workers (the work is drained), then put one `STOP` per result handler;
+6. wait for the handlers (every `on_task_complete` call has returned);
+7. build the `JobSummary` and call `on_job_complete(summary)` exactly once.
+
+Stopping with markers queued behind the real items, rather than `queue.join()` and
+cancellation, means a piece only ever stops between two items, and nothing has to count
+`task_done()` calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+from collections.abc import AsyncIterable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any
+
+from pcmodel import _validate
+from pcmodel._queues import STOP, DepthRecordingQueue
+from pcmodel.clock import Clock
+from pcmodel.producer import Producers, produce
+from pcmodel.records import DepthSample, JobSummary, TaskResult
+from pcmodel.result_handler import handle_results
+from pcmodel.worker import in_threads, work
+
+__all__ = ["JobSpec", "execute", "make_spec"]
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """A job's checked arguments: everything `execute` needs."""
+
+    function: Callable[[Any], Any]
+    sources: tuple[Iterable[Any] | AsyncIterable[Any], ...]
+    on_task_complete: Callable[[TaskResult], Any] | None
+    on_job_complete: Callable[[JobSummary], Any] | None
+    workers: int
+    queue_size: int
+    result_queue_size: int
+    result_handlers: int
+    clock: Clock
+    trace: bool
+
+
+def make_spec(
+    function: object,
+    params: object,
+    *,
+    on_task_complete: object = None,
+    on_job_complete: object = None,
+    workers: object = 50,
+    queue_size: object = 100,
+    result_queue_size: object = 100,
+    result_handlers: object = 1,
+    clock: object = "real",
+    trace: object = True,
+) -> JobSpec:
+    """Check a job's arguments and return them as a `JobSpec`.
+
+    Raises:
+        TypeError: an argument has the wrong type.
+        ValueError: an argument has a value out of range.
+    """
+    _validate.check_callable("function", function)
+    if isinstance(params, Producers):
+        sources = params.sources
+    else:
+        sources = (_validate.check_source("params", params),)
+    _validate.check_callable("on_task_complete", on_task_complete, optional=True)
+    _validate.check_callable("on_job_complete", on_job_complete, optional=True)
+    return JobSpec(
+        function=function,  # type: ignore[arg-type]
+        sources=sources,
+        on_task_complete=on_task_complete,  # type: ignore[arg-type]
+        on_job_complete=on_job_complete,  # type: ignore[arg-type]
+        workers=_validate.check_int("workers", workers, 1),
+        queue_size=_validate.check_int("queue_size", queue_size, 0),
+        result_queue_size=_validate.check_int("result_queue_size", result_queue_size, 0),
+        result_handlers=_validate.check_int("result_handlers", result_handlers, 1),
+        clock=_validate.check_clock(clock),
+        trace=_validate.check_bool("trace", trace),
+    )
+
+
+async def execute(spec: JobSpec) -> JobSummary:
+    """Run the job described by `spec` on the running loop and return its summary.
+
+    The clock is the running loop's: run this on a `VirtualTimeLoop` for virtual time.
+    """
+    loop = asyncio.get_running_loop()
+    now = loop.time
+    start = now()
+
+    def since_start() -> float:
+        return now() - start
+
+    depth_samples: list[DepthSample] | None = [] if spec.trace else None
+    work_queue: asyncio.Queue[Any]
+    if depth_samples is not None:
+        work_queue = DepthRecordingQueue(spec.queue_size, since_start, depth_samples)
+    else:
+        work_queue = asyncio.Queue(spec.queue_size)
+    result_queue: asyncio.Queue[Any] = asyncio.Queue(spec.result_queue_size)
+    results: list[TaskResult] | None = [] if spec.trace else None
+
+    executor: ThreadPoolExecutor | None = None
+    function = spec.function
+    if not _validate.is_async_callable(function):
+        # One thread per worker at most: asyncio's default executor has far fewer.
+        executor = ThreadPoolExecutor(spec.workers, thread_name_prefix="pcmodel-worker")
+        function = in_threads(function, executor)
+
+    task_ids = itertools.count()
+    finished = False
+    try:
+        async with asyncio.TaskGroup() as group:
+            handlers = [
+                group.create_task(handle_results(result_queue, spec.on_task_complete, results))
+                for _ in range(spec.result_handlers)
+            ]
+            workers = [
+                group.create_task(work(index, function, work_queue, result_queue, now, start))
+                for index in range(spec.workers)
+            ]
+            producers = [
+                group.create_task(produce(source, work_queue, task_ids, now, start, trace=spec.trace))
+                for source in spec.sources
+            ]
+            # asyncio.wait never raises a piece's error here: if a piece fails, the group
+            # cancels this body and raises the error itself.
+            await asyncio.wait(producers)
+            for _ in workers:
+                await work_queue.put(STOP)
+            await asyncio.wait(workers)
+            for _ in handlers:
+                await result_queue.put(STOP)
+        elapsed = now() - start
+        finished = True
+    except BaseExceptionGroup as group_error:
+        # One failing piece (a params source that raised) is re-raised as itself, not
+        # wrapped in a group the caller would have to unpack.
+        if len(group_error.exceptions) == 1:
+            raise group_error.exceptions[0] from None
+        raise
+    finally:
+        if executor is not None:
+            # After a cancel, calls already running in threads cannot be stopped; do not
+            # wait for them, and start no new ones.
+            executor.shutdown(wait=finished, cancel_futures=True)
+
+    producer_reports = [task.result() for task in producers]
+    worker_reports = [task.result() for task in workers]
+    handler_reports = [task.result() for task in handlers]
+    if results is not None:
+        results.sort(key=itemgetter(0))
+    blocked: list[tuple[float, float]] = []
+    for report in producer_reports:
+        blocked.extend(report.blocked or ())
+    blocked.sort()
+    summary = JobSummary(
+        tasks=sum(r.tasks for r in worker_reports),
+        succeeded=sum(r.tasks - r.failed for r in worker_reports),
+        failed=sum(r.failed for r in worker_reports),
+        elapsed=elapsed,
+        busy_time=sum(r.busy_time for r in worker_reports),
+        workers=spec.workers,
+        max_queue_depth=max(r.max_depth for r in producer_reports),
+        producer_wait=sum(r.wait for r in producer_reports),
+        callback_errors=sum(r.callback_errors for r in handler_reports),
+        queue_size=spec.queue_size,
+        clock=spec.clock,
+        results=tuple(results) if results is not None else None,
+        queue_depth=tuple(depth_samples) if depth_samples is not None else None,
+        producer_blocked=tuple(blocked) if spec.trace else None,
+    )
+    if spec.on_job_complete is not None:
+        outcome = spec.on_job_complete(summary)
+        if inspect.isawaitable(outcome):
+            await outcome
+    return summary

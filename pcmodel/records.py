@@ -1,0 +1,168 @@
+"""Read-only records: what a job reports about each task and about itself.
+
+`TaskResult` is built once for every task, on the hot path, so it is a named tuple built
+straight from a tuple (about 0.1 us here, against 0.2 us for a slotted dataclass and 1.4 us
+for a frozen one). `JobSummary` is built once per job, so it can afford to be a frozen
+dataclass with derived properties.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+__all__ = ["DepthSample", "JobSummary", "TaskResult", "ideal_makespan"]
+
+
+class TaskResult(NamedTuple):
+    """The outcome of one task: its params, its value or its error, and when it ran.
+
+    Times are seconds since the job started, on the job's clock (real or virtual).
+    """
+
+    task_id: int
+    """0-based position of the item in production order."""
+    params: Any
+    """The item the function was called with."""
+    value: Any
+    """What the function returned, or None if it raised."""
+    error: BaseException | None
+    """The exception the function raised, or None if it returned."""
+    worker: int
+    """0-based index of the worker that ran the task."""
+    enqueued_at: float
+    """When the producer put the item on the work queue."""
+    started_at: float
+    """When a worker took the item and called the function."""
+    finished_at: float
+    """When the function returned or raised."""
+
+    @property
+    def ok(self) -> bool:
+        """True if the function returned, False if it raised."""
+        return self.error is None
+
+    @property
+    def duration(self) -> float:
+        """Seconds the function ran: `finished_at - started_at`."""
+        return self.finished_at - self.started_at
+
+    @property
+    def wait(self) -> float:
+        """Seconds the item waited in the work queue: `started_at - enqueued_at`."""
+        return self.started_at - self.enqueued_at
+
+
+class DepthSample(NamedTuple):
+    """The work queue's depth just after an item entered or left it."""
+
+    time: float
+    """Seconds since the job started."""
+    depth: int
+    """Items waiting in the work queue at that time."""
+
+
+def ideal_makespan(durations: Iterable[float], workers: int) -> float:
+    """The makespan of the ideal greedy schedule of `durations` on `workers` lanes.
+
+    Each task, in order, goes to the lane that frees up first, with no overhead at all: what
+    a perfect producer-consumer pipeline with all work available at the start achieves.
+
+    Args:
+        durations: task durations in seconds, in production order.
+        workers: number of lanes (>= 1).
+
+    Returns:
+        The time the last lane finishes, 0.0 for no tasks.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers!r}")
+    lanes = [0.0] * workers
+    for duration in durations:
+        # The lane that frees up first takes the next task.
+        heapq.heapreplace(lanes, lanes[0] + duration)
+    return max(lanes)
+
+
+@dataclass(frozen=True, slots=True)
+class JobSummary:
+    """What a whole job did: counts, times, and (with `trace=True`) every task.
+
+    `busy_time` is the sum of every task's duration, the time the job would take with one
+    worker and no overhead; `speedup` compares it with `elapsed`.
+    """
+
+    tasks: int
+    """Items processed (succeeded + failed)."""
+    succeeded: int
+    """Tasks whose function returned."""
+    failed: int
+    """Tasks whose function raised."""
+    elapsed: float
+    """Seconds from the job's start until the last result was handled."""
+    busy_time: float
+    """Sum of task durations in seconds: the sequential time."""
+    workers: int
+    """Size of the worker pool."""
+    max_queue_depth: int
+    """Most items ever waiting in the work queue at once."""
+    producer_wait: float
+    """Seconds producers spent blocked on a full work queue (summed over producers)."""
+    callback_errors: int
+    """Exceptions raised by `on_task_complete` (counted, never fatal)."""
+    queue_size: int = 0
+    """Capacity of the work queue (0: unbounded)."""
+    clock: str = "real"
+    """The clock the job ran on: "real" or "virtual"."""
+    results: tuple[TaskResult, ...] | None = field(default=None, repr=False)
+    """Every `TaskResult` in task-id order; None unless the job ran with `trace=True`."""
+    queue_depth: tuple[DepthSample, ...] | None = field(default=None, repr=False)
+    """Work-queue depth after every put and get; None unless `trace=True`."""
+    producer_blocked: tuple[tuple[float, float], ...] | None = field(default=None, repr=False)
+    """(start, end) of every period a producer waited on a full queue; None unless `trace=True`."""
+
+    @property
+    def speedup(self) -> float:
+        """`busy_time / elapsed`: how many tasks ran at once on average (0.0 if nothing ran)."""
+        return self.busy_time / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def ideal_makespan(self) -> float | None:
+        """Makespan of the ideal greedy schedule of the traced durations; None without trace."""
+        if self.results is None:
+            return None
+        return ideal_makespan((r.duration for r in self.results), self.workers)
+
+    @property
+    def traced(self) -> bool:
+        """True if the job kept per-task results and queue-depth samples."""
+        return self.results is not None
+
+    def scalars(self) -> dict[str, Any]:
+        """The summary's scalar figures as a plain dict (JSON-ready), derived ones included."""
+        return {
+            "tasks": self.tasks,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "elapsed": self.elapsed,
+            "busy_time": self.busy_time,
+            "speedup": self.speedup,
+            "ideal_makespan": self.ideal_makespan,
+            "workers": self.workers,
+            "queue_size": self.queue_size,
+            "max_queue_depth": self.max_queue_depth,
+            "producer_wait": self.producer_wait,
+            "callback_errors": self.callback_errors,
+            "clock": self.clock,
+        }
+
+    def __str__(self) -> str:
+        ideal = self.ideal_makespan
+        ideal_text = "" if ideal is None else f", ideal {ideal:.3f} s"
+        return (
+            f"{self.tasks} tasks ({self.succeeded} ok, {self.failed} failed) on "
+            f"{self.workers} workers in {self.elapsed:.3f} s; sequential {self.busy_time:.3f} s, "
+            f"speedup {self.speedup:.2f}x{ideal_text}"
+        )

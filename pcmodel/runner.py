@@ -1,0 +1,315 @@
+"""The ways to run a job: `run_job_async` (await it), `run_job` (block on it), `start_job`.
+
+All three take the same arguments, check them before anything starts, and run the same
+controller. They differ in where the job's event loop comes from:
+
+- `await run_job_async(...)` runs on the caller's loop (top-level `await` in a notebook
+  cell, or any coroutine). With `clock="virtual"` it runs on a private virtual-time loop in
+  a helper thread instead, and awaits that.
+- `run_job(...)` blocks. With no loop running in the calling thread (a script, pytest) it
+  makes one with `asyncio.Runner`. Inside a running loop (a Jupyter cell) it cannot use that
+  loop without nesting it, so it runs the job on a private loop in a helper thread and waits;
+  "Interrupt kernel" (KeyboardInterrupt) cancels the job there and waits for it to unwind.
+  pcmodel never patches the kernel's loop (no nest-asyncio).
+- `start_job(...)` schedules the job as a task on the running loop and returns at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import AsyncIterable, Callable, Iterable
+from typing import Any
+
+from pcmodel.clock import Clock, VirtualTimeLoop, loop_factory
+from pcmodel.controller import JobSpec, execute, make_spec
+from pcmodel.producer import Producers
+from pcmodel.records import JobSummary, TaskResult
+
+__all__ = ["DeadlockError", "run_job", "run_job_async", "start_job"]
+
+Params = Iterable[Any] | AsyncIterable[Any] | Producers
+TaskCallback = Callable[[TaskResult], Any]
+JobCallback = Callable[[JobSummary], Any]
+
+
+class DeadlockError(RuntimeError):
+    """A virtual-time job stopped making progress: every task waits and nothing can wake one."""
+
+
+def run_job(
+    function: Callable[[Any], Any],
+    params: Params,
+    *,
+    on_task_complete: TaskCallback | None = None,
+    on_job_complete: JobCallback | None = None,
+    workers: int = 50,
+    queue_size: int = 100,
+    result_queue_size: int = 100,
+    result_handlers: int = 1,
+    clock: Clock = "real",
+    trace: bool = True,
+) -> JobSummary:
+    """Run `function` on every item of `params` with a pool of workers, and wait for the end.
+
+    Producers put the items on a bounded work queue; `workers` worker tasks take them and call
+    `function(item)`; each outcome goes through a result queue to the result handler, which
+    calls `on_task_complete(result)`. When every item is handled, `on_job_complete(summary)`
+    is called once and the summary is returned.
+
+    Works the same in a script and in a Jupyter cell (where a loop is already running: the
+    job then runs on a private loop in a helper thread, and "Interrupt kernel" cancels it).
+
+    Example:
+        >>> import asyncio, pcmodel
+        >>> async def square(n):
+        ...     await asyncio.sleep(n)
+        ...     return n * n
+        >>> summary = pcmodel.run_job(square, [3, 1, 2], workers=2, clock="virtual")
+        >>> [r.value for r in summary.results], summary.elapsed
+        ([9, 1, 4], 3.0)
+
+    Args:
+        function: called with each item as its only argument. An `async def` function is
+            awaited on the loop; a plain function runs in a thread (at most `workers` at once)
+            so that it cannot block the loop.
+        params: an iterable or async iterable of items, read lazily; or `producers(a, b, ...)`
+            to feed the job from several sources at once.
+        on_task_complete: called with each `TaskResult`, by the result handler; sync or async.
+            Its exceptions are counted in `JobSummary.callback_errors`, never fatal.
+        on_job_complete: called once with the `JobSummary`, after every `on_task_complete`.
+        workers: number of worker tasks, the most calls in flight at once (>= 1).
+        queue_size: capacity of the work queue (>= 0; 0 means unbounded). A full queue makes
+            producers wait: memory stays bounded, producers feel backpressure.
+        result_queue_size: capacity of the result queue (>= 0; 0 means unbounded).
+        result_handlers: number of result-handler tasks (>= 1). With more than one,
+            `on_task_complete` calls may overlap.
+        clock: "real", or "virtual" to run on a loop whose clock jumps to the next timer:
+            `asyncio.sleep`-based jobs then finish at once with exact times.
+        trace: keep every `TaskResult` and the queue-depth samples in the summary (for plots).
+            With False nothing per task is kept: memory stays flat for any number of items.
+
+    Returns:
+        The `JobSummary`.
+
+    Raises:
+        TypeError: an argument has the wrong type (checked before anything starts).
+        ValueError: an argument is out of range (checked before anything starts).
+        DeadlockError: a virtual-time job got stuck (every task waiting on something that
+            can never happen).
+        KeyboardInterrupt: the job was interrupted; it is cancelled and unwound first.
+    """
+    spec = make_spec(
+        function,
+        params,
+        on_task_complete=on_task_complete,
+        on_job_complete=on_job_complete,
+        workers=workers,
+        queue_size=queue_size,
+        result_queue_size=result_queue_size,
+        result_handlers=result_handlers,
+        clock=clock,
+        trace=trace,
+    )
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        # No loop in this thread: an ordinary Runner (which turns Ctrl-C into a cancel).
+        with asyncio.Runner(loop_factory=loop_factory(spec.clock)) as runner:
+            return runner.run(_execute_guarded(spec))
+    return _JobThread(spec).run_blocking()
+
+
+async def run_job_async(
+    function: Callable[[Any], Any],
+    params: Params,
+    *,
+    on_task_complete: TaskCallback | None = None,
+    on_job_complete: JobCallback | None = None,
+    workers: int = 50,
+    queue_size: int = 100,
+    result_queue_size: int = 100,
+    result_handlers: int = 1,
+    clock: Clock = "real",
+    trace: bool = True,
+) -> JobSummary:
+    """Run a job on the running event loop and return its `JobSummary`: the primary API.
+
+    Takes the same arguments as `run_job`. In a notebook, `await pcmodel.run_job_async(...)`
+    in a cell; widgets stay live while it runs. With `clock="virtual"` the job runs on a
+    private virtual-time loop in a helper thread (the caller's loop keeps real time).
+    Cancelling the awaiting task cancels every piece of the job and leaves no task behind.
+
+    Raises:
+        TypeError, ValueError: bad arguments, before anything starts.
+        DeadlockError: a virtual-time job got stuck.
+    """
+    spec = make_spec(
+        function,
+        params,
+        on_task_complete=on_task_complete,
+        on_job_complete=on_job_complete,
+        workers=workers,
+        queue_size=queue_size,
+        result_queue_size=result_queue_size,
+        result_handlers=result_handlers,
+        clock=clock,
+        trace=trace,
+    )
+    return await _execute_anywhere(spec)
+
+
+def start_job(
+    function: Callable[[Any], Any],
+    params: Params,
+    *,
+    on_task_complete: TaskCallback | None = None,
+    on_job_complete: JobCallback | None = None,
+    workers: int = 50,
+    queue_size: int = 100,
+    result_queue_size: int = 100,
+    result_handlers: int = 1,
+    clock: Clock = "real",
+    trace: bool = True,
+) -> asyncio.Task[JobSummary]:
+    """Start a job in the background on the running loop and return its task at once.
+
+    Takes the same arguments as `run_job`; the arguments are checked now, not when the task
+    first runs. `await task` gives the `JobSummary`; `task.cancel()` stops the job. In a
+    notebook this lets sliders and buttons stay live while a real-time job runs.
+
+    Raises:
+        TypeError, ValueError: bad arguments.
+        RuntimeError: no event loop is running in this thread.
+    """
+    spec = make_spec(
+        function,
+        params,
+        on_task_complete=on_task_complete,
+        on_job_complete=on_job_complete,
+        workers=workers,
+        queue_size=queue_size,
+        result_queue_size=result_queue_size,
+        result_handlers=result_handlers,
+        clock=clock,
+        trace=trace,
+    )
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        raise RuntimeError(
+            "start_job() needs a running event loop: call it from async code or a notebook "
+            "cell, or use run_job(...) in a script"
+        ) from None
+    return loop.create_task(_execute_anywhere(spec), name="pcmodel-job")
+
+
+async def _execute_anywhere(spec: JobSpec) -> JobSummary:
+    """Run `spec` on the caller's loop, or on a private virtual loop if one is needed."""
+    loop = asyncio.get_running_loop()
+    if spec.clock == "virtual" and not isinstance(loop, VirtualTimeLoop):
+        return await _JobThread(spec).run_async()
+    return await _execute_guarded(spec)
+
+
+async def _execute_guarded(spec: JobSpec) -> JobSummary:
+    """`execute(spec)`, turning a stuck virtual-time job into a `DeadlockError`."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    if not isinstance(loop, VirtualTimeLoop) or task is None:
+        return await execute(spec)
+    stuck_at: list[float] = []
+
+    def on_idle() -> None:
+        stuck_at.append(loop.time())
+        task.cancel()
+
+    loop.on_idle = on_idle
+    try:
+        return await execute(spec)
+    except asyncio.CancelledError:
+        # Only our own cancel (and no one else's) becomes a DeadlockError.
+        if stuck_at and task.cancelling() == 1:
+            task.uncancel()
+            raise DeadlockError(
+                f"the job is stuck at virtual time {stuck_at[0]:.3f} s: every task is waiting "
+                "and nothing can wake one (no timer is set and no thread is busy). Something "
+                "the function or a callback awaits never happens, such as an Event that is "
+                "never set or a queue that is never filled."
+            ) from None
+        raise
+    finally:
+        loop.on_idle = None
+
+
+class _JobThread:
+    """Runs one job on a private event loop in a helper thread.
+
+    Used when the calling thread already runs a loop that must not be nested (Jupyter), or
+    when a job wants a virtual clock that the caller's loop does not have.
+    """
+
+    def __init__(self, spec: JobSpec) -> None:
+        self._spec = spec
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[JobSummary] | None = None
+        self._cancel_requested = False
+        self._done: concurrent.futures.Future[JobSummary] = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._main, name="pcmodel-job", daemon=True)
+
+    def _main(self) -> None:
+        try:
+            with asyncio.Runner(loop_factory=loop_factory(self._spec.clock)) as runner:
+                summary = runner.run(self._job())
+        except asyncio.CancelledError:
+            self._done.cancel()
+        except BaseException as error:  # handed to the waiting thread, not lost
+            self._done.set_exception(error)
+        else:
+            self._done.set_result(summary)
+
+    async def _job(self) -> JobSummary:
+        task = asyncio.current_task()
+        assert task is not None
+        with self._lock:
+            self._loop, self._task = asyncio.get_running_loop(), task
+            if self._cancel_requested:
+                task.cancel()
+        return await _execute_guarded(self._spec)
+
+    def cancel(self) -> None:
+        """Ask the job to stop; safe to call from any thread, at any time."""
+        with self._lock:
+            self._cancel_requested = True
+            loop, task = self._loop, self._task
+        if loop is not None and task is not None:
+            try:
+                loop.call_soon_threadsafe(task.cancel)
+            except RuntimeError:  # the loop already closed: the job is over
+                pass
+
+    def run_blocking(self) -> JobSummary:
+        """Start the job and block until it ends; KeyboardInterrupt cancels it first."""
+        self._thread.start()
+        try:
+            return self._done.result()
+        except KeyboardInterrupt:
+            self.cancel()
+            self._thread.join()
+            raise
+
+    async def run_async(self) -> JobSummary:
+        """Start the job and await its end; cancelling the awaiting task cancels the job."""
+        self._thread.start()
+        done = asyncio.wrap_future(self._done)
+        try:
+            return await asyncio.shield(done)
+        except asyncio.CancelledError:
+            self.cancel()
+            # Wait for the job to unwind so no thread or task outlives the cancel.
+            await asyncio.wait([done])
+            if not done.cancelled():
+                done.exception()  # retrieved: the cancel is what the caller hears about
+            raise

@@ -1,0 +1,114 @@
+"""The worker: takes work items, calls the function, hands each result on.
+
+A job runs a fixed pool of workers. Each one loops: take an item from the work queue, call
+`function(params)`, wrap what happened in a `TaskResult`, put it on the result queue. The
+pool size is the concurrency limit: at most `workers` calls are in flight, however many items
+are waiting.
+
+A failing call never kills its worker: the exception becomes the result's `error` and the
+worker takes the next item. (A hand-written worker that lets the exception escape before it
+calls `task_done()` leaves `queue.join()` waiting forever; the notebooks show that bug.)
+The worker stops when it takes the `STOP` marker, which the controller puts once per worker
+after the producers are done, behind every real item.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from pcmodel._queues import STOP
+from pcmodel.records import TaskResult
+
+__all__ = ["WorkerReport", "in_threads", "work"]
+
+_new_result = tuple.__new__  # builds a TaskResult without its keyword-parsing __new__
+
+
+@dataclass(slots=True)
+class WorkerReport:
+    """What one worker did."""
+
+    index: int
+    """The worker's 0-based index."""
+    tasks: int = 0
+    """Items it took."""
+    failed: int = 0
+    """Items whose function raised."""
+    busy_time: float = 0.0
+    """Seconds its function calls took, summed."""
+
+
+def in_threads(
+    function: Callable[[Any], Any], executor: ThreadPoolExecutor
+) -> Callable[[Any], Awaitable[Any]]:
+    """Adapt a plain function so each call runs in `executor` and can be awaited.
+
+    A plain function called on the event loop would block every other task while it runs;
+    in a thread it only blocks that thread. If the function returns an awaitable (a lambda
+    that returns a coroutine, say), the awaitable is awaited on the loop.
+    """
+
+    async def call_in_thread(params: Any) -> Any:
+        value = await asyncio.get_running_loop().run_in_executor(executor, function, params)
+        if inspect.isawaitable(value):
+            value = await value
+        return value
+
+    return call_in_thread
+
+
+async def work(
+    index: int,
+    function: Callable[[Any], Awaitable[Any]],
+    work_queue: asyncio.Queue[Any],
+    result_queue: asyncio.Queue[Any],
+    now: Callable[[], float],
+    start: float,
+) -> WorkerReport:
+    """Run items from `work_queue` through `function` until `STOP`; report what was done.
+
+    Args:
+        index: this worker's 0-based index, recorded in each `TaskResult`.
+        function: an async callable of one argument (plain functions are adapted first,
+            see `in_threads`).
+        work_queue: where items come from, as `(task_id, params, enqueued_at)`.
+        result_queue: where each `TaskResult` goes.
+        now: the job's clock; `start` is the job's start on that clock.
+    """
+    get = work_queue.get
+    put_nowait = result_queue.put_nowait
+    tasks = failed = 0
+    busy = 0.0
+    # Invariant: every item taken from the work queue yields exactly one TaskResult on the
+    # result queue, whatever the function does (only cancellation of the job skips it).
+    while (item := await get()) is not STOP:
+        task_id, params, enqueued_at = item
+        started = now()
+        try:
+            value = await function(params)
+        except Exception as exc:
+            finished = now()
+            failed += 1
+            result = _new_result(
+                TaskResult,
+                (task_id, params, None, exc, index, enqueued_at, started - start, finished - start),
+            )
+        else:
+            finished = now()
+            result = _new_result(
+                TaskResult,
+                (task_id, params, value, None, index, enqueued_at, started - start, finished - start),
+            )
+        tasks += 1
+        busy += finished - started
+        try:
+            put_nowait(result)
+        except asyncio.QueueFull:
+            # The result handlers are behind: wait for room (backpressure on workers).
+            await result_queue.put(result)
+    return WorkerReport(index, tasks, failed, busy)
