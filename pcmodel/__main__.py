@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from pcmodel import __version__
 from pcmodel._validate import check_int
+from pcmodel.clock import Clock
 from pcmodel.records import JobSummary, TaskResult
 from pcmodel.runner import run_job
 from pcmodel.timeline import describe
@@ -43,16 +44,16 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--tasks", type=int, default=10, metavar="N", help="number of calls (default 10)")
     demo.add_argument("--workers", type=int, default=5, metavar="W", help="worker tasks (default 5)")
     demo.add_argument(
-        "--queue-size", type=int, default=100, metavar="Q", help="work queue capacity, 0 = unbounded (default 100)"
+        "--queue-size",
+        type=int,
+        default=100,
+        metavar="Q",
+        help="work queue capacity, 0 = unbounded (default 100)",
     )
     demo.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the random waits (default 0)")
-    demo.add_argument(
-        "--virtual", action="store_true", help="run in virtual time: instant, with exact times"
-    )
+    demo.add_argument("--virtual", action="store_true", help="run in virtual time: instant, with exact times")
     demo.add_argument("--plot", metavar="PATH", help="save the timeline as a PNG image at PATH")
-    demo.add_argument(
-        "--json", action="store_true", help="end with the summary's figures as one JSON object"
-    )
+    demo.add_argument("--json", action="store_true", help="end with the summary's figures as one JSON object")
     return parser
 
 
@@ -63,7 +64,7 @@ def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         check_int("--queue-size", args.queue_size, 0)
     except (TypeError, ValueError) as error:
         parser.error(str(error))
-    clock = "virtual" if args.virtual else "real"
+    clock: Clock = "virtual" if args.virtual else "real"
     total = len(job)
     done = 0
     width = len(str(total))

@@ -36,14 +36,14 @@ class DepthRecordingQueue(asyncio.Queue[Any]):
         self._stops = 0
 
     def _put(self, item: Any) -> None:
-        super()._put(item)  # type: ignore[misc]
+        super()._put(item)
         if item is STOP:
             self._stops += 1
         else:
             self._sample()
 
     def _get(self) -> Any:
-        item = super()._get()  # type: ignore[misc]
+        item = super()._get()
         if item is STOP:
             self._stops -= 1
         else:

@@ -52,7 +52,7 @@ def check_clock(value: object) -> Clock:
         raise TypeError(f"clock must be one of {', '.join(map(repr, CLOCKS))}, got {value!r}")
     if value not in CLOCKS:
         raise ValueError(f"clock must be one of {', '.join(map(repr, CLOCKS))}, got {value!r}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def check_bool(name: str, value: object) -> bool:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import selectors
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 __all__ = ["CLOCKS", "Clock", "VirtualTimeLoop", "loop_factory"]
 
@@ -87,7 +87,7 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         self._threads_busy = 0
         self.on_idle: Callable[[], object] | None = None
         # The selector is private to SelectorEventLoop; wrapping it is how the clock jumps.
-        self._selector = _JumpingSelector(self, self._selector)  # type: ignore[has-type,assignment]
+        self._selector = cast(selectors.BaseSelector, _JumpingSelector(self, self._selector))  # type: ignore[has-type]
 
     def time(self) -> float:
         """The virtual time in seconds since the loop was made."""

@@ -74,10 +74,7 @@ def make_spec(
         ValueError: an argument has a value out of range.
     """
     _validate.check_callable("function", function)
-    if isinstance(params, Producers):
-        sources = params.sources
-    else:
-        sources = (_validate.check_source("params", params),)
+    sources = params.sources if isinstance(params, Producers) else (_validate.check_source("params", params),)
     _validate.check_callable("on_task_complete", on_task_complete, optional=True)
     _validate.check_callable("on_job_complete", on_job_complete, optional=True)
     return JobSpec(
@@ -127,16 +124,25 @@ async def execute(spec: JobSpec) -> JobSummary:
     try:
         async with asyncio.TaskGroup() as group:
             handlers = [
-                group.create_task(handle_results(result_queue, spec.on_task_complete, results))
-                for _ in range(spec.result_handlers)
+                group.create_task(
+                    handle_results(result_queue, spec.on_task_complete, results),
+                    name=f"pcmodel-result-handler-{index}",
+                )
+                for index in range(spec.result_handlers)
             ]
             workers = [
-                group.create_task(work(index, function, work_queue, result_queue, now, start))
+                group.create_task(
+                    work(index, function, work_queue, result_queue, now, start),
+                    name=f"pcmodel-worker-{index}",
+                )
                 for index in range(spec.workers)
             ]
             producers = [
-                group.create_task(produce(source, work_queue, task_ids, now, start, trace=spec.trace))
-                for source in spec.sources
+                group.create_task(
+                    produce(source, work_queue, task_ids, now, start, trace=spec.trace),
+                    name=f"pcmodel-producer-{index}",
+                )
+                for index, source in enumerate(spec.sources)
             ]
             # asyncio.wait never raises a piece's error here: if a piece fails, the group
             # cancels this body and raises the error itself.

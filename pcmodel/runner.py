@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import AsyncIterable, Callable, Iterable
 from typing import Any
@@ -265,7 +266,7 @@ class _JobThread:
                 summary = runner.run(self._job())
         except asyncio.CancelledError:
             self._done.cancel()
-        except BaseException as error:  # handed to the waiting thread, not lost
+        except BaseException as error:  # noqa: BLE001 - handed to the waiting thread, not lost
             self._done.set_exception(error)
         else:
             self._done.set_result(summary)
@@ -285,10 +286,9 @@ class _JobThread:
             self._cancel_requested = True
             loop, task = self._loop, self._task
         if loop is not None and task is not None:
-            try:
+            # A RuntimeError means the loop already closed: the job is over.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(task.cancel)
-            except RuntimeError:  # the loop already closed: the job is over
-                pass
 
     def run_blocking(self) -> JobSummary:
         """Start the job and block until it ends; KeyboardInterrupt cancels it first."""

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["OK_COLOR", "FAILED_COLOR", "describe", "plot_timeline"]
+__all__ = ["FAILED_COLOR", "OK_COLOR", "describe", "plot_timeline"]
 
 OK_COLOR = "#4C72B0"
 FAILED_COLOR = "#C44E52"
@@ -125,13 +125,17 @@ def _draw_lanes(ax: Axes, summary: JobSummary) -> None:
     ideal = summary.ideal_makespan
     if ideal is not None and results:
         ax.axvline(ideal, color="black", linestyle="--", linewidth=1, label=f"ideal makespan {ideal:.3f} s")
-    ax.axvline(summary.elapsed, color="gray", linestyle=":", linewidth=1, label=f"elapsed {summary.elapsed:.3f} s")
+    ax.axvline(
+        summary.elapsed, color="gray", linestyle=":", linewidth=1, label=f"elapsed {summary.elapsed:.3f} s"
+    )
     from matplotlib.patches import Patch
 
     handles, _ = ax.get_legend_handles_labels()
-    handles = [Patch(facecolor=OK_COLOR, label="task ok")] + (
-        [Patch(facecolor=FAILED_COLOR, hatch="///", label="task failed")] if summary.failed else []
-    ) + handles
+    handles = (
+        [Patch(facecolor=OK_COLOR, label="task ok")]
+        + ([Patch(facecolor=FAILED_COLOR, hatch="///", label="task failed")] if summary.failed else [])
+        + handles
+    )
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.005, 1), fontsize=8, frameon=False)
     ax.set_ylim(summary.workers - 0.5, -0.5)  # worker 0 on top
     if summary.workers <= 30:
@@ -159,7 +163,13 @@ def _draw_depth(ax: Axes, summary: JobSummary) -> None:
     top = max(depths)
     if summary.queue_size and summary.queue_size <= 2 * top:
         # The capacity line only when it is close enough to the depth to tell something.
-        ax.axhline(summary.queue_size, color="gray", linestyle="--", linewidth=1, label=f"queue_size {summary.queue_size}")
+        ax.axhline(
+            summary.queue_size,
+            color="gray",
+            linestyle="--",
+            linewidth=1,
+            label=f"queue_size {summary.queue_size}",
+        )
         top = summary.queue_size
     ax.set_ylim(0, max(top, 1) * 1.15)
     ax.set_ylabel("work queue")

@@ -91,7 +91,7 @@ async def work(
         started = now()
         try:
             value = await function(params)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failing call is an outcome, not a crash
             finished = now()
             failed += 1
             result = _new_result(

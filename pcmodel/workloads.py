@@ -155,7 +155,7 @@ def car_prices(
     if not 0 <= failure_rate <= 1:
         raise ValueError(f"failure_rate must be between 0 and 1, got {failure_rate!r}")
     rng = random.Random(_check_seed(seed))
-    items = tuple(
+    items: tuple[dict[str, Any], ...] = tuple(
         {
             "id": car_id,
             "model": rng.choice(_MODELS),
