@@ -1,0 +1,832 @@
+"""A real car-price HTTP API on loopback, and a client workload for pcmodel jobs.
+
+Simulated calls (`pcmodel.workloads`) teach the model; this module is the real thing: an
+aiohttp web server on 127.0.0.1 that is slow, flaky and rate-limited on purpose, and a client
+whose calls go over real sockets. Both run on the caller's event loop, so a test or a notebook
+cell can start the server, run a job against it and read what the server saw:
+
+    >>> import pcmodel
+    >>> from pcmodel.carapi import CarAPIServer, CarPriceClient
+    >>> async def demo():
+    ...     async with CarAPIServer(latency=(0.01, 0.05), error_rate=0.1, seed=1) as server:
+    ...         async with CarPriceClient(server.url) as fetch_price:
+    ...             summary = await pcmodel.run_job_async(fetch_price, range(100), workers=20)
+    ...         return summary.tasks, server.statistics().errors_sent == summary.failed
+    >>> asyncio.run(demo())  # doctest: +SKIP
+    (100, True)
+
+The server's knobs:
+
+- `latency`: how long each answer takes, uniform between two bounds or drawn by a function.
+- `error_rate`: the share of requests answered `500 Internal Server Error`.
+- `rate_limit` and `burst`: a token bucket on the server's loop clock; a request that finds
+  the bucket empty is answered `429 Too Many Requests` at once, with a `Retry-After` header
+  (whole seconds, as HTTP says) and a `Retry-After-Ms` header (the exact wait).
+
+Every draw is seeded by the server's `seed`, the request's path and how many times that path
+was served before, so the n-th request for a car meets the same fate whatever order the
+requests arrive in: which cars fail is repeatable, and a retry can succeed.
+
+The client raises `ServerError` for a 5xx answer and `RateLimited` (with `retry_after`, in
+seconds) for a 429: what a retry layer needs to decide whether, and when, to try again.
+
+aiohttp is needed (`pip install 'pcmodel[api]'`); `import pcmodel` never imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import email.utils
+import ipaddress
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Self
+
+try:
+    import aiohttp
+    from aiohttp import web
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "pcmodel.carapi needs aiohttp, which is not installed: pip install 'pcmodel[api]'"
+    ) from error
+
+from pcmodel._validate import check_int
+
+__all__ = [
+    "RETRYABLE_ERRORS",
+    "CarAPIError",
+    "CarAPIServer",
+    "CarPriceClient",
+    "Latency",
+    "RateLimited",
+    "ServerError",
+    "ServerStatistics",
+    "car_info",
+    "serve_main",
+]
+
+Latency = tuple[float, float] | Callable[[random.Random], float]
+"""Seconds an answer takes: `(low, high)` for a uniform draw, or a function of a seeded
+`random.Random` that returns the seconds (for example `lambda rng: rng.expovariate(20)`)."""
+
+_MAX_CAR_ID: Final = 10**9
+_RATE_WINDOW: Final = 1.0  # seconds: the window of `ServerStatistics.peak_per_second`
+
+# Model, base price in euros when new.
+_MODELS: Final = (
+    ("Toyota Corolla", 27_000),
+    ("Honda Civic", 29_000),
+    ("Volkswagen Golf", 31_000),
+    ("Tesla Model 3", 42_000),
+    ("Renault Clio", 19_000),
+    ("Ford Focus", 24_000),
+    ("Skoda Octavia", 28_000),
+    ("Mazda 3", 26_000),
+    ("BMW 3 Series", 46_000),
+    ("Fiat 500", 17_000),
+)
+_CATALOGUE_YEAR: Final = 2025
+
+
+def car_info(car_id: int) -> dict[str, Any]:
+    """What the API knows about car `car_id`: model, year, mileage and price in euros.
+
+    The catalogue is a pure function of the id, the same on every server and in every run, so
+    a test or a notebook can check the prices it was given.
+
+    Args:
+        car_id: the car's id, from 0 to 10**9.
+
+    Raises:
+        TypeError: `car_id` is not an int.
+        ValueError: `car_id` is out of range.
+    """
+    check_int("car_id", car_id, 0)
+    if car_id > _MAX_CAR_ID:
+        raise ValueError(f"car_id must be <= {_MAX_CAR_ID}, got {car_id!r}")
+    rng = random.Random(car_id)
+    model, new_price = rng.choice(_MODELS)
+    age = rng.randint(0, 15)
+    mileage = round(age * rng.uniform(6_000, 22_000) + rng.uniform(0, 5_000), -2)
+    # About 12% of the value lost per year, and 3 cents per km; never below scrap value.
+    price = max(500, round(new_price * 0.88**age - 0.03 * mileage, -1))
+    return {
+        "id": car_id,
+        "model": model,
+        "year": _CATALOGUE_YEAR - age,
+        "mileage_km": int(mileage),
+        "price": int(price),
+        "currency": "EUR",
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# The server
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStatistics:
+    """What the server saw, as a snapshot (see `CarAPIServer.statistics`).
+
+    Times are seconds since the server started (or since its statistics were last reset), on
+    the server's loop clock. Only the car endpoints are counted, not `/health` or `/stats`.
+    """
+
+    requests: int
+    """Requests received on the car endpoints, answered or not yet."""
+    answered: int
+    """Requests answered 200 with a car or a price."""
+    errors_sent: int
+    """Requests answered 500 on purpose (the `error_rate` knob)."""
+    rate_limited: int
+    """Requests answered 429 because the token bucket was empty."""
+    not_found: int
+    """Requests for a car id that is not an int from 0 to 10**9 (answered 404)."""
+    in_flight: int
+    """Requests being served at the time of the snapshot."""
+    max_in_flight: int
+    """Most requests ever served at once."""
+    peak_per_second: int
+    """Most requests let through the rate limiter (not answered 429) in any 1-second window;
+    with a rate limit it never exceeds `burst + rate_limit`."""
+    first_request_at: float | None
+    """When the first counted request arrived; None before any."""
+    last_request_at: float | None
+    """When the last counted request arrived; None before any."""
+    uptime: float
+    """Seconds from the start (or the last reset) to the snapshot."""
+
+    @property
+    def admitted(self) -> int:
+        """Requests let through the rate limiter: `requests - rate_limited`."""
+        return self.requests - self.rate_limited
+
+    @property
+    def requests_per_second(self) -> float:
+        """Mean arrival rate between the first and the last request (0.0 for fewer than two)."""
+        if self.first_request_at is None or self.last_request_at is None:
+            return 0.0
+        span = self.last_request_at - self.first_request_at
+        return (self.requests - 1) / span if span > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The figures as a plain JSON-ready dict, derived ones included."""
+        return {
+            "requests": self.requests,
+            "answered": self.answered,
+            "errors_sent": self.errors_sent,
+            "rate_limited": self.rate_limited,
+            "not_found": self.not_found,
+            "admitted": self.admitted,
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+            "peak_per_second": self.peak_per_second,
+            "requests_per_second": self.requests_per_second,
+            "first_request_at": self.first_request_at,
+            "last_request_at": self.last_request_at,
+            "uptime": self.uptime,
+        }
+
+    def __str__(self) -> str:
+        return (
+            f"{self.requests} requests ({self.answered} answered, {self.errors_sent} errors sent, "
+            f"{self.rate_limited} rate-limited, {self.not_found} not found), "
+            f"{self.requests_per_second:.1f} requests/s, peak {self.peak_per_second} admitted in 1 s, "
+            f"max {self.max_in_flight} in flight"
+        )
+
+
+class _TokenBucket:
+    """A token bucket: `rate` tokens a second, holding at most `burst`; it starts full."""
+
+    __slots__ = ("_burst", "_rate", "_tokens", "_updated")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._updated = now
+
+    def take(self, now: float) -> float:
+        """Take a token and return 0.0, or return the seconds until one will be there."""
+        tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
+        self._updated = now
+        if tokens >= 1.0:
+            self._tokens = tokens - 1.0
+            return 0.0
+        self._tokens = tokens
+        return (1.0 - tokens) / self._rate
+
+
+def _check_latency(latency: object) -> Callable[[random.Random], float]:
+    if callable(latency):
+        function: Callable[[random.Random], float] = latency
+        return function
+    if not isinstance(latency, tuple) or len(latency) != 2:
+        raise TypeError(
+            f"latency must be a (low, high) tuple of seconds or a function of a random.Random, "
+            f"got {latency!r}"
+        )
+    low, high = latency
+    for bound in (low, high):
+        if isinstance(bound, bool) or not isinstance(bound, int | float):
+            raise TypeError(f"latency bounds must be numbers of seconds, got {latency!r}")
+    if not 0 <= low <= high:
+        raise ValueError(f"latency must be (low, high) with 0 <= low <= high, got {latency!r}")
+    low_s, high_s = float(low), float(high)
+    return lambda rng: rng.uniform(low_s, high_s)
+
+
+def _check_probability(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number from 0 to 1, got {value!r}")
+    if not 0 <= value <= 1:
+        raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def _check_rate(rate_limit: object, burst: object) -> tuple[float | None, int]:
+    if rate_limit is None:
+        if burst is not None:
+            raise ValueError(f"burst needs a rate_limit, got burst={burst!r} and rate_limit=None")
+        return None, 1
+    if isinstance(rate_limit, bool) or not isinstance(rate_limit, int | float):
+        raise TypeError(f"rate_limit must be a number of requests per second or None, got {rate_limit!r}")
+    if not (rate_limit > 0 and math.isfinite(rate_limit)):
+        raise ValueError(f"rate_limit must be > 0 requests per second, got {rate_limit!r}")
+    return float(rate_limit), 1 if burst is None else check_int("burst", burst, 1)
+
+
+def _check_host(host: object) -> str:
+    if not isinstance(host, str):
+        raise TypeError(f"host must be a str, got {host!r}")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is None or not address.is_loopback:
+        raise ValueError(
+            f"host must be a loopback address such as '127.0.0.1', got {host!r}: "
+            "this API is a test double, never to be reachable from another machine"
+        )
+    return host
+
+
+def _retry_after_headers(wait: float) -> dict[str, str]:
+    # Retry-After takes whole seconds: round up, never invite a client back too early.
+    return {"Retry-After": str(math.ceil(wait)), "Retry-After-Ms": str(math.ceil(wait * 1000))}
+
+
+class CarAPIServer:
+    """The car-price API: an aiohttp server on 127.0.0.1, slow, flaky and rate-limited on demand.
+
+    Use it as an async context manager, which starts the server on entry and stops it on exit
+    (`async with CarAPIServer(error_rate=0.1) as server: ... server.url ...`), or call
+    `await server.start()` and `await server.stop()` yourself, say in two notebook cells.
+    The server runs on the event loop that starts it.
+
+    Endpoints (JSON):
+
+    - `GET /cars/{id}/price`: `{"id": 7, "price": 14230, "currency": "EUR"}`
+    - `GET /cars/{id}`: the car, see `car_info`
+    - `GET /stats`: `ServerStatistics.as_dict()`; `GET /health`: `{"status": "ok"}`
+
+    The knobs apply to the car endpoints only. A request first meets the rate limiter (429
+    at once if the bucket is empty), then waits its latency, then is answered 500 with
+    probability `error_rate`, else 200.
+
+    Args:
+        latency: `(low, high)` seconds for a uniform draw, or a function of a seeded
+            `random.Random` that returns seconds.
+        error_rate: share of the requests answered 500, from 0 to 1.
+        rate_limit: requests per second the token bucket lets through, or None for no limit.
+        burst: requests the bucket holds (it starts full); default 1, no bursts. Needs
+            `rate_limit`.
+        seed: seed of every latency and error draw.
+        host: a loopback address to bind (default "127.0.0.1"); other hosts are refused.
+        port: the port to bind; 0 (default) lets the system pick a free one.
+        shutdown_timeout: seconds `stop()` lets requests in flight finish before it cancels them.
+
+    Raises:
+        TypeError, ValueError: a bad knob, checked when the server is made.
+    """
+
+    def __init__(
+        self,
+        *,
+        latency: Latency = (0.05, 0.25),
+        error_rate: float = 0.0,
+        rate_limit: float | None = None,
+        burst: int | None = None,
+        seed: int = 0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        shutdown_timeout: float = 1.0,
+    ) -> None:
+        self._draw_latency = _check_latency(latency)
+        self.latency = latency
+        """The latency knob, as given."""
+        self.error_rate = _check_probability("error_rate", error_rate)
+        """Share of the requests answered 500."""
+        self.rate_limit, self.burst = _check_rate(rate_limit, burst)
+        """Requests per second let through (None: no limit), and the bucket's size."""
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {seed!r}")
+        self.seed = seed
+        """Seed of every draw."""
+        self.host = _check_host(host)
+        """The address the server binds."""
+        self._port = check_int("port", port, 0)
+        if self._port > 65535:
+            raise ValueError(f"port must be <= 65535, got {port!r}")
+        if isinstance(shutdown_timeout, bool) or not isinstance(shutdown_timeout, int | float):
+            raise TypeError(f"shutdown_timeout must be a number of seconds, got {shutdown_timeout!r}")
+        if shutdown_timeout < 0:
+            raise ValueError(f"shutdown_timeout must be >= 0, got {shutdown_timeout!r}")
+        self._shutdown_timeout = float(shutdown_timeout)
+        self._runner: web.AppRunner | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._served: dict[str, int] = {}
+        self._reset(0.0)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """True between `start()` and `stop()`."""
+        return self._runner is not None
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on (the one the system picked, for port 0)."""
+        if self._runner is None:
+            raise RuntimeError("the server is not running: start it with 'await server.start()' first")
+        return int(self._runner.addresses[0][1])
+
+    @property
+    def url(self) -> str:
+        """The server's base URL, such as "http://127.0.0.1:43117"."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> Self:
+        """Bind the port and start serving on the running loop; return the server."""
+        if self._runner is not None:
+            raise RuntimeError(f"the server is already running at {self.url}")
+        app = web.Application()
+        app.router.add_get("/cars/{car_id}/price", self._price)
+        app.router.add_get("/cars/{car_id}", self._car)
+        app.router.add_get("/stats", self._stats)
+        app.router.add_get("/health", self._health)
+        # handler_cancellation: a client that hangs up (a timed-out call) stops its request
+        # here too, so `in_flight` counts only requests someone still waits for.
+        runner = web.AppRunner(
+            app, access_log=None, handler_cancellation=True, shutdown_timeout=self._shutdown_timeout
+        )
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, self._port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._loop = asyncio.get_running_loop()
+        self._runner = runner
+        self.reset_statistics()
+        return self
+
+    async def stop(self) -> None:
+        """Stop listening, let requests in flight finish (up to `shutdown_timeout`), close all.
+
+        Safe to call twice; after it returns no task or socket of the server is left.
+        """
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def __repr__(self) -> str:
+        where = self.url if self.running else "stopped"
+        limit = "no rate limit" if self.rate_limit is None else f"{self.rate_limit:g}/s burst {self.burst}"
+        return f"<CarAPIServer {where}: error_rate={self.error_rate:g}, {limit}, seed={self.seed}>"
+
+    # -- statistics --------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return self._loop.time() if self._loop is not None else time.monotonic()
+
+    def _reset(self, now: float) -> None:
+        self._started_at = now
+        self._requests = self._answered = self._errors = self._limited = self._not_found = 0
+        self._in_flight = self._max_in_flight = self._peak = 0
+        self._first: float | None = None
+        self._last: float | None = None
+        # Admission times within the last second, for `peak_per_second`.
+        self._window: collections.deque[float] = collections.deque()
+        self._bucket = None if self.rate_limit is None else _TokenBucket(self.rate_limit, self.burst, now)
+
+    def reset_statistics(self) -> None:
+        """Zero the counters and refill the rate limiter, say before the next job of a lesson.
+
+        The per-path draw counts are kept: the next request for a car continues its sequence.
+        """
+        self._reset(self._now())
+
+    def statistics(self) -> ServerStatistics:
+        """A snapshot of what the server saw since it started (or since the last reset)."""
+        start = self._started_at
+        return ServerStatistics(
+            requests=self._requests,
+            answered=self._answered,
+            errors_sent=self._errors,
+            rate_limited=self._limited,
+            not_found=self._not_found,
+            in_flight=self._in_flight,
+            max_in_flight=self._max_in_flight,
+            peak_per_second=self._peak,
+            first_request_at=None if self._first is None else self._first - start,
+            last_request_at=None if self._last is None else self._last - start,
+            uptime=self._now() - start,
+        )
+
+    # -- handlers ----------------------------------------------------------------------------
+
+    async def _serve(self, request: web.Request, answer: Callable[[int], dict[str, Any]]) -> web.Response:
+        now = self._now()
+        self._requests += 1
+        if self._first is None:
+            self._first = now
+        self._last = now
+        if self._bucket is not None:
+            wait = self._bucket.take(now)
+            if wait > 0:
+                self._limited += 1
+                return web.json_response(
+                    {"error": "rate limit exceeded", "retry_after": wait},
+                    status=429,
+                    headers=_retry_after_headers(wait),
+                )
+        window = self._window
+        window.append(now)
+        while window[0] <= now - _RATE_WINDOW:
+            window.popleft()
+        self._peak = max(self._peak, len(window))
+
+        car_id = _parse_car_id(request.match_info["car_id"])
+        if car_id is None:
+            self._not_found += 1
+            return web.json_response(
+                {"error": f"no car {request.match_info['car_id']!r}: ids are ints from 0 to {_MAX_CAR_ID}"},
+                status=404,
+            )
+        # The n-th request for a path draws from its own stream, so its fate does not depend
+        # on the order in which concurrent requests arrive.
+        path = request.path
+        served = self._served.get(path, 0)
+        self._served[path] = served + 1
+        rng = random.Random(f"{self.seed}:{path}:{served}")
+        fails = rng.random() < self.error_rate
+        latency = max(0.0, float(self._draw_latency(rng)))
+
+        self._in_flight += 1
+        self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        try:
+            await asyncio.sleep(latency)
+        finally:
+            self._in_flight -= 1
+        if fails:
+            self._errors += 1
+            return web.json_response({"error": "simulated failure"}, status=500)
+        self._answered += 1
+        return web.json_response(answer(car_id))
+
+    async def _price(self, request: web.Request) -> web.Response:
+        return await self._serve(request, _price_of)
+
+    async def _car(self, request: web.Request) -> web.Response:
+        return await self._serve(request, car_info)
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.statistics().as_dict())
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+
+def _parse_car_id(text: str) -> int | None:
+    if not (text.isascii() and text.isdigit()) or len(text) > 10:
+        return None
+    car_id = int(text)
+    return car_id if car_id <= _MAX_CAR_ID else None
+
+
+def _price_of(car_id: int) -> dict[str, Any]:
+    info = car_info(car_id)
+    return {"id": car_id, "price": info["price"], "currency": info["currency"]}
+
+
+# --------------------------------------------------------------------------------------------
+# The client
+
+
+class CarAPIError(Exception):
+    """The car-price API answered with an error status.
+
+    A retry layer reads `status`, `retryable` and `retry_after` to decide whether, and when,
+    to try again.
+    """
+
+    def __init__(self, message: str, *, status: int, car_id: int, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        """The HTTP status of the answer."""
+        self.car_id = car_id
+        """The car that was asked for."""
+        self.retry_after = retry_after
+        """Seconds the server asked the client to wait before trying again, if it said."""
+
+    @property
+    def retryable(self) -> bool:
+        """True when trying again may succeed: a 5xx or a 429 answer."""
+        return self.status == 429 or self.status >= 500
+
+
+class ServerError(CarAPIError):
+    """The API answered 5xx: a failure on its side, worth retrying."""
+
+
+class RateLimited(CarAPIError):
+    """The API answered 429 Too Many Requests: wait `retry_after` seconds, then retry."""
+
+
+RETRYABLE_ERRORS: Final[tuple[type[Exception], ...]] = (
+    ServerError,
+    RateLimited,
+    aiohttp.ClientConnectionError,
+)
+"""The exceptions of a `CarPriceClient` call that are worth retrying: 5xx and 429 answers,
+and failed connections (refused, reset, closed mid-answer)."""
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait, from `Retry-After-Ms` or else `Retry-After` (seconds or an HTTP date)."""
+    millis = headers.get("Retry-After-Ms")
+    if millis is not None:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _car_id(car: object) -> int:
+    if isinstance(car, Mapping):
+        if "id" not in car:
+            raise TypeError(f"car must be an int id or a mapping with an 'id' key, got {car!r:.80}")
+        car = car["id"]
+    if isinstance(car, bool) or not isinstance(car, int):
+        raise TypeError(f"car must be an int id or a mapping with an 'id' key, got {car!r:.80}")
+    return car
+
+
+class CarPriceClient:
+    """A ready workload for pcmodel jobs: `await client(car)` asks the API for the car's price.
+
+    One `aiohttp.ClientSession`, opened on entry and closed on exit, is shared by every call,
+    so a job's workers reuse its pooled keep-alive connections instead of each opening its
+    own. The connection pool is unbounded by default: the job's `workers` already bound the
+    calls in flight.
+
+        async with CarAPIServer() as server, CarPriceClient(server.url) as fetch_price:
+            summary = await pcmodel.run_job_async(fetch_price, range(200), workers=50)
+
+    A call raises `ServerError` for a 5xx answer, `RateLimited` for a 429 (its `retry_after`
+    says how long to wait), `CarAPIError` for another error status, and aiohttp's
+    `ClientConnectionError` when the connection fails. `RETRYABLE_ERRORS` lists the ones
+    worth retrying.
+
+    The session belongs to the loop that opened it: open the client inside the job's loop
+    (`run_job_async` with the real clock). Real sockets have no place on a virtual clock.
+
+    Args:
+        url: the API's base URL, such as `server.url`.
+        timeout: seconds a call may take in all before aiohttp gives up, or None for no limit.
+            A safety net: per-task time limits belong to the job.
+        connections: most connections open at once; 0 (default) for no limit.
+    """
+
+    def __init__(self, url: str, *, timeout: float | None = 60.0, connections: int = 0) -> None:
+        if not isinstance(url, str):
+            raise TypeError(f"url must be a str, got {url!r}")
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with 'http://' or 'https://', got {url!r}")
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+                raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r}")
+            if not timeout > 0:
+                raise ValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")
+        self.url = url.rstrip("/")
+        """The API's base URL."""
+        self._timeout = timeout
+        self._connections = check_int("connections", connections, 0)
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The shared session (only between entry and exit)."""
+        if self._session is None:
+            raise RuntimeError(
+                "the client is not open: use 'async with CarPriceClient(url) as fetch_price:' first"
+            )
+        return self._session
+
+    async def __aenter__(self) -> Self:
+        if self._session is not None:
+            raise RuntimeError("the client is already open; make one CarPriceClient per 'async with'")
+        self._loop = asyncio.get_running_loop()
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self._connections),
+            timeout=aiohttp.ClientTimeout(total=self._timeout),
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    def _open_session(self) -> aiohttp.ClientSession:
+        session = self.session
+        if asyncio.get_running_loop() is not self._loop:
+            raise RuntimeError(
+                "the client was opened on another event loop: open it where the job runs, and "
+                "use the real clock (clock='virtual' runs a job on a private loop)"
+            )
+        return session
+
+    async def _get(self, car: object, suffix: str) -> dict[str, Any]:
+        car_id = _car_id(car)
+        session = self._open_session()
+        async with session.get(f"{self.url}/cars/{car_id}{suffix}") as response:
+            if response.status == 200:
+                data: dict[str, Any] = await response.json()
+                return data
+            status, reason = response.status, response.reason or ""
+            try:
+                detail = (await response.json()).get("error", "")
+            except (aiohttp.ContentTypeError, ValueError, AttributeError):
+                detail = ""
+            retry_after = _retry_after(response.headers)
+        text = f"car {car_id}: the price API answered {status} {reason}".rstrip()
+        if detail:
+            text += f" ({detail})"
+        if status == 429:
+            wait = "" if retry_after is None else f", retry after {retry_after:.3f} s"
+            raise RateLimited(text + wait, status=status, car_id=car_id, retry_after=retry_after)
+        if status >= 500:
+            raise ServerError(text, status=status, car_id=car_id, retry_after=retry_after)
+        raise CarAPIError(text, status=status, car_id=car_id, retry_after=retry_after)
+
+    async def __call__(self, car: int | Mapping[str, Any]) -> int:
+        """Ask the API for the price of `car` (an int id, or a mapping with an "id"), in euros.
+
+        Raises:
+            ServerError: a 5xx answer.
+            RateLimited: a 429 answer; `retry_after` says how long to wait.
+            CarAPIError: another error status (404 for an unknown car).
+            aiohttp.ClientConnectionError: the connection failed.
+            TypeError: `car` is not an int id or a mapping with one.
+        """
+        data = await self._get(car, "/price")
+        return int(data["price"])
+
+    async def car(self, car: int | Mapping[str, Any]) -> dict[str, Any]:
+        """Ask the API for everything it knows about `car` (see `car_info`); same errors."""
+        return await self._get(car, "")
+
+    def __repr__(self) -> str:
+        state = "open" if self._session is not None else "closed"
+        return f"<CarPriceClient {self.url} ({state})>"
+
+
+# --------------------------------------------------------------------------------------------
+# The command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pcmodel serve-api",
+        description=(
+            "Serve the car-price JSON API on loopback until Ctrl-C: GET /cars/ID/price, "
+            "GET /cars/ID, GET /stats, GET /health. Slow, flaky and rate-limited on demand."
+        ),
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default 0)")
+    parser.add_argument(
+        "--latency",
+        type=float,
+        nargs=2,
+        default=(0.05, 0.25),
+        metavar=("LOW", "HIGH"),
+        help="each answer takes a uniform LOW-HIGH seconds (default 0.05 0.25)",
+    )
+    parser.add_argument(
+        "--error-rate",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="share of requests answered 500 (default 0)",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        default=None,
+        metavar="N",
+        help="let N requests a second through, answer 429 with Retry-After beyond (default: no limit)",
+    )
+    parser.add_argument(
+        "--burst", type=int, default=None, metavar="B", help="requests the rate limiter holds (default 1)"
+    )
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of every draw (default 0)")
+    return parser
+
+
+async def _serve_forever(server: CarAPIServer) -> None:
+    async with server:
+        limit = (
+            "no rate limit"
+            if server.rate_limit is None
+            else f"rate limit {server.rate_limit:g}/s, burst {server.burst}"
+        )
+        low, high = server.latency if isinstance(server.latency, tuple) else (0.0, 0.0)
+        print(f"car-price API on {server.url}", flush=True)
+        print(
+            f"latency {low:g}-{high:g} s, error rate {server.error_rate:g}, {limit}, seed {server.seed}; "
+            f"try {server.url}/cars/1/price; Ctrl-C to stop",
+            flush=True,
+        )
+        await asyncio.Event().wait()
+
+
+def serve_main(argv: Sequence[str] | None = None) -> int:
+    """Run `pcmodel serve-api` with `argv` (default: `sys.argv[1:]`) until Ctrl-C; return 0.
+
+    Prints the URL first, then, on Ctrl-C, what the server saw.
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        server = CarAPIServer(
+            latency=tuple(args.latency),
+            error_rate=args.error_rate,
+            rate_limit=args.rate_limit,
+            burst=args.burst,
+            seed=args.seed,
+            host=args.host,
+            port=args.port,
+        )
+    except (TypeError, ValueError) as error:
+        parser.error(str(error).replace("error_rate", "--error-rate").replace("rate_limit", "--rate-limit"))
+    try:
+        asyncio.run(_serve_forever(server))
+    except KeyboardInterrupt:
+        print(f"stopped: {server.statistics()}", flush=True)
+        return 0
+    except OSError as error:
+        print(f"pcmodel serve-api: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
+        return 1
+    return 0  # pragma: no cover - the server only ends on Ctrl-C
