@@ -7,11 +7,17 @@ sequential time (the sum of the bars), speedup, and the ideal makespan to compar
 
 matplotlib is imported only when a plot is drawn, so `import pcmodel` stays light. Figures
 are plain `matplotlib.figure.Figure` objects, not pyplot ones: they are safe to build in any
-thread, and a notebook shows one when it is a cell's last expression.
+thread, and a notebook shows one when it is a cell's last expression, once the inline backend
+is active (`%matplotlib inline`, or any import of `matplotlib.pyplot`).
+
+Besides the timeline of one job, this module draws comparisons of several jobs
+(`plot_timelines`), the sweeps of `pcmodel.sweeps` (`plot_speedup`, `plot_queue_sweep`) and
+the map of the pipeline's pieces (`plot_pipeline`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from pcmodel.records import JobSummary
@@ -20,10 +26,24 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["FAILED_COLOR", "OK_COLOR", "describe", "plot_timeline"]
+    from pcmodel.sweeps import QueuePoint, WorkersPoint
+
+__all__ = [
+    "FAILED_COLOR",
+    "HANDLER_COLOR",
+    "OK_COLOR",
+    "describe",
+    "peak_concurrency",
+    "plot_pipeline",
+    "plot_queue_sweep",
+    "plot_speedup",
+    "plot_timeline",
+    "plot_timelines",
+]
 
 OK_COLOR = "#4C72B0"
 FAILED_COLOR = "#C44E52"
+HANDLER_COLOR = "#55A868"
 _BLOCKED_COLOR = "#DD8452"
 _MAX_LABELLED_TASKS = 80
 
@@ -91,7 +111,9 @@ def plot_timeline(summary: JobSummary, ax: Axes | None = None, *, title: str | N
     return figure  # type: ignore[return-value]
 
 
-def _draw_lanes(ax: Axes, summary: JobSummary) -> None:
+def _draw_lanes(
+    ax: Axes, summary: JobSummary, handler: Sequence[tuple[float, float]] | None = None
+) -> None:
     results = summary.results or ()
     label = len(results) <= _MAX_LABELLED_TASKS
     bar = 0.7 if summary.workers <= 60 else 1.0
@@ -130,18 +152,33 @@ def _draw_lanes(ax: Axes, summary: JobSummary) -> None:
     )
     from matplotlib.patches import Patch
 
+    lanes = summary.workers
+    end = summary.elapsed
+    if handler is not None:
+        # One more lane below the workers: when the result handler was busy in a callback.
+        ax.broken_barh(
+            [(start, stop - start) for start, stop in handler],
+            (lanes - bar / 2, bar),
+            facecolors=HANDLER_COLOR,
+            edgecolors="white",
+            linewidth=0.8,
+        )
+        end = max([end] + [stop for _, stop in handler])
+        lanes += 1
     handles, _ = ax.get_legend_handles_labels()
     handles = (
         [Patch(facecolor=OK_COLOR, label="task ok")]
         + ([Patch(facecolor=FAILED_COLOR, hatch="///", label="task failed")] if summary.failed else [])
+        + ([Patch(facecolor=HANDLER_COLOR, label="on_task_complete")] if handler is not None else [])
         + handles
     )
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.005, 1), fontsize=8, frameon=False)
-    ax.set_ylim(summary.workers - 0.5, -0.5)  # worker 0 on top
-    if summary.workers <= 30:
-        ax.set_yticks(range(summary.workers), [f"worker {w}" for w in range(summary.workers)])
+    ax.set_ylim(lanes - 0.5, -0.5)  # worker 0 on top
+    if lanes <= 30:
+        names = [f"worker {w}" for w in range(summary.workers)]
+        ax.set_yticks(range(lanes), names + (["handler"] if handler is not None else []))
     ax.set_ylabel("worker lanes")
-    ax.set_xlim(0, max(summary.elapsed, 1e-9) * 1.02)
+    ax.set_xlim(0, max(end, 1e-9) * 1.02)
     ax.set_xlabel("seconds since the job started")
     ax.grid(axis="x", alpha=0.3)
 
@@ -176,3 +213,242 @@ def _draw_depth(ax: Axes, summary: JobSummary) -> None:
     ax.set_xlabel("seconds since the job started")
     ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1), fontsize=8, frameon=False)
     ax.grid(alpha=0.3)
+
+
+def peak_concurrency(summary: JobSummary) -> int:
+    """The most tasks that ran at the same moment, from the job's trace.
+
+    A task that starts exactly when another finishes does not overlap it. This is a count,
+    not a time, so it is a robust fact to print even about a real-clock job.
+
+    Raises:
+        TypeError: `summary` is not a `JobSummary`.
+        ValueError: the job ran with `trace=False`.
+    """
+    _require_trace(summary)
+    # At equal times, process ends (0) before starts (1).
+    events = sorted(
+        [(r.started_at, 1) for r in summary.results or ()] + [(r.finished_at, 0) for r in summary.results or ()]
+    )
+    running = peak = 0
+    for _, is_start in events:
+        running += 1 if is_start else -1
+        peak = max(peak, running)
+    return peak
+
+
+def plot_timelines(
+    jobs: Mapping[str, JobSummary],
+    *,
+    handler: Mapping[str, Sequence[tuple[float, float]]] | None = None,
+    sharex: bool = True,
+) -> Figure:
+    """Draw several jobs' worker lanes one above the other, on one time axis, to compare them.
+
+    Args:
+        jobs: a title for each job, mapped to its `JobSummary` (run with `trace=True`); drawn
+            top to bottom in the mapping's order.
+        handler: for some of the titles, the (start, end) windows of the result handler's
+            callback calls (see `pcmodel.workloads.SlowCallback.windows`), drawn as one more
+            lane under the workers.
+        sharex: one time axis for every panel (True), so equal lengths mean equal times.
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: `jobs` is empty, or a job ran with `trace=False`.
+    """
+    if not jobs:
+        raise ValueError("jobs must name at least one JobSummary, got none")
+    for summary in jobs.values():
+        _require_trace(summary)
+    handler = handler or {}
+    from matplotlib.figure import Figure
+
+    heights = [0.3 * (s.workers + (title in handler)) + 0.8 for title, s in jobs.items()]
+    fig = Figure(figsize=(10, sum(heights) + 0.4), layout="constrained")
+    axes = fig.subplots(len(jobs), 1, sharex=sharex, squeeze=False, gridspec_kw={"height_ratios": heights})
+    for ax, (title, summary) in zip(axes[:, 0], jobs.items(), strict=True):
+        _draw_lanes(ax, summary, handler.get(title))
+        ax.set_title(f"{title}: {describe(summary)}", fontsize=10, loc="left")
+    if sharex:
+        end = max(
+            max([s.elapsed] + [stop for _, stop in handler.get(title, ())]) for title, s in jobs.items()
+        )
+        for ax in axes[:-1, 0]:
+            ax.set_xlabel("")
+        axes[0, 0].set_xlim(0, max(end, 1e-9) * 1.02)
+    return fig
+
+
+def plot_speedup(points: Sequence[WorkersPoint], *, title: str | None = None) -> Figure:
+    """Draw speedup against the number of workers, from `pcmodel.sweeps.sweep_workers`.
+
+    Three references frame the measured curve: perfect scaling (speedup = workers), the ideal
+    greedy schedule of the same tasks, and the ceiling no pool can pass: the sequential time
+    over the longest task, since a job cannot end before its longest task does.
+
+    Args:
+        points: the sweep, one point per pool size.
+        title: a title above the plot; None for a default one.
+
+    Returns:
+        The figure.
+    """
+    if not points:
+        raise ValueError("points must hold at least one WorkersPoint, got none")
+    from matplotlib.figure import Figure
+
+    ordered = sorted(points, key=lambda p: p.workers)
+    workers = [p.workers for p in ordered]
+    fig = Figure(figsize=(8, 4.2), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(workers, workers, color="gray", linestyle=":", label="perfect: speedup = workers")
+    # Wide and pale, so the measured curve stays visible where the two coincide.
+    ax.plot(
+        workers,
+        [p.ideal_speedup for p in ordered],
+        color="black",
+        alpha=0.2,
+        linewidth=7,
+        solid_capstyle="round",
+        label="ideal greedy schedule",
+    )
+    ax.plot(workers, [p.speedup for p in ordered], "o-", color=OK_COLOR, label="measured (virtual clock)")
+    ceiling = max(p.ideal_speedup for p in ordered)
+    ax.axhline(ceiling, color=FAILED_COLOR, linewidth=1, alpha=0.7, label=f"ceiling {ceiling:.2f}x")
+    ax.set_ylim(0, max(ceiling, 1.0) * 1.25)
+    ax.set_xlabel("workers")
+    ax.set_ylabel("speedup (sequential time / elapsed)")
+    ax.set_title(title or "Speedup against the number of workers", fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
+def plot_queue_sweep(sweeps: Mapping[str, Sequence[QueuePoint]], *, title: str | None = None) -> Figure:
+    """Draw what a work queue's capacity costs and saves, from `pcmodel.sweeps.sweep_queue_size`.
+
+    Three panels share the capacity axis: memory (peak requests held and the measured peak
+    memory), the producer's blocked time, and the requests' mean wait in the queue and mean
+    latency from arrival to done. An unbounded queue (`queue_size=0`) is drawn at the right
+    end, past the largest bounded size.
+
+    Args:
+        sweeps: a label (the kind of traffic) mapped to its sweep.
+        title: a title above the panels; None for a default one.
+
+    Returns:
+        The figure.
+    """
+    if not sweeps:
+        raise ValueError("sweeps must name at least one sweep, got none")
+    from matplotlib.figure import Figure
+
+    bounded = sorted({p.queue_size for points in sweeps.values() for p in points if p.queue_size})
+    unbounded_at = bounded[-1] * 2 if bounded else 1
+
+    def where(size: int) -> int:
+        return size if size else unbounded_at
+
+    fig = Figure(figsize=(11, 3.8), layout="constrained")
+    memory_ax, wait_ax, latency_ax = fig.subplots(1, 3, sharex=True)
+    colors = [OK_COLOR, _BLOCKED_COLOR, HANDLER_COLOR, FAILED_COLOR]
+    for index, (label, points) in enumerate(sweeps.items()):
+        color = colors[index % len(colors)]
+        ordered = sorted(points, key=lambda p: where(p.queue_size))
+        x = [where(p.queue_size) for p in ordered]
+        memory_ax.plot(x, [p.peak_memory / 1e6 for p in ordered], "o-", color=color, label=label)
+        wait_ax.plot(x, [p.producer_wait for p in ordered], "o-", color=color, label=label)
+        latency_ax.plot(x, [p.mean_queue_wait for p in ordered], "o-", color=color, label=f"{label}: in queue")
+        latency_ax.plot(
+            x, [p.mean_latency for p in ordered], "s--", color=color, alpha=0.6, label=f"{label}: arrival to done"
+        )
+    memory_ax.set_ylabel("peak memory (MB)")
+    memory_ax.set_title("memory held", fontsize=10)
+    wait_ax.set_ylabel("seconds")
+    wait_ax.set_title("producer blocked (total)", fontsize=10)
+    latency_ax.set_ylabel("seconds")
+    latency_ax.set_title("request wait (mean)", fontsize=10)
+    ticks = [*bounded, unbounded_at] if bounded else [unbounded_at]
+    for ax in (memory_ax, wait_ax, latency_ax):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ticks, [str(t) for t in bounded] + ["inf"])
+        ax.minorticks_off()
+        ax.set_xlabel("queue_size")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title or "What the work queue's capacity costs and saves", fontsize=11)
+    return fig
+
+
+def plot_pipeline() -> Figure:
+    """Draw the map of pcmodel's pieces: producers, work queue, workers, result queue, handler.
+
+    The controller, which starts and stops every piece, frames the pipeline; each box names
+    the module that holds the piece.
+
+    Returns:
+        The figure.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    fig = Figure(figsize=(11, 4.6), layout="constrained")
+    ax = fig.subplots()
+    ax.set_xlim(0, 110)
+    ax.set_ylim(0, 46)
+    ax.axis("off")
+
+    def box(x: float, y: float, w: float, h: float, text: str, color: str, *, size: float = 9) -> None:
+        ax.add_patch(
+            FancyBboxPatch(
+                (x, y), w, h, boxstyle="round,pad=0.6", facecolor=color, edgecolor="#333333", linewidth=1
+            )
+        )
+        ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=size)
+
+    def arrow(start: tuple[float, float], end: tuple[float, float], text: str = "") -> None:
+        ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=14, color="#333333"))
+        if text:
+            ax.text((start[0] + end[0]) / 2, (start[1] + end[1]) / 2 + 1.6, text, ha="center", fontsize=7.5)
+
+    def queue(x: float, y: float, slots: int, filled: int, label: str) -> None:
+        for slot in range(slots):
+            color = "#F2C894" if slot >= slots - filled else "white"
+            ax.add_patch(FancyBboxPatch((x + slot * 2.6, y), 2.2, 5, boxstyle="square,pad=0", facecolor=color,
+                                        edgecolor="#333333", linewidth=0.8))
+        ax.text(x + slots * 1.3, y - 2.6, label, ha="center", va="top", fontsize=8.5)
+
+    ax.add_patch(
+        FancyBboxPatch((1, 1), 108, 36, boxstyle="round,pad=0.4", facecolor="#F4F4F4", edgecolor="#999999",
+                       linestyle="--")
+    )
+    ax.text(3, 34.5, "controller.py: checks the arguments, wires the queues, starts every piece in a TaskGroup,\n"
+            "waits for the drain, stops the pieces, builds the JobSummary", fontsize=8.5, va="top", color="#444444")
+    box(3, 15, 12, 8, "params\n(iterable or\nasync iterable)", "white", size=8)
+    box(20, 15, 12, 8, "producer(s)\nproducer.py", "#DCE6F2")
+    queue(37, 16.5, 6, 4, "work queue\n(bounded: queue_size)")
+    lane_y = [24.0, 15.5, 7.0]  # worker 0 on top, as in the timelines
+    for lane, y in enumerate(lane_y):
+        box(59, y, 11, 5, f"worker {lane}\nworker.py", "#C9D9EE", size=8)
+    ax.text(64.5, 4.2, "workers = N", ha="center", fontsize=8)
+    queue(75, 16.5, 5, 2, "result queue")
+    box(91, 15, 15, 8, "result handler\nresult_handler.py", "#D5EBD9")
+    arrow((15.8, 19), (19.4, 19))
+    arrow((32.6, 19), (36.4, 19))
+    ax.text(34.5, 25.5, "put: waits\nwhen full", ha="center", fontsize=7.5)
+    for y in lane_y:
+        arrow((53, 19), (58.4, y + 2.5))
+        arrow((70.6, y + 2.5), (74.4, 19))
+    ax.text(76, 25.5, "TaskResult", ha="left", fontsize=7.5)
+    arrow((88.4, 19), (90.4, 19))
+    box(86, 40, 22, 4.5, "on_task_complete(result)", "#D5EBD9", size=8.5)
+    box(52, 40, 28, 4.5, "JobSummary -> on_job_complete(summary)", "#EFE3C8", size=8.5)
+    arrow((98.5, 23.8), (97, 39.3))
+    arrow((55, 36.8), (60, 39.3))
+    ax.text(64.5, 31.5, "function(params)", ha="center", fontsize=8, style="italic")
+    fig.suptitle("pcmodel: the producer-consumer pipeline", fontsize=12)
+    return fig

@@ -1,0 +1,161 @@
+"""Notebook views: thin layers that re-run plain functions and show their figures."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import ipywidgets
+import pytest
+from matplotlib.figure import Figure
+
+import pcmodel
+from pcmodel import widgets, workloads
+from pcmodel.records import TaskResult
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _timeline(workers: int) -> Figure:
+    job = workloads.seed_job()
+    return pcmodel.plot_timeline(pcmodel.run_job(job.function, job.params, workers=workers, clock="virtual"))
+
+
+def test_figure_png_renders_png_bytes() -> None:
+    fig = Figure(figsize=(2, 1))
+    fig.subplots().plot([0, 1], [1, 0])
+    assert widgets.figure_png(fig).startswith(PNG_SIGNATURE)
+
+
+def test_explore_draws_once_and_redraws_on_every_change() -> None:
+    calls: list[int] = []
+
+    def draw(workers: int) -> Figure:
+        calls.append(workers)
+        return _timeline(workers)
+
+    view = widgets.explore(draw, workers=(1, 10, 5))
+    assert calls == [5]
+    first = bytes(view.image.value)
+    assert first.startswith(PNG_SIGNATURE)
+    slider = view.controls["workers"]
+    assert isinstance(slider, ipywidgets.IntSlider)
+    assert (slider.min, slider.max, slider.value, slider.continuous_update) == (1, 10, 5, False)
+    slider.value = 2
+    assert calls == [5, 2]
+    assert bytes(view.image.value) != first
+    assert view.values == {"workers": 2}
+
+
+def test_explore_repr_shows_the_values_not_the_image() -> None:
+    view = widgets.explore(lambda workers, clock: _timeline(workers), workers=(1, 10, 4), clock=["virtual", "real"])
+    assert repr(view) == "Explorer(workers=4, clock='virtual')"
+    view.controls["clock"].value = "real"
+    assert repr(view) == "Explorer(workers=4, clock='real')"
+
+
+def test_explore_accepts_widgets_and_float_ranges() -> None:
+    seen: list[tuple[int, float]] = []
+
+    def draw(workers: int, seconds: float) -> Figure:
+        seen.append((workers, seconds))
+        return Figure(figsize=(1, 1))
+
+    slider = ipywidgets.IntSlider(value=3, min=1, max=5)
+    view = widgets.explore(draw, workers=slider, seconds=(0.0, 1.0, 0.25))
+    assert view.controls["workers"] is slider
+    assert isinstance(view.controls["seconds"], ipywidgets.FloatSlider)
+    assert seen == [(3, 0.25)]
+
+
+def test_explore_shows_an_error_instead_of_raising() -> None:
+    def draw(workers: int) -> Figure:
+        if workers == 0:
+            raise ValueError("workers must be >= 1, got 0")
+        return Figure(figsize=(1, 1))
+
+    view = widgets.explore(draw, workers=(0, 3, 1))
+    image = view.image.value
+    view.controls["workers"].value = 0
+    assert view.status.value == "<pre>ValueError: workers must be &gt;= 1, got 0</pre>"
+    assert view.image.value == image  # the last good figure stays
+    view.controls["workers"].value = 2
+    assert view.status.value == ""
+
+
+@pytest.mark.parametrize(
+    ("controls", "message"),
+    [({}, "at least one control"), ({"workers": "many"}, "control workers must be")],
+)
+def test_explore_rejects_bad_controls(controls: dict[str, object], message: str) -> None:
+    with pytest.raises(TypeError, match=message):
+        widgets.explore(lambda **_: Figure(), **controls)  # type: ignore[arg-type]
+
+
+def test_explore_rejects_a_draw_that_is_not_callable() -> None:
+    with pytest.raises(TypeError, match="draw must be a function"):
+        widgets.explore(42, workers=(1, 2, 1))  # type: ignore[arg-type]
+
+
+def test_summary_so_far_counts_what_came_in() -> None:
+    results = [
+        TaskResult(2, None, 4, None, 1, 0.0, 1.0, 3.0),
+        TaskResult(0, None, None, ValueError("x"), 0, 0.0, 0.0, 1.5),
+    ]
+    summary = widgets.summary_so_far(results, workers=2)
+    assert (summary.tasks, summary.succeeded, summary.failed) == (2, 1, 1)
+    assert summary.elapsed == 3.0
+    assert summary.busy_time == 3.5
+    assert [r.task_id for r in summary.results or ()] == [0, 2]
+    assert isinstance(pcmodel.plot_timeline(summary), Figure)
+
+
+def test_live_progress_follows_a_job_and_ends_with_its_timeline() -> None:
+    job = workloads.seed_job()
+    progress = widgets.LiveProgress(total=len(job), workers=5, redraw_every=0.0)
+    assert repr(progress) == "LiveProgress(total=10, workers=5)"
+    summary = pcmodel.run_job(
+        job.function,
+        job.params,
+        workers=5,
+        clock="virtual",
+        on_task_complete=progress,
+        on_job_complete=progress.finish,
+    )
+    assert summary.callback_errors == 0
+    assert progress.bar.value == 10
+    assert len(progress.results) == 10
+    assert progress.summary is summary
+    assert progress.label.value == f"done: {summary}"
+    assert bytes(progress.image.value).startswith(PNG_SIGNATURE)
+
+
+def test_live_progress_redraws_at_most_every_interval() -> None:
+    job = workloads.seed_job()
+    progress = widgets.LiveProgress(total=len(job), workers=5, redraw_every=3600.0)
+    drawn: list[bytes] = []
+    progress.image.observe(lambda change: drawn.append(bytes(change["new"])), names="value")
+    pcmodel.run_job(job.function, job.params, workers=5, clock="virtual", on_task_complete=progress)
+    assert len(drawn) == 1  # the first result only; the next redraw is an hour away
+    assert progress.bar.value == 10
+    assert progress.label.value.startswith("10 of 10 done, 0 failed")
+
+
+def test_live_progress_cancel_button_cancels_the_attached_job() -> None:
+    async def main() -> bool:
+        job = workloads.seed_job()
+        progress = widgets.LiveProgress(total=len(job), workers=5)
+        assert progress.cancel_button.disabled
+        task = pcmodel.start_job(job.function, job.params, workers=5, on_task_complete=progress)
+        progress.attach(task)
+        assert not progress.cancel_button.disabled
+        await asyncio.sleep(0.05)
+        progress.cancel_button.click()
+        await asyncio.wait([task])
+        await asyncio.sleep(0)
+        assert progress.cancel_button.disabled
+        assert progress.label.value.startswith("cancelled after ")
+        return task.cancelled()
+
+    assert asyncio.run(main())
+    assert [t for t in threading.enumerate() if t.name.startswith("pcmodel")] == []
