@@ -130,7 +130,7 @@ async def produce(
         item[2] = unblocked_at - start
         wait += unblocked_at - blocked_at
         max_depth = max(max_depth, qsize())
-        if blocked_periods is not None:
+        if blocked_periods is not None and unblocked_at > blocked_at:
             blocked_periods.append((blocked_at - start, unblocked_at - start))
 
     try:

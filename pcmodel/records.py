@@ -160,7 +160,7 @@ class JobSummary:
 
     def __str__(self) -> str:
         ideal = self.ideal_makespan
-        ideal_text = "" if ideal is None else f", ideal {ideal:.3f} s"
+        ideal_text = "" if ideal is None else f", ideal makespan {ideal:.3f} s"
         return (
             f"{self.tasks} tasks ({self.succeeded} ok, {self.failed} failed) on "
             f"{self.workers} workers in {self.elapsed:.3f} s; sequential {self.busy_time:.3f} s, "

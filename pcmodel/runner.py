@@ -292,13 +292,19 @@ class _JobThread:
 
     def run_blocking(self) -> JobSummary:
         """Start the job and block until it ends; KeyboardInterrupt cancels it first."""
-        self._thread.start()
         try:
+            # Inside the try: an interrupt can land while start() still waits for the
+            # thread to come up, when the job may already be running.
+            self._thread.start()
             return self._done.result()
         except KeyboardInterrupt:
             self.cancel()
-            self._thread.join()
             raise
+        finally:
+            # After a cancel this waits for the job to unwind; otherwise the thread has
+            # handed over its outcome and only has to return.
+            if self._thread.ident is not None:
+                self._thread.join()
 
     async def run_async(self) -> JobSummary:
         """Start the job and await its end; cancelling the awaiting task cancels the job."""
@@ -313,3 +319,6 @@ class _JobThread:
             if not done.cancelled():
                 done.exception()  # retrieved: the cancel is what the caller hears about
             raise
+        finally:
+            if done.done():
+                self._thread.join()  # the outcome is handed over: only the return is left
