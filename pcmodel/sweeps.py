@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import inspect
 import statistics
 import threading
 import tracemalloc
@@ -26,31 +27,33 @@ from pcmodel.records import TaskResult, ideal_makespan
 from pcmodel.runner import DeadlockError, run_job
 from pcmodel.workloads import Request, Traffic, Workload
 
-__all__ = ["QueuePoint", "WorkersPoint", "run_virtual", "sweep_queue_size", "sweep_workers"]
+__all__ = ["QueuePoint", "WorkersPoint", "run_virtual", "sweep_queue_size", "sweep_workers", "time_virtual"]
 
 _T = TypeVar("_T")
 
 
-def run_virtual(main: Callable[[], Awaitable[_T]]) -> _T:
-    """Run `main()` to the end on a fresh virtual-time loop and return what it returns.
+def run_virtual(main: Awaitable[_T] | Callable[[], Awaitable[_T]]) -> _T:
+    """Run `main` to the end on a fresh virtual-time loop and return what it returns.
 
-    Inside, `asyncio.get_running_loop().time()` starts at 0.0 and `asyncio.sleep` takes no
-    real time, so hand-written async code prints exact, repeatable times. Works in a script
-    and in a notebook cell (where it runs the loop in a helper thread, as `run_job` does).
+    Like `asyncio.run(main)`, but on the virtual clock: inside, `asyncio.sleep` takes no
+    real time and `asyncio.get_running_loop().time()` starts at 0.0, so hand-written async
+    code prints exact, repeatable times. Works in a script and in a notebook cell, where a
+    loop is already running (it then runs its loop in a thread of its own, as `run_job` does).
 
     Args:
-        main: a function of no arguments returning an awaitable, usually an `async def`.
+        main: a coroutine, such as `main()`; or a function of no arguments returning one.
 
     Returns:
-        What `main()`'s awaitable returns.
+        What `main` returns.
 
     Raises:
+        TypeError: `main` is neither awaitable nor callable.
         DeadlockError: every task waits and nothing can ever wake one (an `await` on a queue
             that stays empty, say); without this the call would hang.
         KeyboardInterrupt: the run was interrupted; it is cancelled first.
     """
-    if not callable(main):
-        raise TypeError(f"main must be a function of no arguments, got {main!r}")
+    if not (inspect.isawaitable(main) or callable(main)):
+        raise TypeError(f"main must be a coroutine or a function returning one, got {main!r}")
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -59,7 +62,23 @@ def run_virtual(main: Callable[[], Awaitable[_T]]) -> _T:
     return _run_in_thread(main)
 
 
-async def _guarded(main: Callable[[], Awaitable[_T]]) -> _T:
+def time_virtual(main: Awaitable[_T] | Callable[[], Awaitable[_T]]) -> tuple[_T, float]:
+    """`run_virtual(main)`, and the virtual seconds it took: `(result, seconds)`."""
+
+    async def timed() -> tuple[_T, float]:
+        result = await _awaitable(main)
+        return result, asyncio.get_running_loop().time()
+
+    if not (inspect.isawaitable(main) or callable(main)):
+        raise TypeError(f"main must be a coroutine or a function returning one, got {main!r}")
+    return run_virtual(timed)
+
+
+def _awaitable(main: Awaitable[_T] | Callable[[], Awaitable[_T]]) -> Awaitable[_T]:
+    return main if inspect.isawaitable(main) else main()
+
+
+async def _guarded(main: Awaitable[_T] | Callable[[], Awaitable[_T]]) -> _T:
     """Await `main()`, turning a stuck virtual loop into a `DeadlockError`."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
@@ -73,7 +92,7 @@ async def _guarded(main: Callable[[], Awaitable[_T]]) -> _T:
 
     loop.on_idle = on_idle
     try:
-        return await main()
+        return await _awaitable(main)
     except asyncio.CancelledError:
         if stuck_at and task.cancelling() == 1:
             task.uncancel()
@@ -88,8 +107,8 @@ async def _guarded(main: Callable[[], Awaitable[_T]]) -> _T:
         loop.on_idle = None
 
 
-def _run_in_thread(main: Callable[[], Awaitable[_T]]) -> _T:
-    """`run_virtual` from a thread that already runs a loop: a private loop in a helper thread."""
+def _run_in_thread(main: Awaitable[_T] | Callable[[], Awaitable[_T]]) -> _T:
+    """`run_virtual` from a thread that already runs a loop: a private loop in a thread of its own."""
     done: concurrent.futures.Future[_T] = concurrent.futures.Future()
     handles: list[tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = []
     ready = threading.Event()
@@ -143,9 +162,7 @@ class WorkersPoint:
     """Sequential time divided by `ideal_makespan`."""
 
 
-def sweep_workers(
-    workload: Workload, workers: Iterable[int], *, queue_size: int = 100
-) -> list[WorkersPoint]:
+def sweep_workers(workload: Workload, workers: Iterable[int], *, queue_size: int = 100) -> list[WorkersPoint]:
     """Run `workload` once per pool size in `workers`, on the virtual clock.
 
     Args:

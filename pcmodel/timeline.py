@@ -101,6 +101,7 @@ def plot_timeline(summary: JobSummary, ax: Axes | None = None, *, title: str | N
         )
         _draw_lanes(lanes_ax, summary)
         _draw_depth(depth_ax, summary)
+        lanes_ax.set_xlabel("")  # the depth panel below carries the shared time axis's label
         header = describe(summary) if title is None else f"{title}\n{describe(summary)}"
         fig.suptitle(header, fontsize=11)
         return fig
@@ -111,9 +112,7 @@ def plot_timeline(summary: JobSummary, ax: Axes | None = None, *, title: str | N
     return figure  # type: ignore[return-value]
 
 
-def _draw_lanes(
-    ax: Axes, summary: JobSummary, handler: Sequence[tuple[float, float]] | None = None
-) -> None:
+def _draw_lanes(ax: Axes, summary: JobSummary, handler: Sequence[tuple[float, float]] | None = None) -> None:
     results = summary.results or ()
     label = len(results) <= _MAX_LABELLED_TASKS
     bar = 0.7 if summary.workers <= 60 else 1.0
@@ -154,17 +153,20 @@ def _draw_lanes(
 
     lanes = summary.workers
     end = summary.elapsed
+    handler_lanes = _handler_lanes(handler or ())
     if handler is not None:
-        # One more lane below the workers: when the result handler was busy in a callback.
-        ax.broken_barh(
-            [(start, stop - start) for start, stop in handler],
-            (lanes - bar / 2, bar),
-            facecolors=HANDLER_COLOR,
-            edgecolors="white",
-            linewidth=0.8,
-        )
+        # Lanes below the workers: when callbacks ran. Overlapping calls (several result
+        # handlers) go to separate lanes.
+        for offset, windows in enumerate(handler_lanes):
+            ax.broken_barh(
+                [(start, stop - start) for start, stop in windows],
+                (lanes + offset - bar / 2, bar),
+                facecolors=HANDLER_COLOR,
+                edgecolors="white",
+                linewidth=0.8,
+            )
         end = max([end] + [stop for _, stop in handler])
-        lanes += 1
+        lanes += max(len(handler_lanes), 1)
     handles, _ = ax.get_legend_handles_labels()
     handles = (
         [Patch(facecolor=OK_COLOR, label="task ok")]
@@ -176,11 +178,27 @@ def _draw_lanes(
     ax.set_ylim(lanes - 0.5, -0.5)  # worker 0 on top
     if lanes <= 30:
         names = [f"worker {w}" for w in range(summary.workers)]
-        ax.set_yticks(range(lanes), names + (["handler"] if handler is not None else []))
+        if handler is not None:
+            extra = lanes - summary.workers
+            names += ["handler"] if extra == 1 else [f"handler {n}" for n in range(extra)]
+        ax.set_yticks(range(lanes), names)
     ax.set_ylabel("worker lanes")
     ax.set_xlim(0, max(end, 1e-9) * 1.02)
     ax.set_xlabel("seconds since the job started")
     ax.grid(axis="x", alpha=0.3)
+
+
+def _handler_lanes(windows: Sequence[tuple[float, float]]) -> list[list[tuple[float, float]]]:
+    """Spread callback windows over as few lanes as possible, none overlapping in a lane."""
+    lanes: list[list[tuple[float, float]]] = []
+    for start, stop in sorted(windows):
+        for lane in lanes:
+            if lane[-1][1] <= start + 1e-9:
+                lane.append((start, stop))
+                break
+        else:
+            lanes.append([(start, stop)])
+    return lanes
 
 
 def _draw_depth(ax: Axes, summary: JobSummary) -> None:
@@ -209,6 +227,9 @@ def _draw_depth(ax: Axes, summary: JobSummary) -> None:
         )
         top = summary.queue_size
     ax.set_ylim(0, max(top, 1) * 1.15)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # a depth is a count of items
     ax.set_ylabel("work queue")
     ax.set_xlabel("seconds since the job started")
     ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1), fontsize=8, frameon=False)
@@ -228,7 +249,8 @@ def peak_concurrency(summary: JobSummary) -> int:
     _require_trace(summary)
     # At equal times, process ends (0) before starts (1).
     events = sorted(
-        [(r.started_at, 1) for r in summary.results or ()] + [(r.finished_at, 0) for r in summary.results or ()]
+        [(r.started_at, 1) for r in summary.results or ()]
+        + [(r.finished_at, 0) for r in summary.results or ()]
     )
     running = peak = 0
     for _, is_start in events:
@@ -266,7 +288,10 @@ def plot_timelines(
     handler = handler or {}
     from matplotlib.figure import Figure
 
-    heights = [0.3 * (s.workers + (title in handler)) + 0.8 for title, s in jobs.items()]
+    heights = [
+        0.3 * (s.workers + max(len(_handler_lanes(handler.get(title, ()))), title in handler)) + 0.8
+        for title, s in jobs.items()
+    ]
     fig = Figure(figsize=(10, sum(heights) + 0.4), layout="constrained")
     axes = fig.subplots(len(jobs), 1, sharex=sharex, squeeze=False, gridspec_kw={"height_ratios": heights})
     for ax, (title, summary) in zip(axes[:, 0], jobs.items(), strict=True):
@@ -361,9 +386,16 @@ def plot_queue_sweep(sweeps: Mapping[str, Sequence[QueuePoint]], *, title: str |
         x = [where(p.queue_size) for p in ordered]
         memory_ax.plot(x, [p.peak_memory / 1e6 for p in ordered], "o-", color=color, label=label)
         wait_ax.plot(x, [p.producer_wait for p in ordered], "o-", color=color, label=label)
-        latency_ax.plot(x, [p.mean_queue_wait for p in ordered], "o-", color=color, label=f"{label}: in queue")
         latency_ax.plot(
-            x, [p.mean_latency for p in ordered], "s--", color=color, alpha=0.6, label=f"{label}: arrival to done"
+            x, [p.mean_queue_wait for p in ordered], "o-", color=color, label=f"{label}: in queue"
+        )
+        latency_ax.plot(
+            x,
+            [p.mean_latency for p in ordered],
+            "s--",
+            color=color,
+            alpha=0.6,
+            label=f"{label}: arrival to done",
         )
     memory_ax.set_ylabel("peak memory (MB)")
     memory_ax.set_title("memory held", fontsize=10)
@@ -418,16 +450,39 @@ def plot_pipeline() -> Figure:
     def queue(x: float, y: float, slots: int, filled: int, label: str) -> None:
         for slot in range(slots):
             color = "#F2C894" if slot >= slots - filled else "white"
-            ax.add_patch(FancyBboxPatch((x + slot * 2.6, y), 2.2, 5, boxstyle="square,pad=0", facecolor=color,
-                                        edgecolor="#333333", linewidth=0.8))
+            ax.add_patch(
+                FancyBboxPatch(
+                    (x + slot * 2.6, y),
+                    2.2,
+                    5,
+                    boxstyle="square,pad=0",
+                    facecolor=color,
+                    edgecolor="#333333",
+                    linewidth=0.8,
+                )
+            )
         ax.text(x + slots * 1.3, y - 2.6, label, ha="center", va="top", fontsize=8.5)
 
     ax.add_patch(
-        FancyBboxPatch((1, 1), 108, 36, boxstyle="round,pad=0.4", facecolor="#F4F4F4", edgecolor="#999999",
-                       linestyle="--")
+        FancyBboxPatch(
+            (1, 1),
+            108,
+            36,
+            boxstyle="round,pad=0.4",
+            facecolor="#F4F4F4",
+            edgecolor="#999999",
+            linestyle="--",
+        )
     )
-    ax.text(3, 34.5, "controller.py: checks the arguments, wires the queues, starts every piece in a TaskGroup,\n"
-            "waits for the drain, stops the pieces, builds the JobSummary", fontsize=8.5, va="top", color="#444444")
+    ax.text(
+        3,
+        34.5,
+        "controller.py: checks the arguments, wires the queues, starts every piece in a TaskGroup,\n"
+        "waits for the drain, stops the pieces, builds the JobSummary",
+        fontsize=8.5,
+        va="top",
+        color="#444444",
+    )
     box(3, 15, 12, 8, "params\n(iterable or\nasync iterable)", "white", size=8)
     box(20, 15, 12, 8, "producer(s)\nproducer.py", "#DCE6F2")
     queue(37, 16.5, 6, 4, "work queue\n(bounded: queue_size)")

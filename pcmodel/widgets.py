@@ -182,7 +182,7 @@ class LiveProgress(ipywidgets.VBox):  # type: ignore[misc]
                                   on_task_complete=progress, on_job_complete=progress.finish)
 
     The callbacks may run on the kernel's loop (`await run_job_async(...)`) or in the job's
-    helper thread (`run_job(...)` in a notebook); either way they only set widget values. The
+    own thread (`run_job(...)` in a notebook); either way they only set widget values. The
     timeline is redrawn at most every `redraw_every` seconds of real time, and once at the end.
 
     For a job started in the background with `task = start_job(...)`, `attach(task)` shows a

@@ -67,11 +67,24 @@ def test_run_virtual_shows_the_task_done_hang_under_a_timeout() -> None:
         sweeps.run_virtual(main)
 
 
-def test_run_virtual_rejects_a_coroutine_object() -> None:
-    coroutine = asyncio.sleep(1)
-    with pytest.raises(TypeError, match="main must be a function of no arguments"):
-        sweeps.run_virtual(coroutine)  # type: ignore[arg-type]
-    coroutine.close()
+def test_run_virtual_takes_a_coroutine_or_a_function() -> None:
+    async def main(seconds: float) -> float:
+        await asyncio.sleep(seconds)
+        return asyncio.get_running_loop().time()
+
+    assert sweeps.run_virtual(main(3.0)) == 3.0
+    assert sweeps.run_virtual(lambda: main(4.0)) == 4.0
+    with pytest.raises(TypeError, match="main must be a coroutine or a function"):
+        sweeps.run_virtual(42)  # type: ignore[arg-type]
+
+
+def test_time_virtual_gives_the_result_and_the_virtual_seconds() -> None:
+    async def main() -> str:
+        await asyncio.gather(asyncio.sleep(1.5), asyncio.sleep(0.5))
+        return "ok"
+
+    assert sweeps.time_virtual(main()) == ("ok", 1.5)
+    assert sweeps.time_virtual(main) == ("ok", 1.5)
 
 
 def test_sweep_workers_matches_the_ideal_schedule_on_the_virtual_clock() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from matplotlib.axes import Axes
@@ -36,9 +38,7 @@ def test_plot_timeline_draws_one_bar_per_task_in_its_worker_lane() -> None:
     assert isinstance(fig, Figure)
     lanes, depth = fig.axes[:2]
     bars = _bars(lanes)
-    expected = sorted(
-        (r.started_at, r.duration, float(r.worker)) for r in summary.results or ()
-    )
+    expected = sorted((r.started_at, r.duration, float(r.worker)) for r in summary.results or ())
     assert [b[0] for b in bars] == pytest.approx([e[0] for e in expected])
     assert [b[1] for b in bars] == pytest.approx([e[1] for e in expected])
     assert [b[2] for b in bars] == [e[2] for e in expected]
@@ -99,7 +99,9 @@ def test_plot_timelines_draws_the_handler_lane_under_the_workers() -> None:
     callback = workloads.slow_callback(0.4)
     job = workloads.car_prices(6, seed=1)
     summary = pcmodel.run_job(job.function, job.params, workers=2, clock="virtual", on_task_complete=callback)
-    fig = timeline.plot_timelines({"saved by the handler": summary}, handler={"saved by the handler": callback.windows()})
+    fig = timeline.plot_timelines(
+        {"saved by the handler": summary}, handler={"saved by the handler": callback.windows()}
+    )
     ax = fig.axes[0]
     handler_bars = [bar for bar in _bars(ax) if bar[2] == 2.0]
     assert len(handler_bars) == 6
@@ -118,7 +120,9 @@ def test_plot_speedup_draws_measured_ideal_and_perfect_curves() -> None:
     labels = [line.get_label() for line in ax.get_lines()]
     assert labels[:3] == ["perfect: speedup = workers", "ideal greedy schedule", "measured (virtual clock)"]
     measured = ax.get_lines()[2]
-    assert np.asarray(measured.get_ydata(), dtype=float).tolist() == pytest.approx([p.speedup for p in points])
+    assert np.asarray(measured.get_ydata(), dtype=float).tolist() == pytest.approx(
+        [p.speedup for p in points]
+    )
     with pytest.raises(ValueError, match="at least one"):
         timeline.plot_speedup([])
 
@@ -139,5 +143,28 @@ def test_plot_queue_sweep_draws_three_panels_with_unbounded_last() -> None:
 def test_plot_pipeline_names_every_piece() -> None:
     fig = timeline.plot_pipeline()
     text = " ".join(t.get_text() for t in fig.axes[0].texts)
-    for piece in ("producer.py", "work queue", "worker.py", "result queue", "result_handler.py", "controller.py"):
+    for piece in (
+        "producer.py",
+        "work queue",
+        "worker.py",
+        "result queue",
+        "result_handler.py",
+        "controller.py",
+    ):
         assert piece in text
+
+
+def test_overlapping_callbacks_get_lanes_of_their_own() -> None:
+    callback = workloads.slow_callback(0.5)
+    job = workloads.car_prices(8, seed=1)
+    summary = pcmodel.run_job(
+        job.function, job.params, workers=4, clock="virtual", on_task_complete=callback, result_handlers=2
+    )
+    fig = timeline.plot_timelines({"two handlers": summary}, handler={"two handlers": callback.windows()})
+    ax = fig.axes[0]
+    labels = [label.get_text() for label in ax.get_yticklabels()]
+    assert labels[-2:] == ["handler 0", "handler 1"]
+    for lane in (4.0, 5.0):
+        bars = sorted(bar for bar in _bars(ax) if bar[2] == lane)
+        assert all(a[0] + a[1] <= b[0] + 1e-9 for a, b in itertools.pairwise(bars))
+    assert len([bar for bar in _bars(ax) if bar[2] >= 4.0]) == 8

@@ -48,7 +48,9 @@ def test_explore_draws_once_and_redraws_on_every_change() -> None:
 
 
 def test_explore_repr_shows_the_values_not_the_image() -> None:
-    view = widgets.explore(lambda workers, clock: _timeline(workers), workers=(1, 10, 4), clock=["virtual", "real"])
+    view = widgets.explore(
+        lambda workers, clock: _timeline(workers), workers=(1, 10, 4), clock=["virtual", "real"]
+    )
     assert repr(view) == "Explorer(workers=4, clock='virtual')"
     view.controls["clock"].value = "real"
     assert repr(view) == "Explorer(workers=4, clock='real')"
