@@ -1,0 +1,171 @@
+"""Measurement 1: throughput of every contender, for a no-op function and a one-await one.
+
+Each contender runs the same 50,000 tasks with at most 50 in flight, every result handed to
+a callback that counts it (a run that loses a result is an error, not a number). Rounds are
+interleaved; the table gives the median, the ratio to the bare pipeline, and the same ratio
+on CPU time, which other processes on the machine disturb less than wall time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from benchmarks import _format
+from benchmarks._harness import available, interleaved, load_average, median, spread
+from benchmarks.contenders import ALL, BARE, LIBRARIES, PCMODEL_FALSE, PCMODEL_TRUE, UVLOOP, Contender
+
+SIZES = {"full": {"tasks": 50_000, "rounds": 7}, "quick": {"tasks": 300, "rounds": 1}}
+LIMIT = 50
+
+
+async def noop(params: Any) -> Any:
+    """The no-op task: returns at once, never suspends."""
+    return params
+
+
+async def one_await(params: Any) -> Any:
+    """A task that awaits once (`asyncio.sleep(0)`): one trip through the event loop."""
+    await asyncio.sleep(0)
+    return params
+
+
+FUNCTIONS = {"no-op": noop, "one await": one_await}
+
+
+def run(quick: bool) -> dict[str, Any]:
+    """Run the comparison; return its figures as JSON-ready data."""
+    size = SIZES["quick" if quick else "full"]
+    tasks, rounds = size["tasks"], size["rounds"]
+    contenders, missing = available([*ALL, *UVLOOP])
+    params = list(range(tasks))
+    load_before = load_average()
+    by_function: dict[str, list[dict[str, Any]]] = {}
+    for label, function in FUNCTIONS.items():
+
+        async def job(contender: Contender, function: Any = function) -> int:
+            handled = 0
+
+            def on_result(_result: object) -> None:
+                nonlocal handled
+                handled += 1
+
+            await contender.run(function, params, on_result, LIMIT)
+            if handled != tasks:
+                raise RuntimeError(f"{contender.name} handed {handled} results for {tasks} tasks")
+            return handled
+
+        trials = interleaved(contenders, rounds, job)
+        bare_wall = median([t.wall for t in trials[BARE.name]])
+        bare_cpu = median([t.cpu for t in trials[BARE.name]])
+        rows = []
+        for contender in contenders:
+            walls = [t.wall for t in trials[contender.name]]
+            cpus = [t.cpu for t in trials[contender.name]]
+            low, high = spread(walls)
+            rows.append(
+                {
+                    "name": contender.name,
+                    "loop": contender.loop,
+                    "tasks_per_s": tasks / median(walls),
+                    "ratio": bare_wall / median(walls),
+                    "ratio_cpu": bare_cpu / median(cpus),
+                    "spread": [low, high],
+                    "walls": walls,
+                }
+            )
+        by_function[label] = rows
+    return {
+        "tasks": tasks,
+        "rounds": rounds,
+        "limit": LIMIT,
+        "missing": missing,
+        "functions": by_function,
+        "load": [load_before, load_average()],
+    }
+
+
+def targets(data: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(target, measured, met) for the throughput targets, on the one-await function."""
+    rows = {r["name"]: r for r in data["functions"]["one await"]}
+    library_names = [c.name for c in LIBRARIES if c.name in rows]
+    fastest = max(library_names, key=lambda n: rows[n]["tasks_per_s"]) if library_names else None
+    found = []
+    if PCMODEL_FALSE.name in rows:
+        value = rows[PCMODEL_FALSE.name]["ratio"]
+        found.append(("pcmodel trace=False >= 0.90 x bare pipeline", f"{value:.2f}", value >= 0.90))
+    if PCMODEL_TRUE.name in rows:
+        value = rows[PCMODEL_TRUE.name]["ratio"]
+        found.append(("pcmodel trace=True >= 0.80 x bare pipeline", f"{value:.2f}", value >= 0.80))
+    if fastest is not None and PCMODEL_FALSE.name in rows:
+        times = rows[PCMODEL_FALSE.name]["tasks_per_s"] / rows[fastest]["tasks_per_s"]
+        found.append(
+            (f"pcmodel trace=False >= 2 x the fastest other library ({fastest})", f"{times:.2f}x", times >= 2)
+        )
+    return found
+
+
+def section(data: dict[str, Any]) -> str:
+    """The Markdown section for RESULTS.md."""
+    parts = [
+        (
+            f"{data['tasks']:,} tasks, at most {data['limit']} in flight, every result handed to a "
+            f"callback; {data['rounds']} interleaved rounds, medians. *ratio* is to the bare pipeline "
+            "on the standard asyncio loop (wall time); *ratio (CPU)* is the same on this process's "
+            "CPU time; *spread* is the fastest and slowest round against the median."
+        ),
+    ]
+    for label, rows in data["functions"].items():
+        parts.append(f"**{label}** function:")
+        parts.append(
+            _format.table(
+                ["contender", "tasks/s", "ratio", "ratio (CPU)", "spread"],
+                [
+                    [
+                        r["name"],
+                        _format.rate(r["tasks_per_s"]),
+                        _format.ratio(r["ratio"]),
+                        _format.ratio(r["ratio_cpu"]),
+                        _format.spread(*r["spread"]),
+                    ]
+                    for r in sorted(rows, key=lambda r: -r["tasks_per_s"])
+                ],
+            )
+        )
+    if data["missing"]:
+        parts.append("Not installed here, so not measured: " + ", ".join(data["missing"]) + ".")
+    return "\n\n".join(parts)
+
+
+def plot(data: dict[str, Any], assets: Any) -> list[str]:
+    """A bar chart of the ratios to the bare pipeline; returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    functions = list(data["functions"])
+    names = [r["name"] for r in data["functions"][functions[-1]]]
+    names.sort(key=lambda n: next(r["ratio"] for r in data["functions"][functions[-1]] if r["name"] == n))
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.2))
+    height = 0.8 / len(functions)
+    for index, label in enumerate(functions):
+        ratios = {r["name"]: r["ratio"] for r in data["functions"][label]}
+        ax.barh(
+            [i + index * height for i in range(len(names))],
+            [ratios[n] for n in names],
+            height=height,
+            label=f"{label} function",
+        )
+    ax.set_yticks([i + height * (len(functions) - 1) / 2 for i in range(len(names))], names)
+    ax.axvline(1.0, color="gray", linewidth=1)
+    ax.axvline(0.9, color="gray", linewidth=1, linestyle=":")
+    ax.set_xlabel("throughput / bare asyncio pipeline (higher is faster)")
+    ax.set_title(f"Throughput, {data['tasks']:,} tasks, {data['limit']} in flight")
+    ax.legend(loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    path = assets / "bench-throughput.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [str(path)]
