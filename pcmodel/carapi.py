@@ -5,7 +5,7 @@ aiohttp web server on 127.0.0.1 that is slow, flaky and rate-limited on purpose,
 whose calls go over real sockets. Both run on the caller's event loop, so a test or a notebook
 cell can start the server, run a job against it and read what the server saw:
 
-    >>> import pcmodel
+    >>> import asyncio, pcmodel
     >>> from pcmodel.carapi import CarAPIServer, CarPriceClient
     >>> async def demo():
     ...     async with CarAPIServer(latency=(0.01, 0.05), error_rate=0.1, seed=1) as server:
@@ -38,10 +38,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import email.utils
 import ipaddress
 import math
 import random
+import signal
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -161,7 +163,7 @@ class ServerStatistics:
     last_request_at: float | None
     """When the last counted request arrived; None before any."""
     uptime: float
-    """Seconds from the start (or the last reset) to the snapshot."""
+    """Seconds from the start (or the last reset) to the snapshot, or to the stop."""
 
     @property
     def admitted(self) -> int:
@@ -290,7 +292,10 @@ class CarAPIServer:
     Use it as an async context manager, which starts the server on entry and stops it on exit
     (`async with CarAPIServer(error_rate=0.1) as server: ... server.url ...`), or call
     `await server.start()` and `await server.stop()` yourself, say in two notebook cells.
-    The server runs on the event loop that starts it.
+
+    The server runs on the event loop that starts it, so that loop must stay free while a job
+    calls it: `await pcmodel.run_job_async(...)`, not the blocking `run_job`, in the same
+    thread (a blocked loop answers nothing, and the calls time out).
 
     Endpoints (JSON):
 
@@ -354,6 +359,11 @@ class CarAPIServer:
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._served: dict[str, int] = {}
+        self._stopped_at: float | None = None
+        self._first: float | None = None
+        self._last: float | None = None
+        # Admission times within the last second, for `peak_per_second`.
+        self._window: collections.deque[float] = collections.deque()
         self._reset(0.0)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -408,7 +418,10 @@ class CarAPIServer:
         """
         runner, self._runner = self._runner, None
         if runner is not None:
-            await runner.cleanup()
+            try:
+                await runner.cleanup()
+            finally:
+                self._stopped_at = self._now()
 
     async def __aenter__(self) -> Self:
         return await self.start()
@@ -433,12 +446,11 @@ class CarAPIServer:
 
     def _reset(self, now: float) -> None:
         self._started_at = now
+        self._stopped_at = None
         self._requests = self._answered = self._errors = self._limited = self._not_found = 0
         self._in_flight = self._max_in_flight = self._peak = 0
-        self._first: float | None = None
-        self._last: float | None = None
-        # Admission times within the last second, for `peak_per_second`.
-        self._window: collections.deque[float] = collections.deque()
+        self._first = self._last = None
+        self._window.clear()
         self._bucket = None if self.rate_limit is None else _TokenBucket(self.rate_limit, self.burst, now)
 
     def reset_statistics(self) -> None:
@@ -462,7 +474,7 @@ class CarAPIServer:
             peak_per_second=self._peak,
             first_request_at=None if self._first is None else self._first - start,
             last_request_at=None if self._last is None else self._last - start,
-            uptime=self._now() - start,
+            uptime=(self._now() if self._stopped_at is None else self._stopped_at) - start,
         )
 
     # -- handlers ----------------------------------------------------------------------------
@@ -692,8 +704,9 @@ class CarPriceClient:
         session = self.session
         if asyncio.get_running_loop() is not self._loop:
             raise RuntimeError(
-                "the client was opened on another event loop: open it where the job runs, and "
-                "use the real clock (clock='virtual' runs a job on a private loop)"
+                "the client was opened on another event loop: open it on the loop the job runs on "
+                "and use 'await run_job_async(...)' with the real clock (run_job inside a running "
+                "loop, and clock='virtual', run the job on a private loop in another thread)"
             )
         return session
 
@@ -799,13 +812,23 @@ async def _serve_forever(server: CarAPIServer) -> None:
             f"try {server.url}/cars/1/price; Ctrl-C to stop",
             flush=True,
         )
-        await asyncio.Event().wait()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        # SIGTERM (a supervisor, or a notebook's process.terminate()) stops as cleanly as Ctrl-C.
+        with contextlib.suppress(NotImplementedError, AttributeError):  # not on Windows
+            loop.add_signal_handler(signal.SIGTERM, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            with contextlib.suppress(NotImplementedError, AttributeError):
+                loop.remove_signal_handler(signal.SIGTERM)
 
 
 def serve_main(argv: Sequence[str] | None = None) -> int:
     """Run `pcmodel serve-api` with `argv` (default: `sys.argv[1:]`) until Ctrl-C; return 0.
 
-    Prints the URL first, then, on Ctrl-C, what the server saw.
+    Prints the URL first; on Ctrl-C (or SIGTERM) stops the server cleanly and prints what it
+    saw. Returns 1 if the port cannot be bound.
     """
     parser = _parser()
     args = parser.parse_args(argv)
@@ -824,9 +847,9 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
     try:
         asyncio.run(_serve_forever(server))
     except KeyboardInterrupt:
-        print(f"stopped: {server.statistics()}", flush=True)
-        return 0
+        pass
     except OSError as error:
         print(f"pcmodel serve-api: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
         return 1
-    return 0  # pragma: no cover - the server only ends on Ctrl-C
+    print(f"stopped: {server.statistics()}", flush=True)
+    return 0

@@ -9,6 +9,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -339,6 +340,9 @@ def test_server_and_client_stop_cleanly_leaving_no_task_or_socket() -> None:
             assert open_sockets() > sockets_before
             url = server.url
         assert not server.running
+        uptime = server.statistics().uptime
+        await asyncio.sleep(0.01)
+        assert server.statistics().uptime == uptime  # frozen at the stop
         assert asyncio.all_tasks() == tasks_before
         assert open_sockets() == sockets_before
         # Nothing listens on the port any more.
@@ -480,8 +484,9 @@ def test_serve_main_refuses_a_bad_knob_with_the_option_name(capsys: pytest.Captu
     assert "--error-rate must be between 0 and 1, got 2.0" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT")
-def test_serve_api_prints_its_url_serves_and_stops_on_ctrl_c() -> None:
+@pytest.mark.skipif(sys.platform == "win32", reason="sends POSIX signals")
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_serve_api_prints_its_url_serves_and_stops_on_ctrl_c(stop_signal: signal.Signals) -> None:
     command = "import sys; from pcmodel.carapi import serve_main; sys.exit(serve_main(sys.argv[1:]))"
     argv = [sys.executable, "-c", command, "--latency", "0", "0.01", "--error-rate", "0", "--seed", "4"]
     lines: queue.Queue[str] = queue.Queue()
@@ -503,7 +508,7 @@ def test_serve_api_prints_its_url_serves_and_stops_on_ctrl_c() -> None:
             assert "Ctrl-C to stop" in lines.get(timeout=60)
             with urllib.request.urlopen(f"{url}/cars/8/price", timeout=30) as response:
                 assert json.load(response) == {"id": 8, "price": car_info(8)["price"], "currency": "EUR"}
-            process.send_signal(signal.SIGINT)
+            process.send_signal(stop_signal)
             process.wait(timeout=60)
         finally:
             if process.poll() is None:
@@ -513,6 +518,15 @@ def test_serve_api_prints_its_url_serves_and_stops_on_ctrl_c() -> None:
         err = process.stderr.read()
     assert process.returncode == 0, err
     assert lines.get_nowait().startswith("stopped: 1 requests (1 answered")
+
+
+def test_serve_api_reports_a_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert serve_main(["--port", str(port)]) == 1
+    assert f"cannot serve on 127.0.0.1:{port}" in capsys.readouterr().err
 
 
 def test_import_pcmodel_does_not_import_aiohttp() -> None:
