@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import ipywidgets
+import ipywidgets as _ipywidgets
 
 from pcmodel.records import JobSummary, TaskResult
 from pcmodel.timeline import plot_timeline
@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = ["Explorer", "LiveProgress", "explore", "figure_png", "summary_so_far"]
+
+# ipywidgets ships no type hints: use it as a dynamic module rather than half-typed.
+ipywidgets: Any = _ipywidgets
 
 _DPI = 80
 
@@ -45,7 +48,7 @@ def figure_png(figure: Figure, *, dpi: int = _DPI) -> bytes:
     return buffer.getvalue()
 
 
-def _control(name: str, spec: Any) -> ipywidgets.ValueWidget:
+def _control(name: str, spec: Any) -> Any:
     """A widget for `spec`: a widget as is, (min, max, value) as a slider, a list as buttons."""
     if isinstance(spec, ipywidgets.ValueWidget):
         return spec
@@ -80,9 +83,7 @@ class Explorer(ipywidgets.VBox):  # type: ignore[misc]
     second. If it raises, the error is shown under the controls instead of the image.
     """
 
-    def __init__(
-        self, draw: Callable[..., Figure], controls: dict[str, ipywidgets.ValueWidget], *, dpi: int = _DPI
-    ) -> None:
+    def __init__(self, draw: Callable[..., Figure], controls: dict[str, Any], *, dpi: int = _DPI) -> None:
         self.draw = draw
         self.controls = controls
         self.dpi = dpi
@@ -182,14 +183,15 @@ class LiveProgress(ipywidgets.VBox):  # type: ignore[misc]
                                   on_task_complete=progress, on_job_complete=progress.finish)
 
     The callbacks may run on the kernel's loop (`await run_job_async(...)`) or in the job's
-    own thread (`run_job(...)` in a notebook); either way they only set widget values. The
-    timeline is redrawn at most every `redraw_every` seconds of real time, and once at the end.
+    own thread (`run_job(...)` in a notebook); either way they only set widget values and
+    return at once. The timeline is redrawn in a background thread, at most every
+    `redraw_every` seconds of real time, and once more at the end.
 
     For a job started in the background with `task = start_job(...)`, `attach(task)` shows a
     Cancel button that cancels it.
     """
 
-    def __init__(self, total: int, *, workers: int, redraw_every: float = 0.3, dpi: int = _DPI) -> None:
+    def __init__(self, total: int, *, workers: int, redraw_every: float = 0.5, dpi: int = _DPI) -> None:
         self.total = total
         self.workers = workers
         self.redraw_every = redraw_every
@@ -198,6 +200,9 @@ class LiveProgress(ipywidgets.VBox):  # type: ignore[misc]
         self.summary: JobSummary | None = None
         self._lock = threading.Lock()
         self._last_draw = float("-inf")
+        self._failed = 0
+        self._drawing = False
+        self._drawer: threading.Thread | None = None
         self.bar = ipywidgets.IntProgress(value=0, min=0, max=max(total, 1), description="tasks")
         self.label = ipywidgets.Label(value=f"0 of {total} done")
         self.cancel_button = ipywidgets.Button(
@@ -228,25 +233,46 @@ class LiveProgress(ipywidgets.VBox):  # type: ignore[misc]
         """`on_task_complete`: count the result, update the bar, redraw now and then."""
         with self._lock:
             self.results.append(result)
-            done = len(self.results)
-            failed = sum(1 for r in self.results if not r.ok)
-            draw = time.monotonic() - self._last_draw >= self.redraw_every
+            self._failed += not result.ok
+            done, failed = len(self.results), self._failed
+            draw = not self._drawing and time.monotonic() - self._last_draw >= self.redraw_every
             if draw:
+                self._drawing = True
                 self._last_draw = time.monotonic()
-            snapshot = list(self.results)
+                snapshot = list(self.results)
         self.bar.value = done
         self.label.value = (
             f"{done} of {self.total} done, {failed} failed; last: task {result.task_id} "
             f"in {result.duration:.2f} s at {result.finished_at:.2f} s"
         )
         if draw:
-            self.image.value = figure_png(
-                plot_timeline(summary_so_far(snapshot, workers=self.workers)), dpi=self.dpi
+            # Drawing takes a tenth of a second or more: done on the loop, it would freeze
+            # the job's calls (the blocking-callback trap), so it runs in a thread.
+            self._drawer = threading.Thread(
+                target=self._draw, args=(snapshot,), name="live-progress-draw", daemon=True
             )
+            self._drawer.start()
+
+    def _draw(self, snapshot: list[TaskResult]) -> None:
+        try:
+            png = figure_png(plot_timeline(summary_so_far(snapshot, workers=self.workers)), dpi=self.dpi)
+        finally:
+            with self._lock:
+                self._drawing = False
+        with self._lock:
+            if self.summary is None:  # the final timeline is never replaced by a partial one
+                self.image.value = png
+
+    def wait_drawn(self, timeout: float | None = None) -> None:
+        """Wait until the timeline being drawn in the background, if any, is shown."""
+        drawer = self._drawer
+        if drawer is not None:
+            drawer.join(timeout)
 
     def finish(self, summary: JobSummary) -> None:
         """`on_job_complete`: show the job's figures and its full timeline."""
-        self.summary = summary
+        with self._lock:
+            self.summary = summary
         self.bar.value = self.bar.max
         self.label.value = f"done: {summary}"
         if summary.results is not None:

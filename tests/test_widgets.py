@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
-import ipywidgets
+import ipywidgets as _ipywidgets
 import pytest
 from matplotlib.figure import Figure
 
@@ -14,6 +15,7 @@ from pcmodel import widgets, workloads
 from pcmodel.records import TaskResult
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+ipywidgets: Any = _ipywidgets  # no type hints: a dynamic module
 
 
 def _timeline(workers: int) -> Figure:
@@ -138,6 +140,7 @@ def test_live_progress_redraws_at_most_every_interval() -> None:
     drawn: list[bytes] = []
     progress.image.observe(lambda change: drawn.append(bytes(change["new"])), names="value")
     pcmodel.run_job(job.function, job.params, workers=5, clock="virtual", on_task_complete=progress)
+    progress.wait_drawn()
     assert len(drawn) == 1  # the first result only; the next redraw is an hour away
     assert progress.bar.value == 10
     assert progress.label.value.startswith("10 of 10 done, 0 failed")
@@ -161,3 +164,21 @@ def test_live_progress_cancel_button_cancels_the_attached_job() -> None:
 
     assert asyncio.run(main())
     assert [t for t in threading.enumerate() if t.name.startswith("pcmodel")] == []
+
+
+def test_live_progress_draws_in_a_thread_and_never_replaces_the_final_timeline() -> None:
+    job = workloads.seed_job(3)
+    summary = pcmodel.run_job(job.function, job.params, workers=3, clock="virtual")
+    results = summary.results or ()
+    progress = widgets.LiveProgress(total=3, workers=3, redraw_every=0.0)
+    threads: list[str] = []
+    progress.image.observe(lambda change: threads.append(threading.current_thread().name), names="value")
+    progress(results[0])  # returns before the timeline is drawn
+    progress.wait_drawn()
+    assert threads == ["live-progress-draw"]
+    progress(results[1])  # starts a second drawing...
+    progress.finish(summary)  # ...which the final timeline must win over
+    final = bytes(progress.image.value)
+    progress.wait_drawn()
+    assert bytes(progress.image.value) == final
+    assert threads[-1] == "MainThread"
