@@ -17,9 +17,11 @@ from __future__ import annotations
 
 from pcmodel import workloads
 from pcmodel.clock import VirtualTimeLoop
+from pcmodel.policies import Retry
 from pcmodel.producer import Producers, producers
 from pcmodel.records import DepthSample, JobSummary, TaskResult, ideal_makespan
 from pcmodel.runner import DeadlockError, run_job, run_job_async, start_job
+from pcmodel.stopping import StopSignal
 from pcmodel.timeline import plot_timeline
 
 __version__ = "0.1.0"
@@ -29,6 +31,8 @@ __all__ = [
     "DepthSample",
     "JobSummary",
     "Producers",
+    "Retry",
+    "StopSignal",
     "TaskResult",
     "VirtualTimeLoop",
     "__version__",

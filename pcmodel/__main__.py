@@ -54,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--virtual", action="store_true", help="run in virtual time: instant, with exact times")
     demo.add_argument("--plot", metavar="PATH", help="save the timeline as a PNG image at PATH")
     demo.add_argument("--json", action="store_true", help="end with the summary's figures as one JSON object")
+    # Listed for the help only: main() hands serve-api's arguments to pcmodel.carapi, so that
+    # aiohttp is imported only when the API is served.
+    commands.add_parser(
+        "serve-api",
+        help="serve a local car-price HTTP API, slow, flaky and rate-limited on demand (needs pcmodel[api])",
+        add_help=False,
+    )
     return parser
 
 
@@ -112,8 +119,16 @@ def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with `argv` (default: `sys.argv[1:]`); return the exit code."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["serve-api"]:
+        try:
+            from pcmodel.carapi import serve_main
+        except ImportError as error:
+            print(f"pcmodel serve-api: {error}", file=sys.stderr)
+            return 1
+        return serve_main(arguments[1:])
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     if args.command == "demo":
         try:
             return _demo(args, parser)

@@ -7,10 +7,14 @@ of range; the message names the parameter, the value given and the rule.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import AsyncIterable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pcmodel.clock import CLOCKS, Clock
+
+if TYPE_CHECKING:
+    from pcmodel.policies import Retry
 
 
 def check_int(name: str, value: object, minimum: int) -> int:
@@ -68,3 +72,27 @@ def is_async_callable(function: object) -> bool:
         return True
     call = getattr(type(function), "__call__", None)  # noqa: B004 - the class's __call__
     return call is not None and inspect.iscoroutinefunction(call)
+
+
+def check_seconds(name: str, value: object) -> float | None:
+    """`value` as a positive finite number (or None), else a TypeError / ValueError naming `name`."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number or None, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0 or None, got {value!r}")
+    return float(value)
+
+
+def check_retries(value: object) -> Retry | None:
+    """`retries` as a `Retry` policy (None for no retries); an int n means `Retry(n)`."""
+    from pcmodel.policies import Retry
+
+    if isinstance(value, Retry):
+        return value if value.times > 0 else None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"retries must be an int or a pcmodel.Retry, got {value!r} ({type(value).__name__})")
+    if value < 0:
+        raise ValueError(f"retries must be >= 0, got {value!r}")
+    return Retry(value) if value else None

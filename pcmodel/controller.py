@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
+import logging
 from collections.abc import AsyncIterable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,10 +31,14 @@ from typing import Any
 from pcmodel import _validate
 from pcmodel._queues import STOP, DepthRecordingQueue
 from pcmodel.clock import Clock
-from pcmodel.producer import Producers, produce
+from pcmodel.policies import RateLimiter, Retry
+from pcmodel.producer import ProducerReport, Producers, produce
 from pcmodel.records import DepthSample, JobSummary, TaskResult
 from pcmodel.result_handler import handle_results
-from pcmodel.worker import in_threads, work
+from pcmodel.stopping import JobControl, StopSignal
+from pcmodel.worker import Policies, in_threads, work
+
+logger = logging.getLogger("pcmodel")
 
 __all__ = ["JobSpec", "execute", "make_spec"]
 
@@ -52,6 +57,12 @@ class JobSpec:
     result_handlers: int
     clock: Clock
     trace: bool
+    timeout: float | None = None
+    retry: Retry | None = None
+    max_per_second: float | None = None
+    burst: int = 1
+    fail_fast: bool = False
+    stop: StopSignal | None = None
 
 
 def make_spec(
@@ -66,6 +77,12 @@ def make_spec(
     result_handlers: object = 1,
     clock: object = "real",
     trace: object = True,
+    timeout: object = None,
+    retries: object = 0,
+    max_per_second: object = None,
+    burst: object = 1,
+    fail_fast: object = False,
+    stop: object = None,
 ) -> JobSpec:
     """Check a job's arguments and return them as a `JobSpec`.
 
@@ -77,6 +94,8 @@ def make_spec(
     sources = params.sources if isinstance(params, Producers) else (_validate.check_source("params", params),)
     _validate.check_callable("on_task_complete", on_task_complete, optional=True)
     _validate.check_callable("on_job_complete", on_job_complete, optional=True)
+    if stop is not None and not isinstance(stop, StopSignal):
+        raise TypeError(f"stop must be a pcmodel.StopSignal or None, got {stop!r} ({type(stop).__name__})")
     return JobSpec(
         function=function,  # type: ignore[arg-type]
         sources=sources,
@@ -88,6 +107,12 @@ def make_spec(
         result_handlers=_validate.check_int("result_handlers", result_handlers, 1),
         clock=_validate.check_clock(clock),
         trace=_validate.check_bool("trace", trace),
+        timeout=_validate.check_seconds("timeout", timeout),
+        retry=_validate.check_retries(retries),
+        max_per_second=_validate.check_seconds("max_per_second", max_per_second),
+        burst=_validate.check_int("burst", burst, 1),
+        fail_fast=_validate.check_bool("fail_fast", fail_fast),
+        stop=stop,
     )
 
 
@@ -111,6 +136,13 @@ async def execute(spec: JobSpec) -> JobSummary:
         work_queue = asyncio.Queue(spec.queue_size)
     result_queue: asyncio.Queue[Any] = asyncio.Queue(spec.result_queue_size)
     results: list[TaskResult] | None = [] if spec.trace else None
+    control = JobControl(work_queue, fail_fast=spec.fail_fast, trace=spec.trace)
+    policies = None
+    if spec.timeout is not None or spec.retry is not None or spec.max_per_second is not None:
+        limiter = None
+        if spec.max_per_second is not None:
+            limiter = RateLimiter(spec.max_per_second, spec.burst, time=now)
+        policies = Policies(spec.timeout, spec.retry, limiter)
 
     executor: ThreadPoolExecutor | None = None
     function = spec.function
@@ -120,7 +152,10 @@ async def execute(spec: JobSpec) -> JobSummary:
         function = in_threads(function, executor)
 
     task_ids = itertools.count()
+    producer_reports = [ProducerReport(blocked=[] if spec.trace else None) for _ in spec.sources]
     finished = False
+    if spec.stop is not None:
+        spec.stop._listen(loop, control.request_stop)
     try:
         async with asyncio.TaskGroup() as group:
             handlers = [
@@ -130,22 +165,23 @@ async def execute(spec: JobSpec) -> JobSummary:
                 )
                 for index in range(spec.result_handlers)
             ]
-            workers = [
+            control.workers = workers = [
                 group.create_task(
-                    work(index, function, work_queue, result_queue, now, start),
+                    work(index, function, work_queue, result_queue, now, start, control, policies),
                     name=f"pcmodel-worker-{index}",
                 )
                 for index in range(spec.workers)
             ]
-            producers = [
+            control.producers = producers = [
                 group.create_task(
-                    produce(source, work_queue, task_ids, now, start, trace=spec.trace),
+                    produce(source, work_queue, task_ids, now, start, report, control),
                     name=f"pcmodel-producer-{index}",
                 )
-                for index, source in enumerate(spec.sources)
+                for index, (source, report) in enumerate(zip(spec.sources, producer_reports, strict=True))
             ]
             # asyncio.wait never raises a piece's error here: if a piece fails, the group
-            # cancels this body and raises the error itself.
+            # cancels this body and raises the error itself. A stop cancels the producers,
+            # which ends this wait too.
             await asyncio.wait(producers)
             for _ in workers:
                 await work_queue.put(STOP)
@@ -155,18 +191,19 @@ async def execute(spec: JobSpec) -> JobSummary:
         elapsed = now() - start
         finished = True
     except BaseExceptionGroup as group_error:
-        # One failing piece (a params source that raised) is re-raised as itself, not
-        # wrapped in a group the caller would have to unpack.
+        # A piece that failed for a reason of its own is re-raised as itself, not wrapped
+        # in a group the caller would have to unpack.
         if len(group_error.exceptions) == 1:
             raise group_error.exceptions[0] from None
         raise
     finally:
+        if spec.stop is not None:
+            spec.stop._forget(control.request_stop)
         if executor is not None:
             # After a cancel, calls already running in threads cannot be stopped; do not
             # wait for them, and start no new ones.
             executor.shutdown(wait=finished, cancel_futures=True)
 
-    producer_reports = [task.result() for task in producers]
     worker_reports = [task.result() for task in workers]
     handler_reports = [task.result() for task in handlers]
     if results is not None:
@@ -175,6 +212,9 @@ async def execute(spec: JobSpec) -> JobSummary:
     for report in producer_reports:
         blocked.extend(report.blocked or ())
     blocked.sort()
+    if control.reason == "source_error":
+        logger.error("a params source raised, so the job stopped producing: %r", control.error)
+    unprocessed_params = control.unprocessed_params
     summary = JobSummary(
         tasks=sum(r.tasks for r in worker_reports),
         succeeded=sum(r.tasks - r.failed for r in worker_reports),
@@ -190,6 +230,12 @@ async def execute(spec: JobSpec) -> JobSummary:
         results=tuple(results) if results is not None else None,
         queue_depth=tuple(depth_samples) if depth_samples is not None else None,
         producer_blocked=tuple(blocked) if spec.trace else None,
+        retries=sum(r.retries for r in worker_reports),
+        cancelled=sum(r.cancelled for r in worker_reports),
+        stop_reason=control.reason,
+        error=control.error,
+        unprocessed=control.unprocessed,
+        unprocessed_params=tuple(unprocessed_params) if unprocessed_params is not None else None,
     )
     if spec.on_job_complete is not None:
         outcome = spec.on_job_complete(summary)

@@ -18,6 +18,8 @@ from collections.abc import AsyncIterable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pcmodel.stopping import JobControl
+
 __all__ = ["ProducerReport", "Producers", "produce", "producers"]
 
 
@@ -72,6 +74,8 @@ class ProducerReport:
     """Deepest the queue was just after one of this producer's puts."""
     blocked: list[tuple[float, float]] | None = field(default=None)
     """(start, end) of each blocked period, relative to the job's start; None without trace."""
+    error: Exception | None = None
+    """The exception the source raised, if it did."""
 
 
 async def produce(
@@ -80,23 +84,20 @@ async def produce(
     task_ids: itertools.count[int],
     now: Callable[[], float],
     start: float,
-    *,
-    trace: bool,
-) -> ProducerReport:
-    """Put every item of `source` on `work_queue` and report the time spent waiting.
+    report: ProducerReport,
+    control: JobControl,
+) -> None:
+    """Put every item of `source` on `work_queue`, keeping count in `report`.
 
     Args:
         source: an iterable or async iterable of params, read lazily.
         work_queue: the bounded queue the workers read.
         task_ids: the job's counter of task ids, shared by all its producers.
         now: the job's clock; `start` is the job's start on that clock.
-        trace: keep every blocked period, not only their sum.
-
-    Returns:
-        A `ProducerReport`. If the source raises, the exception propagates after the
-        report's counts are brought up to date.
+        report: where the counts go, kept up to date even if the producer is cancelled.
+            Give it a `blocked` list to keep every blocked period, not only their sum.
+        control: the job's stop state; a source that raises stops the job's producing.
     """
-    report = ProducerReport(blocked=[] if trace else None)
     blocked_periods = report.blocked
     put_nowait = work_queue.put_nowait
     qsize = work_queue.qsize
@@ -109,11 +110,11 @@ async def produce(
         """Put without waiting; return the item, to be put with waiting, if the queue is full."""
         nonlocal count, max_depth
         task_id = next(task_ids)
-        count += 1
         try:
             put_nowait((task_id, params, now() - start))
         except asyncio.QueueFull:
             return [task_id, params, 0.0]
+        count += 1
         depth = qsize()
         if depth > max_depth:  # noqa: PLR1730 - on the hot path a compare beats a max() call
             max_depth = depth
@@ -121,9 +122,15 @@ async def produce(
 
     async def wait_and_put(item: list[Any]) -> None:
         """The slow path: wait for room, then stamp the item's enqueue time."""
-        nonlocal max_depth, wait
+        nonlocal count, max_depth, wait
         blocked_at = now()
-        await work_queue.put(item)
+        try:
+            await work_queue.put(item)
+        except asyncio.CancelledError:
+            if control.reason is not None:
+                control.held_back(item[1])  # the job stopped while this item waited
+            raise
+        count += 1
         # Nothing else runs between the put taking its place and this line, so no worker has
         # seen the item yet: stamping its enqueue time now is exact.
         unblocked_at = now()
@@ -142,8 +149,11 @@ async def produce(
             for params in source:
                 if (blocked := offer(params)) is not None:
                     await wait_and_put(blocked)
+    except Exception as error:  # noqa: BLE001 - a broken source ends producing, not the job
+        # Only the source can raise here: putting raises nothing but CancelledError.
+        report.error = error
+        control.source_failed(error)
     finally:
         report.items = count
         report.max_depth = max_depth
         report.wait = wait
-    return report

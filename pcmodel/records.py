@@ -35,9 +35,11 @@ class TaskResult(NamedTuple):
     enqueued_at: float
     """When the producer put the item on the work queue."""
     started_at: float
-    """When a worker took the item and called the function."""
+    """When a worker took the item and began on it (a rate-limit wait or a retry is part of the task)."""
     finished_at: float
     """When the function returned or raised."""
+    attempts: int = 1
+    """How many calls it took, retries included."""
 
     @property
     def ok(self) -> bool:
@@ -122,6 +124,18 @@ class JobSummary:
     """Work-queue depth after every put and get; None unless `trace=True`."""
     producer_blocked: tuple[tuple[float, float], ...] | None = field(default=None, repr=False)
     """(start, end) of every period a producer waited on a full queue; None unless `trace=True`."""
+    retries: int = 0
+    """Attempts beyond the first, summed over all tasks."""
+    cancelled: int = 0
+    """Calls in flight cancelled by a fail-fast stop (counted in `failed` too)."""
+    stop_reason: str | None = None
+    """Why the job ended early: "stop" (requested), "fail_fast", "source_error"; None if it ran out of input."""
+    error: BaseException | None = None
+    """The exception that ended the job early: the first failure, or the source's error."""
+    unprocessed: int = 0
+    """Items taken from the sources but never started, because the job stopped early."""
+    unprocessed_params: tuple[Any, ...] | None = field(default=None, repr=False)
+    """The params of those items, in queue order; None unless `trace=True`."""
 
     @property
     def speedup(self) -> float:
@@ -155,14 +169,22 @@ class JobSummary:
             "max_queue_depth": self.max_queue_depth,
             "producer_wait": self.producer_wait,
             "callback_errors": self.callback_errors,
+            "retries": self.retries,
+            "cancelled": self.cancelled,
+            "unprocessed": self.unprocessed,
+            "stop_reason": self.stop_reason,
+            "error": None if self.error is None else repr(self.error),
             "clock": self.clock,
         }
 
     def __str__(self) -> str:
         ideal = self.ideal_makespan
         ideal_text = "" if ideal is None else f", ideal makespan {ideal:.3f} s"
-        return (
+        text = (
             f"{self.tasks} tasks ({self.succeeded} ok, {self.failed} failed) on "
             f"{self.workers} workers in {self.elapsed:.3f} s; sequential {self.busy_time:.3f} s, "
             f"speedup {self.speedup:.2f}x{ideal_text}"
         )
+        if self.stop_reason is not None:
+            text += f"; stopped early ({self.stop_reason}), {self.unprocessed} items unprocessed"
+        return text

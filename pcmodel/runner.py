@@ -25,8 +25,10 @@ from typing import Any
 
 from pcmodel.clock import Clock, VirtualTimeLoop, loop_factory
 from pcmodel.controller import JobSpec, execute, make_spec
+from pcmodel.policies import Retry
 from pcmodel.producer import Producers
 from pcmodel.records import JobSummary, TaskResult
+from pcmodel.stopping import StopSignal
 
 __all__ = ["DeadlockError", "run_job", "run_job_async", "start_job"]
 
@@ -51,6 +53,12 @@ def run_job(
     result_handlers: int = 1,
     clock: Clock = "real",
     trace: bool = True,
+    timeout: float | None = None,
+    retries: int | Retry = 0,
+    max_per_second: float | None = None,
+    burst: int = 1,
+    fail_fast: bool = False,
+    stop: StopSignal | None = None,
 ) -> JobSummary:
     """Run `function` on every item of `params` with a pool of workers, and wait for the end.
 
@@ -90,6 +98,17 @@ def run_job(
             `asyncio.sleep`-based jobs then finish at once with exact times.
         trace: keep every `TaskResult` and the queue-depth samples in the summary (for plots).
             With False nothing per task is kept: memory stays flat for any number of items.
+        timeout: seconds each call may take (per attempt); a call that takes longer fails
+            with `TimeoutError` and its worker moves on. None for no limit.
+        retries: how many times to retry a failed call (int), or a `Retry` policy saying which
+            errors to retry and how to back off. `TaskResult.attempts` counts the tries.
+        max_per_second: the most calls started per second, across all workers (every retry
+            counts); None for no limit.
+        burst: how many calls may start at once under `max_per_second` (>= 1).
+        fail_fast: stop the job at the first failed task, cancelling the calls in flight;
+            by default a failure is recorded and the job goes on.
+        stop: a `StopSignal`; `stop.set()` stops the job gracefully (no new calls, the calls
+            in flight finish, the items still queued are reported as unprocessed).
 
     Returns:
         The `JobSummary`.
@@ -101,18 +120,7 @@ def run_job(
             can never happen).
         KeyboardInterrupt: the job was interrupted; it is cancelled and unwound first.
     """
-    spec = make_spec(
-        function,
-        params,
-        on_task_complete=on_task_complete,
-        on_job_complete=on_job_complete,
-        workers=workers,
-        queue_size=queue_size,
-        result_queue_size=result_queue_size,
-        result_handlers=result_handlers,
-        clock=clock,
-        trace=trace,
-    )
+    spec = make_spec(**locals())  # first line: locals() holds exactly the arguments
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -134,6 +142,12 @@ async def run_job_async(
     result_handlers: int = 1,
     clock: Clock = "real",
     trace: bool = True,
+    timeout: float | None = None,  # noqa: ASYNC109 - a limit per task, not on this call
+    retries: int | Retry = 0,
+    max_per_second: float | None = None,
+    burst: int = 1,
+    fail_fast: bool = False,
+    stop: StopSignal | None = None,
 ) -> JobSummary:
     """Run a job on the running event loop and return its `JobSummary`: the primary API.
 
@@ -146,18 +160,7 @@ async def run_job_async(
         TypeError, ValueError: bad arguments, before anything starts.
         DeadlockError: a virtual-time job got stuck.
     """
-    spec = make_spec(
-        function,
-        params,
-        on_task_complete=on_task_complete,
-        on_job_complete=on_job_complete,
-        workers=workers,
-        queue_size=queue_size,
-        result_queue_size=result_queue_size,
-        result_handlers=result_handlers,
-        clock=clock,
-        trace=trace,
-    )
+    spec = make_spec(**locals())  # first line: locals() holds exactly the arguments
     return await _execute_anywhere(spec)
 
 
@@ -173,6 +176,12 @@ def start_job(
     result_handlers: int = 1,
     clock: Clock = "real",
     trace: bool = True,
+    timeout: float | None = None,
+    retries: int | Retry = 0,
+    max_per_second: float | None = None,
+    burst: int = 1,
+    fail_fast: bool = False,
+    stop: StopSignal | None = None,
 ) -> asyncio.Task[JobSummary]:
     """Start a job in the background on the running loop and return its task at once.
 
@@ -184,18 +193,7 @@ def start_job(
         TypeError, ValueError: bad arguments.
         RuntimeError: no event loop is running in this thread.
     """
-    spec = make_spec(
-        function,
-        params,
-        on_task_complete=on_task_complete,
-        on_job_complete=on_job_complete,
-        workers=workers,
-        queue_size=queue_size,
-        result_queue_size=result_queue_size,
-        result_handlers=result_handlers,
-        clock=clock,
-        trace=trace,
-    )
+    spec = make_spec(**locals())  # first line: locals() holds exactly the arguments
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:

@@ -19,14 +19,24 @@ import inspect
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pcmodel._queues import STOP
+from pcmodel.policies import RateLimiter, Retry, call_with_policies
 from pcmodel.records import TaskResult
+from pcmodel.stopping import JobControl
 
-__all__ = ["WorkerReport", "in_threads", "work"]
+__all__ = ["Policies", "WorkerReport", "in_threads", "work"]
 
 _new_result = tuple.__new__  # builds a TaskResult without its keyword-parsing __new__
+
+
+class Policies(NamedTuple):
+    """What wraps each call: a timeout, a retry policy, a rate limit (each may be None)."""
+
+    timeout: float | None
+    retry: Retry | None
+    limiter: RateLimiter | None
 
 
 @dataclass(slots=True)
@@ -41,6 +51,10 @@ class WorkerReport:
     """Items whose function raised."""
     busy_time: float = 0.0
     """Seconds its function calls took, summed."""
+    cancelled: int = 0
+    """Calls cancelled by a fail-fast stop (counted in `failed` too)."""
+    retries: int = 0
+    """Attempts beyond the first, summed over its tasks."""
 
 
 def in_threads(
@@ -69,6 +83,8 @@ async def work(
     result_queue: asyncio.Queue[Any],
     now: Callable[[], float],
     start: float,
+    control: JobControl,
+    policies: Policies | None = None,
 ) -> WorkerReport:
     """Run items from `work_queue` through `function` until `STOP`; report what was done.
 
@@ -79,36 +95,80 @@ async def work(
         work_queue: where items come from, as `(task_id, params, enqueued_at)`.
         result_queue: where each `TaskResult` goes.
         now: the job's clock; `start` is the job's start on that clock.
+        control: the job's stop state (fail-fast, cancelled calls).
+        policies: timeout, retries and rate limit for each call; None for plain calls.
     """
     get = work_queue.get
     put_nowait = result_queue.put_nowait
-    tasks = failed = 0
+    fail_fast = control.fail_fast
+    tasks = failed = cancelled = retries = 0
     busy = 0.0
+    attempts = [1]
     # Invariant: every item taken from the work queue yields exactly one TaskResult on the
-    # result queue, whatever the function does (only cancellation of the job skips it).
-    while (item := await get()) is not STOP:
+    # result queue, whatever the function does (only a hard cancel of the job skips it).
+    while True:
+        try:
+            item = await get()
+        except asyncio.CancelledError:
+            if control.absorb_cancel():
+                continue  # a fail-fast stop caught this worker idle: go on to the stop marker
+            raise
+        if item is STOP:
+            break
         task_id, params, enqueued_at = item
         started = now()
+        error: BaseException | None = None
         try:
-            value = await function(params)
+            if policies is None:
+                value = await function(params)
+            else:
+                value = await call_with_policies(function, params, attempts, *policies)
         except Exception as exc:  # noqa: BLE001 - a failing call is an outcome, not a crash
-            finished = now()
-            failed += 1
-            result = _new_result(
-                TaskResult,
-                (task_id, params, None, exc, index, enqueued_at, started - start, finished - start),
-            )
-        else:
-            finished = now()
-            result = _new_result(
-                TaskResult,
-                (task_id, params, value, None, index, enqueued_at, started - start, finished - start),
-            )
+            value, error = None, exc
+        except asyncio.CancelledError as exc:
+            if not control.absorb_cancel():
+                raise
+            value, error = None, exc
+            cancelled += 1
+        finished = now()
+        result = _new_result(
+            TaskResult,
+            (
+                task_id,
+                params,
+                value,
+                error,
+                index,
+                enqueued_at,
+                started - start,
+                finished - start,
+                attempts[0],
+            ),
+        )
         tasks += 1
         busy += finished - started
+        if policies is not None:
+            retries += attempts[0] - 1
+            attempts[0] = 1
         try:
             put_nowait(result)
         except asyncio.QueueFull:
             # The result handlers are behind: wait for room (backpressure on workers).
+            await _put_surely(result_queue, result, control)
+        if error is not None:
+            failed += 1
+            if fail_fast:
+                control.task_failed(error)
+    return WorkerReport(index, tasks, failed, busy, cancelled, retries)
+
+
+async def _put_surely(result_queue: asyncio.Queue[Any], result: TaskResult, control: JobControl) -> None:
+    """Put `result` even if a fail-fast stop cancels this worker while it waits for room."""
+    while True:
+        try:
             await result_queue.put(result)
-    return WorkerReport(index, tasks, failed, busy)
+        except asyncio.CancelledError:
+            if control.absorb_cancel():
+                continue
+            raise
+        return

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -105,10 +106,36 @@ def test_producers_needs_at_least_one_iterable_source() -> None:
         pcmodel.producers([1], 2)  # type: ignore[arg-type]
 
 
-async def test_producer_error_propagates_as_itself() -> None:
+async def test_a_source_that_raises_stops_producing_and_the_queued_items_are_processed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     def broken() -> Iterator[int]:
-        yield 1
+        yield from range(5)
         raise OSError("source went away")
 
-    with pytest.raises(OSError, match="source went away"):
-        await run_job_async(ConcurrencySpy(seconds=0.0), broken(), workers=2)
+    spy = ConcurrencySpy(seconds=1.0)
+    summary = await run_job_async(spy, broken(), workers=2, queue_size=3, clock="virtual")
+    assert sorted(spy.calls) == [0, 1, 2, 3, 4]
+    assert (summary.tasks, summary.succeeded, summary.unprocessed) == (5, 5, 0)
+    assert summary.stop_reason == "source_error"
+    assert isinstance(summary.error, OSError)
+    assert str(summary.error) == "source went away"
+    assert [record.getMessage() for record in caplog.records] == [
+        "a params source raised, so the job stopped producing: OSError('source went away')"
+    ]
+
+
+def test_a_broken_source_stops_the_other_producers_too() -> None:
+    def broken() -> Iterator[str]:
+        yield "b0"
+        raise ValueError("bad row")
+
+    steady = paced([f"s{n}" for n in range(100)], 1.0)
+    logging.getLogger("pcmodel").disabled = True
+    try:
+        summary = run_job(ConcurrencySpy(seconds=0.5), pcmodel.producers(steady, broken()), clock="virtual")
+    finally:
+        logging.getLogger("pcmodel").disabled = False
+    assert summary.stop_reason == "source_error"
+    assert summary.results is not None
+    assert sorted(r.params for r in summary.results) == ["b0", "s0"]

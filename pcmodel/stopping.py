@@ -1,0 +1,184 @@
+"""How a job stops early: on request, on its first failure, or when a source breaks.
+
+A job normally ends when its sources run dry and every item is handled. It can also stop early:
+
+- **on request**: `stop.set()` on the `StopSignal` passed as `stop=` (from a callback, a
+  notebook button or another thread). Producing stops, the items still queued are reported as
+  unprocessed, and the calls in flight finish: a graceful stop.
+- **on its first failure**, with `fail_fast=True`: the same, but the calls in flight are
+  cancelled too (each gets a `TaskResult` whose error is `asyncio.CancelledError`).
+- **when a source raises**: producing stops, what was already queued is processed, and the
+  source's exception is recorded in the summary.
+
+In each case the summary says why (`stop_reason`) and what was left (`unprocessed`). Cancelling
+the job's task is the hard stop: every piece is cancelled and no summary is made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pcmodel._queues import STOP
+
+__all__ = ["JobControl", "StopReason", "StopSignal"]
+
+StopReason = Literal["stop", "fail_fast", "source_error"]
+
+
+class StopSignal:
+    """Asks a running job to stop gracefully; safe to set from any thread, at any time.
+
+    Example:
+        >>> stop = StopSignal()
+        >>> # task = pcmodel.start_job(fetch, cars, stop=stop) ... later: stop.set()
+
+    Setting it before the job starts makes the job stop at once, having started nothing. A
+    signal stays set: use a new one for the next job.
+    """
+
+    __slots__ = ("_listeners", "_lock", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._lock = threading.Lock()
+        self._listeners: list[tuple[asyncio.AbstractEventLoop, Callable[[], object]]] = []
+
+    def set(self) -> None:
+        """Ask every job listening to this signal to stop gracefully."""
+        with self._lock:
+            self._set = True
+            listeners = list(self._listeners)
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        for loop, callback in listeners:
+            if loop is here:
+                callback()  # from the job's own thread (a callback, say): stop right now
+                continue
+            # A closed loop means that job is over already.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(callback)
+
+    def is_set(self) -> bool:
+        """True once `set()` was called."""
+        return self._set
+
+    def _listen(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:
+        with self._lock:
+            self._listeners.append((loop, callback))
+            already = self._set
+        if already:
+            loop.call_soon(callback)
+
+    def _forget(self, callback: Callable[[], object]) -> None:
+        with self._lock:
+            self._listeners = [(loop, cb) for loop, cb in self._listeners if cb is not callback]
+
+    def __repr__(self) -> str:
+        return f"StopSignal(set={self._set})"
+
+
+class JobControl:
+    """The stop state one job's pieces share. Only the controller makes one."""
+
+    __slots__ = (
+        "_absorbable",
+        "error",
+        "fail_fast",
+        "halting",
+        "producers",
+        "reason",
+        "unprocessed",
+        "unprocessed_params",
+        "work_queue",
+        "workers",
+    )
+
+    def __init__(self, work_queue: asyncio.Queue[Any], *, fail_fast: bool, trace: bool) -> None:
+        self.work_queue = work_queue
+        self.fail_fast = fail_fast
+        self.reason: StopReason | None = None
+        self.error: BaseException | None = None
+        self.halting = False
+        self.unprocessed = 0
+        self.unprocessed_params: list[Any] | None = [] if trace else None
+        self.producers: list[asyncio.Task[Any]] = []
+        self.workers: list[asyncio.Task[Any]] = []
+        self._absorbable: set[asyncio.Task[Any]] = set()
+
+    def request_stop(self) -> None:
+        """A graceful stop: no new items start; the calls in flight finish."""
+        self.stop("stop", drain=True)
+
+    def task_failed(self, error: BaseException) -> None:
+        """A task failed; with `fail_fast`, stop the job and cancel the calls in flight."""
+        self.stop("fail_fast", error, drain=True, cancel_in_flight=True)
+
+    def source_failed(self, error: BaseException) -> None:
+        """A source raised: stop producing, but process what is queued."""
+        self.stop("source_error", error, drain=False)
+
+    def stop(
+        self,
+        reason: StopReason,
+        error: BaseException | None = None,
+        *,
+        drain: bool,
+        cancel_in_flight: bool = False,
+    ) -> None:
+        """Stop producing; with `drain`, take the queued items back; maybe cancel the calls."""
+        if self.reason is not None:
+            return  # the first reason to stop is the one reported
+        self.reason = reason
+        self.error = error
+        current = asyncio.current_task()
+        for producer in self.producers:
+            if producer is not current:
+                producer.cancel()
+        if drain:
+            self._drain()
+        if cancel_in_flight:
+            self.halting = True
+            for worker in self.workers:
+                if worker is not current and not worker.done():
+                    self._absorbable.add(worker)
+                    worker.cancel()
+
+    def _drain(self) -> None:
+        queue = self.work_queue
+        stops = 0
+        while not queue.empty():
+            item = queue.get_nowait()
+            if item is STOP:
+                stops += 1
+                continue
+            self.unprocessed += 1
+            if self.unprocessed_params is not None:
+                self.unprocessed_params.append(item[1])
+        # Stop markers are how workers end: give back the ones taken out.
+        for _ in range(stops):
+            queue.put_nowait(STOP)
+
+    def held_back(self, params: Any) -> None:
+        """A producer was stopped holding an item it could not queue: report it unprocessed."""
+        self.unprocessed += 1
+        if self.unprocessed_params is not None:
+            self.unprocessed_params.append(params)
+
+    def absorb_cancel(self) -> bool:
+        """In a worker that caught CancelledError: True if it was the fail-fast cancel.
+
+        That cancel is absorbed (the worker records the call as cancelled and goes on to its
+        stop marker); any other cancel, such as the whole job's, must propagate.
+        """
+        task = asyncio.current_task()
+        if task is None or task not in self._absorbable or task.cancelling() != 1:
+            return False
+        self._absorbable.discard(task)
+        task.uncancel()
+        return True
