@@ -403,10 +403,15 @@ def plot_queue_sweep(sweeps: Mapping[str, Sequence[QueuePoint]], *, title: str |
     wait_ax.set_title("producer blocked (total)", fontsize=10)
     latency_ax.set_ylabel("seconds")
     latency_ax.set_title("request wait (mean)", fontsize=10)
-    ticks = [*bounded, unbounded_at] if bounded else [unbounded_at]
+    # Label the sizes, skipping any too close to the previous label to be read on a log axis.
+    labelled: list[int] = []
+    for size in bounded:
+        if not labelled or size >= labelled[-1] * 1.5:
+            labelled.append(size)
+    ticks = [*labelled, unbounded_at]
     for ax in (memory_ax, wait_ax, latency_ax):
         ax.set_xscale("log", base=2)
-        ax.set_xticks(ticks, [str(t) for t in bounded] + ["inf"])
+        ax.set_xticks(ticks, [str(t) for t in labelled] + ["inf"])
         ax.minorticks_off()
         ax.set_xlabel("queue_size")
         ax.set_ylim(bottom=0)

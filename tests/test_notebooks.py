@@ -1,0 +1,179 @@
+"""The course's structure: every notebook indexed and chained, executed, with a widget and a
+figure, and every exercise with a check and a solution that passes it.
+
+The notebooks' outputs themselves are checked by nbval (`pytest --nbval` over notebooks/);
+these tests check what nbval cannot: how the notebooks fit together.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import nbformat as _nbformat
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+COURSE = [
+    "00-index.ipynb",
+    "01-why-concurrency.ipynb",
+    "02-producer-and-work-queue.ipynb",
+    "03-workers.ipynb",
+    "04-result-queue-and-handler.ipynb",
+    "05-controller-and-the-whole-job.ipynb",
+    "06-memory-vs-wait.ipynb",
+    "07-workshop-exercises.ipynb",
+]
+EXERCISES = "07-workshop-exercises.ipynb"
+SOLUTIONS = "solutions/07-workshop-solutions.ipynb"
+WIDGET = "application/vnd.jupyter.widget-view+json"
+LINK = re.compile(r"\]\(([^)\s]+\.ipynb)\)")
+nbformat: Any = _nbformat  # no type hints: a dynamic module
+
+
+def _read(name: str) -> Any:
+    return nbformat.read(NOTEBOOKS / name, as_version=4)
+
+
+def _markdown(notebook: Any) -> str:
+    return "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
+
+
+def _code_cells(notebook: Any) -> list[Any]:
+    return [cell for cell in notebook.cells if cell.cell_type == "code"]
+
+
+def _text(cell: Any) -> str:
+    """Everything a code cell printed or returned, as text."""
+    parts = []
+    for output in cell.outputs:
+        if output.output_type == "stream":
+            parts.append(output.text)
+        elif output.output_type in ("execute_result", "display_data"):
+            parts.append(output.data.get("text/plain", ""))
+    return "".join(parts)
+
+
+def test_the_course_is_exactly_the_numbered_notebooks() -> None:
+    found = sorted(path.name for path in NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
+    assert found == COURSE
+
+
+def test_the_index_lists_every_notebook() -> None:
+    links = set(LINK.findall(_markdown(_read(COURSE[0]))))
+    missing = [name for name in [*COURSE[1:], SOLUTIONS] if name not in links]
+    assert missing == []
+
+
+@pytest.mark.parametrize(("name", "following"), list(zip(COURSE, COURSE[1:] + COURSE[:1], strict=True)))
+def test_each_notebook_ends_with_a_recap_and_a_link_to_the_next(name: str, following: str) -> None:
+    cells = _read(name).cells
+    last = cells[-1]
+    assert last.cell_type == "markdown"
+    assert f"]({following})" in last.source, f"{name} should end with a link to {following}"
+    assert any(cell.cell_type == "markdown" and cell.source.startswith("## Recap") for cell in cells[-2:])
+
+
+@pytest.mark.parametrize("name", COURSE)
+def test_each_notebook_opens_with_a_title_and_one_setup_cell(name: str) -> None:
+    notebook = _read(name)
+    first = notebook.cells[0]
+    assert first.cell_type == "markdown"
+    assert first.source.startswith("# ")
+    code = _code_cells(notebook)
+    assert "import pcmodel" in code[0].source
+    later_imports = [
+        cell.source
+        for cell in code[1:]
+        # A %%script cell runs in another process: its imports are its own.
+        if not cell.source.startswith("%%script")
+        and re.search(r"^(import|from) \S+", cell.source, re.MULTILINE)
+    ]
+    assert later_imports == [], f"{name}: imports belong in the setup cell"
+
+
+@pytest.mark.parametrize("name", COURSE)
+def test_each_notebook_has_a_widget_and_a_figure(name: str) -> None:
+    outputs = [output for cell in _code_cells(_read(name)) for output in cell.outputs]
+    kinds = {key for output in outputs for key in output.get("data", {})}
+    assert WIDGET in kinds, f"{name} has no widget"
+    assert "image/png" in kinds, f"{name} has no static figure"
+
+
+@pytest.mark.parametrize("name", [*COURSE, SOLUTIONS])
+def test_each_notebook_is_committed_executed_and_stripped(name: str) -> None:
+    notebook = _read(name)
+    nbformat.validate(notebook)
+    assert "widgets" not in notebook.metadata, "metadata.widgets makes GitHub refuse the notebook"
+    counts = []
+    for cell in _code_cells(notebook):
+        if cell.source.strip():
+            assert cell.execution_count is not None, f"{name}: a cell was not executed:\n{cell.source}"
+            counts.append(cell.execution_count)
+        else:
+            assert cell.outputs == []
+        assert "execution" not in cell.metadata
+    assert counts == sorted(counts), f"{name}: cells were not run top to bottom in one kernel"
+    assert counts[0] == 1, f"{name}: not run from a fresh kernel"
+
+
+@pytest.mark.parametrize("name", [*COURSE, SOLUTIONS])
+def test_only_real_clock_cells_skip_the_output_check(name: str) -> None:
+    for cell in _code_cells(_read(name)):
+        if "NBVAL_IGNORE_OUTPUT" in cell.source:
+            first_line = cell.source.splitlines()[0]
+            assert first_line.startswith("# NBVAL_IGNORE_OUTPUT: "), "say why the output is not checked"
+            assert "real clock" in first_line or "memory" in first_line, first_line
+
+
+def test_cells_that_fail_on_purpose_are_tagged() -> None:
+    for name in COURSE:
+        for cell in _code_cells(_read(name)):
+            errors = [output for output in cell.outputs if output.output_type == "error"]
+            tagged = "raises-exception" in cell.metadata.get("tags", [])
+            assert bool(errors) == tagged, f"{name}: {cell.source!r}"
+
+
+def _exercises(notebook: Any) -> list[tuple[str, Any, Any]]:
+    """(heading, answer cell, check cell) for each `### Exercise` of a notebook."""
+    cells = notebook.cells
+    found = []
+    for index, cell in enumerate(cells):
+        if cell.cell_type == "markdown" and cell.source.startswith("### Exercise"):
+            heading = cell.source.splitlines()[0]
+            answer, check = cells[index + 1], cells[index + 2]
+            assert answer.cell_type == check.cell_type == "code", heading
+            found.append((heading, answer, check))
+    return found
+
+
+def test_there_are_at_least_six_exercises_across_the_stages() -> None:
+    exercises = _exercises(_read(EXERCISES))
+    assert len(exercises) >= 6
+    statements = _markdown(_read(EXERCISES))
+    for stage in COURSE[1:7]:
+        assert f"]({stage})" in statements, f"no exercise points to {stage}"
+
+
+def test_each_exercise_has_an_empty_cell_and_a_check_that_says_not_yet() -> None:
+    for heading, answer, check in _exercises(_read(EXERCISES)):
+        assert answer.source.strip() == "", f"{heading}: the answer cell must be empty"
+        assert "check(" in check.source, heading
+        assert _text(check).startswith("✗ "), f"{heading}: an empty answer must not pass its check"
+
+
+def test_each_exercise_has_a_solution_that_passes_the_same_check() -> None:
+    exercises = _exercises(_read(EXERCISES))
+    solutions = _exercises(_read(SOLUTIONS))
+    assert [heading for heading, _, _ in solutions] == [heading for heading, _, _ in exercises]
+    for (heading, _, check), (_, solution, solved_check) in zip(exercises, solutions, strict=True):
+        assert solution.source.strip(), f"{heading}: no solution"
+        assert solved_check.source == check.source, f"{heading}: the solution must be checked the same way"
+        assert _text(solved_check).startswith("✓ "), (
+            f"{heading}: the solution does not pass: {_text(solved_check)}"
+        )
+
+
+def test_the_solutions_link_back_to_the_exercises() -> None:
+    assert "](../07-workshop-exercises.ipynb)" in _markdown(_read(SOLUTIONS))
