@@ -63,3 +63,63 @@ def test_a_notebook_runs_jobs_through_a_real_kernel(isolated_jupyter: None) -> N
     assert outputs[4] == "True\n"
     assert outputs[5] == "True\n"
     assert outputs[6] == "[]\n"
+
+
+INTERRUPTED_CELLS = {
+    "sync run_job": "pcmodel.run_job(slow, range(10_000), workers=4, on_task_complete=seen.append)",
+    "top-level await": "await pcmodel.run_job_async(slow, range(10_000), workers=4, on_task_complete=seen.append)",
+}
+
+
+@pytest.mark.parametrize("how", sorted(INTERRUPTED_CELLS))
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_interrupt_kernel_cancels_a_real_time_job_and_the_kernel_stays_usable(
+    how: str, isolated_jupyter: None
+) -> None:
+    import time
+
+    from jupyter_client.manager import start_new_kernel
+
+    manager, client = start_new_kernel(kernel_name="python3")
+    try:
+        setup = (
+            "import asyncio, threading, pcmodel\n"
+            "seen = []\n"
+            "async def slow(n):\n"
+            "    await asyncio.sleep(0.05)\n"
+            "    return n\n"
+        )
+        assert client.execute_interactive(setup, timeout=60)["content"]["status"] == "ok"
+        message_id = client.execute(INTERRUPTED_CELLS[how])
+        # Wait until the cell runs, give the job a second, then press "Interrupt kernel".
+        while True:
+            status = client.get_iopub_msg(timeout=60)
+            if status["msg_type"] == "status" and status["content"]["execution_state"] == "busy":
+                break
+        time.sleep(1.0)
+        manager.interrupt_kernel()
+        reply = client.get_shell_msg(timeout=60)
+        while reply["parent_header"].get("msg_id") != message_id:
+            reply = client.get_shell_msg(timeout=60)
+        assert reply["content"]["status"] == "error"
+        assert reply["content"]["ename"] in {"KeyboardInterrupt", "CancelledError"}
+        # Right after an error the kernel drops requests already on their way ("aborted"),
+        # as JupyterLab's Run All does; a person runs the next cell a moment later.
+        for _ in range(100):
+            if client.execute_interactive("pass", timeout=60)["content"]["status"] == "ok":
+                break
+            time.sleep(0.05)
+        outputs: list[str] = []
+        after = client.execute_interactive(
+            "done = len(seen)\n"
+            "leftover = [t.name for t in threading.enumerate() if t.name.startswith('pcmodel')]\n"
+            "summary = pcmodel.run_job(slow, range(8), workers=8, clock='virtual')\n"
+            "print(done > 0, done < 10_000, leftover, summary.elapsed)",
+            timeout=60,
+            output_hook=lambda msg: outputs.append(msg["content"].get("text", "")),
+        )
+        assert after["content"]["status"] == "ok"
+        assert "".join(outputs) == "True True [] 0.05\n"
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
