@@ -105,16 +105,19 @@ async def run_scenario(
 ) -> tuple[JobSummary | None, set[asyncio.Task[Any]]]:
     stop = StopSignal()
 
-    def sync_items() -> Iterator[Item]:
+    def sync_items(*, record_pulls: bool = True) -> Iterator[Item]:
         for item in scenario.items:
             if scenario.source_breaks_after is not None and item.number >= scenario.source_breaks_after:
                 raise SourceBroke(f"source broke at item {item.number}")
-            record.pulled.append(item.number)
+            if record_pulls:
+                record.pulled.append(item.number)
             yield item
 
     async def async_items() -> AsyncIterator[Item]:
-        for item in sync_items():
+        for item in sync_items(record_pulls=False):
             await asyncio.sleep(0.1)
+            # Handed over only now: a stop during the sleep cancels the source, not an item.
+            record.pulled.append(item.number)
             yield item
 
     async def function(item: Item) -> int:
