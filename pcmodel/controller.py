@@ -11,6 +11,9 @@ The lifecycle of a job:
 6. wait for the handlers (every `on_task_complete` call has returned);
 7. build the `JobSummary` and call `on_job_complete(summary)` exactly once.
 
+A job can also stop early (see `pcmodel.stopping`): on request, at its first failure, or when
+a source raises. Producing stops, and the same steps from 4 on wind the job down.
+
 Stopping with markers queued behind the real items, rather than `queue.join()` and
 cancellation, means a piece only ever stops between two items, and nothing has to count
 `task_done()` calls.
@@ -34,9 +37,9 @@ from pcmodel.clock import Clock
 from pcmodel.policies import RateLimiter, Retry
 from pcmodel.producer import ProducerReport, Producers, produce
 from pcmodel.records import DepthSample, JobSummary, TaskResult
-from pcmodel.result_handler import handle_results
+from pcmodel.result_handler import HandlerReport, handle_results
 from pcmodel.stopping import JobControl, StopSignal
-from pcmodel.worker import Policies, in_threads, work
+from pcmodel.worker import Policies, WorkerReport, in_threads, work
 
 logger = logging.getLogger("pcmodel")
 
@@ -204,18 +207,44 @@ async def execute(spec: JobSpec) -> JobSummary:
             # wait for them, and start no new ones.
             executor.shutdown(wait=finished, cancel_futures=True)
 
-    worker_reports = [task.result() for task in workers]
-    handler_reports = [task.result() for task in handlers]
+    if control.reason == "source_error":
+        logger.error("a params source raised, so the job stopped producing: %r", control.error)
+    summary = _summarize(
+        spec,
+        elapsed,
+        producer_reports,
+        [task.result() for task in workers],
+        [task.result() for task in handlers],
+        control,
+        results,
+        depth_samples,
+    )
+    if spec.on_job_complete is not None:
+        outcome = spec.on_job_complete(summary)
+        if inspect.isawaitable(outcome):
+            await outcome
+    return summary
+
+
+def _summarize(
+    spec: JobSpec,
+    elapsed: float,
+    producer_reports: list[ProducerReport],
+    worker_reports: list[WorkerReport],
+    handler_reports: list[HandlerReport],
+    control: JobControl,
+    results: list[TaskResult] | None,
+    depth_samples: list[DepthSample] | None,
+) -> JobSummary:
+    """Add up what every piece reported into the job's summary."""
     if results is not None:
         results.sort(key=itemgetter(0))
     blocked: list[tuple[float, float]] = []
     for report in producer_reports:
         blocked.extend(report.blocked or ())
     blocked.sort()
-    if control.reason == "source_error":
-        logger.error("a params source raised, so the job stopped producing: %r", control.error)
     unprocessed_params = control.unprocessed_params
-    summary = JobSummary(
+    return JobSummary(
         tasks=sum(r.tasks for r in worker_reports),
         succeeded=sum(r.tasks - r.failed for r in worker_reports),
         failed=sum(r.failed for r in worker_reports),
@@ -237,8 +266,3 @@ async def execute(spec: JobSpec) -> JobSummary:
         unprocessed=control.unprocessed,
         unprocessed_params=tuple(unprocessed_params) if unprocessed_params is not None else None,
     )
-    if spec.on_job_complete is not None:
-        outcome = spec.on_job_complete(summary)
-        if inspect.isawaitable(outcome):
-            await outcome
-    return summary
