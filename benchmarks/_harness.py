@@ -85,3 +85,33 @@ def available(contenders: Sequence[Contender]) -> tuple[list[Contender], list[st
     ready = [c for c in contenders if c.available]
     missing = [c.name for c in contenders if not c.available]
     return ready, missing
+
+
+def rates(trials: dict[str, list[Trial]], tasks: int, reference: str) -> list[dict[str, Any]]:
+    """Per contender: tasks/s, ratio to `reference` and spread, on CPU time and on wall time.
+
+    CPU time (of this process) is the primary measure: the contenders are single-threaded and
+    CPU-bound here, and on a shared machine wall time also counts the time other processes
+    held the CPU. Wall time is kept beside it.
+    """
+    reference_cpu = median([t.cpu for t in trials[reference]])
+    reference_wall = median([t.wall for t in trials[reference]])
+    rows = []
+    for name, runs in trials.items():
+        cpus = [t.cpu for t in runs]
+        walls = [t.wall for t in runs]
+        rows.append(
+            {
+                "name": name,
+                "rounds": len(runs),
+                "tasks_per_s": tasks / median(cpus),
+                "ratio": reference_cpu / median(cpus),
+                "spread": list(spread(cpus)),
+                "tasks_per_s_wall": tasks / median(walls),
+                "ratio_wall": reference_wall / median(walls),
+                "spread_wall": list(spread(walls)),
+                "cpus": cpus,
+                "walls": walls,
+            }
+        )
+    return rows

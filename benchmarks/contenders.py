@@ -84,12 +84,14 @@ async def _iterate(params: Params) -> AsyncIterable[Any]:
 # --- pcmodel -------------------------------------------------------------------------------
 
 
-def pcmodel_runner(trace: bool, module: ModuleType | None = None) -> RunFunction:
-    """`run_job_async` of `module` (pcmodel itself by default) with the given trace."""
+def pcmodel_runner(trace: bool, module: ModuleType | None = None, **options: Any) -> RunFunction:
+    """`run_job_async` of `module` (pcmodel itself by default) with the given trace and options."""
 
     async def run(function: AsyncFunction, params: Params, on_result: OnResult, limit: int) -> None:
         package = module if module is not None else importlib.import_module("pcmodel")
-        await package.run_job_async(function, params, on_task_complete=on_result, workers=limit, trace=trace)
+        await package.run_job_async(
+            function, params, on_task_complete=on_result, workers=limit, trace=trace, **options
+        )
 
     return run
 
@@ -199,6 +201,27 @@ async def bare_pipeline_plain(
         await asyncio.wait(workers)
         await result_queue.put(_STOP)
         await handler
+
+
+async def shared_iterator(function: AsyncFunction, params: Params, on_result: OnResult, limit: int) -> None:
+    """`limit` tasks in a TaskGroup, all taking items from one iterator: no queue at all.
+
+    The least machinery that keeps `limit` calls in flight; it cannot take an async source
+    and has no backpressure to measure, but it shows what the event loop alone costs.
+    """
+    items = iter(params)  # type: ignore[arg-type]
+
+    async def work() -> None:
+        for item in items:
+            try:
+                result = await function(item)
+            except Exception as error:  # noqa: BLE001 - a failing call is a result
+                result = error
+            on_result(result)
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(limit):
+            group.create_task(work())
 
 
 # --- the asyncio built-ins ----------------------------------------------------------------

@@ -49,7 +49,7 @@ def _point(tasks: int, workers: int, rounds: int) -> dict[str, float]:
         await contender.run(one_await, params, lambda _result: None, workers)
 
     trials = interleaved(CONTENDERS, rounds, job)
-    return {name: median([t.wall for t in runs]) / tasks * 1e6 for name, runs in trials.items()}
+    return {name: median([t.cpu for t in runs]) / tasks * 1e6 for name, runs in trials.items()}
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -111,7 +111,7 @@ def section(data: dict[str, Any]) -> str:
     )
     flat = ", ".join(f"{n} {_flatness(data['by_tasks'], n):.2f}" for n in names)
     return (
-        f"Microseconds of wall time per task (median of {data['rounds']} interleaved rounds; one "
+        f"Microseconds of CPU time per task (median of {data['rounds']} interleaved rounds; one "
         f"round at the largest size), one-await function. Growing the tasks on {data['workers']} "
         f"workers:\n\n{by_tasks}\n\nLargest over smallest cost per task across task counts: {flat}."
         f"\n\nGrowing the workers on {data['tasks_at_workers']:,} tasks:\n\n{by_workers}"

@@ -28,7 +28,7 @@ from types import ModuleType
 from typing import Any
 
 from benchmarks import _format
-from benchmarks._harness import interleaved, load_average, median, spread
+from benchmarks._harness import interleaved, load_average, median, rates
 from benchmarks.contenders import BARE, Contender, pcmodel_runner
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,14 +97,14 @@ def prepare(scratch: Path) -> tuple[ModuleType, ModuleType] | str:
     work = scratch / "apply"
     shutil.copytree(source, work / "pcmodel", ignore=shutil.ignore_patterns("__pycache__"))
     check = subprocess.run(
-        ["git", "apply", "--check", str(PATCH)], cwd=work, capture_output=True, text=True, check=False
+        ["git", "apply", "-C1", "--check", str(PATCH)], cwd=work, capture_output=True, text=True, check=False
     )
     if check.returncode != 0:
         return (
             "the patch does not apply to the current pcmodel/ (merged already, or the files moved on):\n"
             + (check.stderr.strip())
         )
-    subprocess.run(["git", "apply", str(PATCH)], cwd=work, check=True)
+    subprocess.run(["git", "apply", "-C1", str(PATCH)], cwd=work, check=True)
     packages = scratch / "packages"
     shutil.copytree(source, packages / "pcmodel_before", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(work / "pcmodel", packages / "pcmodel_after")
@@ -134,18 +134,7 @@ def _throughput(contenders: list[Contender], tasks: int, rounds: int) -> dict[st
             await contender.run(function, params, lambda _result: None, LIMIT)
 
         trials = interleaved(contenders, rounds, job)
-        bare = median([t.wall for t in trials[BARE.name]])
-        bare_cpu = median([t.cpu for t in trials[BARE.name]])
-        found[label] = [
-            {
-                "name": c.name,
-                "tasks_per_s": tasks / median([t.wall for t in trials[c.name]]),
-                "ratio": bare / median([t.wall for t in trials[c.name]]),
-                "ratio_cpu": bare_cpu / median([t.cpu for t in trials[c.name]]),
-                "spread": list(spread([t.wall for t in trials[c.name]])),
-            }
-            for c in contenders
-        ]
+        found[label] = rates(trials, tasks, BARE.name)
     return found
 
 
@@ -271,14 +260,15 @@ def section(data: dict[str, Any]) -> str:
         parts.append(f"**Throughput, {label} function** (ratio to the bare pipeline):")
         parts.append(
             _format.table(
-                ["version", "tasks/s", "ratio", "ratio (CPU)", "spread"],
+                ["version", "tasks/s", "ratio", "spread", "ratio (wall)", "spread (wall)"],
                 [
                     [
                         r["name"],
                         _format.rate(r["tasks_per_s"]),
                         _format.ratio(r["ratio"]),
-                        _format.ratio(r["ratio_cpu"]),
                         _format.spread(*r["spread"]),
+                        _format.ratio(r["ratio_wall"]),
+                        _format.spread(*r["spread_wall"]),
                     ]
                     for r in rows
                 ],
@@ -293,7 +283,7 @@ def section(data: dict[str, Any]) -> str:
     parts.append(f"**Virtual clock**, {data['virtual_tasks']:,} simulated tasks:")
     parts.append(
         _format.table(
-            ["version", "simulated tasks/s"],
+            ["version", "simulated tasks/s (CPU)"],
             [[r["name"], _format.rate(r["tasks_per_s"])] for r in data["virtual"]],
         )
     )

@@ -5,9 +5,14 @@
 time, as simulated tasks per second. The simulated makespan is checked against the ideal
 greedy makespan (they must agree: on the virtual clock nothing else takes time).
 
-For reference, the bare pipeline runs on the same loop (what the loop costs without
-pcmodel's bookkeeping), and on a naive jumping loop that asks the real selector for ready
-I/O (a `select()` system call) before every jump.
+For reference, on the same loop: the bare pipeline (what the loop and the queues cost
+without pcmodel's bookkeeping); pcmodel with an unbounded work queue (the producer is never
+woken for each item); and 50 tasks taking items from one shared iterator (no queues at all:
+what the loop's timers alone cost). And the bare pipeline on a naive jumping loop that asks
+the real selector for ready I/O (a `select()` system call) before every jump.
+
+Rates are on this process's CPU time (the job is CPU-bound: on this shared machine wall time
+also counts the time other processes held the CPU); wall time is given beside.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any
 import pcmodel
 from benchmarks import _format
 from benchmarks._harness import interleaved, load_average, median, spread
-from benchmarks.contenders import Contender, bare_pipeline, pcmodel_runner
+from benchmarks.contenders import Contender, bare_pipeline, pcmodel_runner, shared_iterator
 from pcmodel.clock import VirtualTimeLoop
 
 SIZES = {"full": {"tasks": 100_000, "rounds": 3}, "quick": {"tasks": 1_000, "rounds": 1}}
@@ -61,7 +66,13 @@ PCMODEL_FALSE = Contender("pcmodel trace=False", pcmodel_runner(False), make_loo
 PCMODEL_TRUE = Contender("pcmodel trace=True", pcmodel_runner(True), make_loop=VirtualTimeLoop)
 BARE_VIRTUAL = Contender("bare pipeline on VirtualTimeLoop", bare_pipeline, make_loop=VirtualTimeLoop)
 BARE_NAIVE = Contender("bare pipeline on a naive jumping loop", bare_pipeline, make_loop=NaiveJumpingLoop)
-CONTENDERS = (PCMODEL_FALSE, PCMODEL_TRUE, BARE_VIRTUAL, BARE_NAIVE)
+UNBOUNDED = Contender(
+    "pcmodel trace=False, queue_size=0 (unbounded)",
+    pcmodel_runner(False, queue_size=0),
+    make_loop=VirtualTimeLoop,
+)
+NO_QUEUES = Contender("50 tasks sharing one iterator, no queues", shared_iterator, make_loop=VirtualTimeLoop)
+CONTENDERS = (PCMODEL_FALSE, PCMODEL_TRUE, BARE_VIRTUAL, UNBOUNDED, NO_QUEUES, BARE_NAIVE)
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -87,15 +98,18 @@ def run(quick: bool) -> dict[str, Any]:
     rows = []
     for contender in CONTENDERS:
         walls = [t.wall for t in trials[contender.name]]
+        cpus = [t.cpu for t in trials[contender.name]]
         makespans = [t.extra for t in trials[contender.name]]
         rows.append(
             {
                 "name": contender.name,
                 "wall": median(walls),
-                "tasks_per_s": tasks / median(walls),
+                "cpu": median(cpus),
+                "tasks_per_s": tasks / median(cpus),
+                "tasks_per_s_wall": tasks / median(walls),
                 "makespan": makespans[0],
                 "makespan_error": max(abs(m - ideal) for m in makespans) / ideal,
-                "spread": list(spread(walls)),
+                "spread": list(spread(cpus)),
             }
         )
     return {
@@ -112,7 +126,7 @@ def targets(data: dict[str, Any]) -> list[tuple[str, str, bool]]:
     """(target, measured, met): at least 100,000 simulated tasks per second."""
     found = []
     for row in data["rows"]:
-        if row["name"].startswith("pcmodel"):
+        if row["name"] in (PCMODEL_FALSE.name, PCMODEL_TRUE.name):
             rate = row["tasks_per_s"]
             found.append(
                 (
@@ -135,8 +149,9 @@ def section(data: dict[str, Any]) -> str:
     rows = [
         [
             r["name"],
-            f"{r['wall']:.3f}",
+            f"{r['cpu']:.3f}",
             _format.rate(r["tasks_per_s"]),
+            _format.rate(r["tasks_per_s_wall"]),
             f"{r['makespan']:,.3f}",
             f"{r['makespan_error']:.1e}",
             _format.spread(*r["spread"]),
@@ -144,7 +159,15 @@ def section(data: dict[str, Any]) -> str:
         for r in data["rows"]
     ]
     table = _format.table(
-        ["loop and job", "wall (s)", "simulated tasks/s", "virtual makespan (s)", "makespan error", "spread"],
+        [
+            "loop and job",
+            "CPU (s)",
+            "simulated tasks/s",
+            "tasks/s (wall)",
+            "virtual makespan (s)",
+            "makespan error",
+            "spread",
+        ],
         rows,
     )
     return f"{intro}\n\n{table}"

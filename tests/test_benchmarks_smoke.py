@@ -1,0 +1,97 @@
+"""The benchmark command runs end to end at tiny sizes and writes well-formed results.
+
+Only the shape of the output is checked: the numbers of a tiny run on a shared machine mean
+nothing, and no test here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MEASUREMENTS = {"throughput", "makespan", "memory", "virtual_clock", "growth", "latency", "hotpath"}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("bench")
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_the_quick_run_measures_everything(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    _, data = quick_run
+    assert set(data["results"]) == MEASUREMENTS
+    environment = data["environment"]
+    assert environment["quick"] is True
+    assert environment["versions"]["pcmodel"]
+    assert environment["python"]
+    assert environment["machine"]
+
+
+def test_throughput_rows_are_complete_and_relative_to_the_bare_pipeline(
+    quick_run: tuple[Path, dict[str, Any]],
+) -> None:
+    _, data = quick_run
+    functions = data["results"]["throughput"]["functions"]
+    assert set(functions) == {"no-op", "one await"}
+    for rows in functions.values():
+        by_name = {row["name"]: row for row in rows}
+        assert {"bare asyncio pipeline", "pcmodel trace=False", "pcmodel trace=True"} <= set(by_name)
+        assert by_name["bare asyncio pipeline"]["ratio"] == pytest.approx(1.0)
+        for row in rows:
+            assert row["tasks_per_s"] > 0
+            assert row["ratio"] > 0
+            low, high = row["spread"]
+            assert low <= 1.0 <= high
+
+
+def test_the_simulated_makespan_is_the_ideal_one(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    _, data = quick_run
+    for row in data["results"]["virtual_clock"]["rows"]:
+        assert row["makespan_error"] < 1e-9, row
+
+
+def test_memory_and_latency_rows_are_well_formed(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    _, data = quick_run
+    memory = data["results"]["memory"]
+    assert {row["name"] for row in memory["rows"]} >= {"pcmodel trace=False", "pcmodel trace=True"}
+    assert all(row["peak"] > 0 for row in memory["rows"])
+    for block in data["results"]["latency"]["by_load"]:
+        for row in block["rows"]:
+            assert 0 < row["p50_ms"] <= row["p99_ms"]
+
+
+def test_results_markdown_has_every_section_and_the_targets(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    out, data = quick_run
+    markdown = (out / "RESULTS.md").read_text()
+    assert "| target | measured | verdict |" in markdown
+    for title in ("1. Throughput", "3. Memory", "4. Virtual clock", "5. Growth", "6. Latency", "7. Hot path"):
+        assert f"## {title}" in markdown
+    assert "- Python: " in markdown
+    hotpath = data["results"]["hotpath"]
+    if hotpath["applied"]:
+        assert "after: pcmodel trace=True" in markdown
+    else:
+        assert "Not measured" in markdown
+
+
+def test_the_plots_are_png_files(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    out, _ = quick_run
+    for name in ("bench-throughput.png", "bench-growth.png"):
+        assert (out / name).read_bytes().startswith(PNG_SIGNATURE)
