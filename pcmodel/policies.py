@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CallRecord", "RateLimiter", "Retry", "call_with_policies"]
+__all__ = ["RateLimiter", "Retry", "call_with_policies"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,30 +127,17 @@ class RateLimiter:
             await asyncio.sleep(wait)
 
 
-class CallRecord:
-    """What `call_with_policies` tells its worker besides the outcome (one per worker, reused)."""
-
-    __slots__ = ("attempts", "started")
-
-    def __init__(self) -> None:
-        self.attempts = 1
-        """Attempts made for the current item."""
-        self.started = 0.0
-        """When its first attempt began, after any rate-limit wait (on the loop's clock)."""
-
-
 async def call_with_policies(
     function: Callable[[Any], Awaitable[Any]],
     params: Any,
-    record: CallRecord,
+    attempts: list[int],
     time_limit: float | None,
     retry: Retry | None,
     limiter: RateLimiter | None,
 ) -> Any:
     """Call `function(params)` under a time limit, a retry policy and a rate limit.
 
-    `record` is kept up to date with the attempts made and when the first one began, whatever
-    the outcome.
+    `attempts[0]` is set to the number of attempts made, whatever the outcome.
 
     Raises:
         The last attempt's exception, when no retry is left or wanted. A call that ran out of
@@ -159,12 +146,9 @@ async def call_with_policies(
     attempt = 0
     while True:
         attempt += 1
-        record.attempts = attempt
+        attempts[0] = attempt
         if limiter is not None:
             await limiter.acquire()
-            if attempt == 1:
-                # The wait for the first slot is queueing, not work: the task starts now.
-                record.started = asyncio.get_running_loop().time()
         try:
             if time_limit is None:
                 return await function(params)

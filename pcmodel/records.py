@@ -35,8 +35,7 @@ class TaskResult(NamedTuple):
     enqueued_at: float
     """When the producer put the item on the work queue."""
     started_at: float
-    """When its first call began: when a worker took the item, or after that, when the rate
-    limit let the call start. Retries and their backoff are part of the task's duration."""
+    """When a worker took the item and began on it (a rate-limit wait or a retry is part of the task)."""
     finished_at: float
     """When the function returned or raised."""
     attempts: int = 1

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from pcmodel._queues import STOP
-from pcmodel.policies import CallRecord, RateLimiter, Retry, call_with_policies
+from pcmodel.policies import RateLimiter, Retry, call_with_policies
 from pcmodel.records import TaskResult
 from pcmodel.stopping import JobControl
 
@@ -103,7 +103,7 @@ async def work(
     fail_fast = control.fail_fast
     tasks = failed = cancelled = retries = 0
     busy = 0.0
-    call = CallRecord()
+    attempts = [1]
     # Invariant: every item taken from the work queue yields exactly one TaskResult on the
     # result queue, whatever the function does (only a hard cancel of the job skips it).
     while True:
@@ -122,8 +122,7 @@ async def work(
             if policies is None:
                 value = await function(params)
             else:
-                call.started = started
-                value = await call_with_policies(function, params, call, *policies)
+                value = await call_with_policies(function, params, attempts, *policies)
         except Exception as exc:  # noqa: BLE001 - a failing call is an outcome, not a crash
             value, error = None, exc
         except asyncio.CancelledError as exc:
@@ -132,9 +131,6 @@ async def work(
             value, error = None, exc
             cancelled += 1
         finished = now()
-        if policies is not None:
-            started = call.started
-            retries += call.attempts - 1
         result = _new_result(
             TaskResult,
             (
@@ -146,12 +142,14 @@ async def work(
                 enqueued_at,
                 started - start,
                 finished - start,
-                call.attempts,
+                attempts[0],
             ),
         )
         tasks += 1
         busy += finished - started
-        call.attempts = 1
+        if policies is not None:
+            retries += attempts[0] - 1
+            attempts[0] = 1
         try:
             put_nowait(result)
         except asyncio.QueueFull:
