@@ -35,7 +35,7 @@ class TaskResult(NamedTuple):
     enqueued_at: float
     """When the producer put the item on the work queue."""
     started_at: float
-    """When a worker took the item and began on it (a rate-limit wait or a retry is part of the task)."""
+    """When a worker took the item (a wait for the rate limit and any retries are part of the task)."""
     finished_at: float
     """When the function returned or raised."""
     attempts: int = 1
