@@ -20,18 +20,17 @@ rows from the results.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import importlib.util
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-AsyncFunction = Callable[[Any], Awaitable[Any]]
+AsyncFunction = Callable[[Any], Coroutine[Any, Any, Any]]
 OnResult = Callable[[Any], object]
 Params = Iterable[Any] | AsyncIterable[Any]
-RunFunction = Callable[[AsyncFunction, Params, OnResult, int], Awaitable[None]]
+RunFunction = Callable[[AsyncFunction, Params, OnResult, int], Coroutine[Any, Any, None]]
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 _STOP = object()
@@ -137,6 +136,7 @@ async def bare_pipeline(function: AsyncFunction, params: Params, on_result: OnRe
             if item is _STOP:
                 return
             task_id, value = item
+            result: tuple[int, Any, Exception | None]
             try:
                 result = (task_id, await function(value), None)
             except Exception as error:  # noqa: BLE001 - a failing call is a result
@@ -148,10 +148,12 @@ async def bare_pipeline(function: AsyncFunction, params: Params, on_result: OnRe
 
     async def handle() -> None:
         get = result_queue.get
+        failures = 0
         while (result := await get()) is not _STOP:
-            # A failing callback must not stop the job.
-            with contextlib.suppress(Exception):
+            try:
                 on_result(result)
+            except Exception:  # noqa: BLE001 - a failing callback is counted, never fatal
+                failures += 1
 
     async with asyncio.TaskGroup() as group:
         handler = group.create_task(handle())
@@ -180,6 +182,7 @@ async def bare_pipeline_plain(
     async def work() -> None:
         while (item := await work_queue.get()) is not _STOP:
             task_id, value = item
+            result: tuple[int, Any, Exception | None]
             try:
                 result = (task_id, await function(value), None)
             except Exception as error:  # noqa: BLE001 - a failing call is a result
@@ -187,10 +190,12 @@ async def bare_pipeline_plain(
             await result_queue.put(result)
 
     async def handle() -> None:
+        failures = 0
         while (result := await result_queue.get()) is not _STOP:
-            # A failing callback must not stop the job.
-            with contextlib.suppress(Exception):
+            try:
                 on_result(result)
+            except Exception:  # noqa: BLE001 - a failing callback is counted, never fatal
+                failures += 1
 
     async with asyncio.TaskGroup() as group:
         handler = group.create_task(handle())

@@ -80,7 +80,7 @@ def run(quick: bool) -> dict[str, Any]:
 
 def _flatness(points: list[dict[str, Any]], name: str) -> float:
     """Largest cost per task over the smallest, across the points (1.0 is perfectly flat)."""
-    costs = [p["us_per_task"][name] for p in points]
+    costs: list[float] = [p["us_per_task"][name] for p in points]
     return max(costs) / min(costs)
 
 

@@ -244,6 +244,39 @@ def run(quick: bool) -> dict[str, Any]:
     }
 
 
+def targets(data: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(target, measured, met) for pcmodel with the patch applied."""
+    if not data["applied"]:
+        return []
+    found = []
+    for label in ("one await", "no-op"):
+        rows = {r["name"]: r for r in data["throughput"][label]}
+        for trace, goal in (("False", 0.90), ("True", 0.80)):
+            value = rows[f"after: pcmodel trace={trace}"]["ratio"]
+            found.append(
+                (
+                    f"with the patch, {label} function: pcmodel trace={trace} >= {goal:.2f} x bare pipeline",
+                    f"{value:.2f}",
+                    value >= goal,
+                )
+            )
+    memory = {r["name"]: r["bytes_per_item"] for r in data["memory"]}
+    per = memory["after trace=True"]
+    found.append(
+        (
+            f"with the patch: trace=True <= 250 bytes per task ({data['memory_items']:,} items)",
+            f"{per:.0f} B",
+            per <= 250,
+        )
+    )
+    virtual = {r["name"]: r["tasks_per_s"] for r in data["virtual"]}
+    rate = virtual["after trace=False"]
+    found.append(
+        ("with the patch: virtual clock >= 100,000 simulated tasks/s", f"{rate:,.0f}", rate >= 100_000)
+    )
+    return found
+
+
 def section(data: dict[str, Any]) -> str:
     """The Markdown section for RESULTS.md."""
     if not data["applied"]:

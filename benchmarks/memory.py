@@ -22,7 +22,7 @@ from benchmarks import _format
 from benchmarks._harness import load_average
 from benchmarks.contenders import BARE, GATHER, PCMODEL_FALSE, PCMODEL_TRUE, Contender
 
-SIZES = {
+SIZES: dict[str, dict[str, Any]] = {
     "full": {"items": 1_000_000, "other_items": 100_000, "flat_steps": [10_000, 100_000]},
     "quick": {"items": 2_000, "other_items": 1_000, "flat_steps": [500]},
 }

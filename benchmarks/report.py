@@ -42,7 +42,7 @@ def _cpu_model() -> str:
 
 def environment() -> dict[str, Any]:
     """The machine, Python and library versions, and how busy the machine was."""
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in LIBRARIES:
         try:
             versions[name] = importlib.metadata.version(name)

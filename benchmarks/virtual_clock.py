@@ -56,7 +56,7 @@ class NaiveJumpingLoop(asyncio.SelectorEventLoop):
     def __init__(self) -> None:
         super().__init__()
         self.virtual_now = 0.0
-        self._selector = _NaiveSelector(self, self._selector)  # type: ignore[has-type,assignment]
+        self._selector = _NaiveSelector(self, self._selector)  # type: ignore[has-type,arg-type]
 
     def time(self) -> float:
         return self.virtual_now
