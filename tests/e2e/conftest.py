@@ -19,12 +19,12 @@ import pytest
 from tests.e2e.lab import JupyterLab, NotebookPage, launch_browser, serve_copies
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page, WebSocket
+    from playwright.sync_api import Browser, ViewportSize, WebSocket
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 ARTIFACTS = Path(os.environ.get("PCMODEL_E2E_ARTIFACTS", HERE / "artifacts"))
-VIEWPORT = {"width": 1400, "height": 1000}
+VIEWPORT: ViewportSize = {"width": 1400, "height": 1000}
 
 # The fixture notebooks are inputs of the browser tests, not nbval tests of their own.
 collect_ignore_glob = ["fixtures/*"]
@@ -60,20 +60,20 @@ def open_notebook(
     request: pytest.FixtureRequest, lab: JupyterLab, browser: Browser
 ) -> Iterator[OpenNotebook]:
     """Open a notebook (a path under the served folder) in a fresh page; return its driver."""
-    context = browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+    context = browser.new_context(viewport=VIEWPORT)
     context.set_default_timeout(30_000)
-    pages: list[Page] = []
-    request.node.e2e_pages = pages  # read by pytest_runtest_makereport on failure
+    notebooks: list[NotebookPage] = []
+    request.node.e2e_notebooks = notebooks  # read by pytest_runtest_makereport on failure
 
     def open_(path: str) -> NotebookPage:
         page = context.new_page()
-        pages.append(page)
         console: list[str] = []
         page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
         page.on("pageerror", lambda error: console.append(f"page error: {error}"))
         page.on("websocket", lambda socket: _log_kernel_messages(socket, console))
         request.node.e2e_console = console
         notebook = NotebookPage(page, lab, path, trace=console)
+        notebooks.append(notebook)
         notebook.open()
         return notebook
 
@@ -118,22 +118,27 @@ def pytest_runtest_makereport(
 
 
 def _save_failure_artifacts(item: pytest.Item) -> list[str]:
-    pages: list[Page] = getattr(item, "e2e_pages", [])
-    if not pages:
-        return []
     from playwright.sync_api import Error as PlaywrightError
 
+    notebooks: list[NotebookPage] = getattr(item, "e2e_notebooks", [])
+    if not notebooks:
+        return []
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", item.name)[:120]
     saved: list[str] = []
-    for number, page in enumerate(pages):
-        path = ARTIFACTS / f"{stem}-{number}.png"
-        try:
-            page.screenshot(path=str(path), full_page=True)
-        except PlaywrightError as error:  # a crashed page must not hide the test's own failure
-            saved.append(f"no screenshot of page {number}: {error!r}")
-        else:
-            saved.append(f"screenshot: {path}")
+    for number, notebook in enumerate(notebooks):
+        # What the learner sees, then the whole notebook in one tall image.
+        for suffix, take in (
+            ("", notebook.screenshot),
+            ("-whole", notebook.screenshot_whole_notebook),
+        ):
+            path = ARTIFACTS / f"{stem}-{number}{suffix}.png"
+            try:
+                take(path)
+            except PlaywrightError as error:  # a crashed page must not hide the test's own failure
+                saved.append(f"no screenshot {path.name}: {error!r}")
+            else:
+                saved.append(f"screenshot: {path}")
     console: list[str] = getattr(item, "e2e_console", [])
     if console:
         path = ARTIFACTS / f"{stem}-console.log"

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -37,7 +38,8 @@ from typing import TYPE_CHECKING, Any, Self
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page, Playwright
 
-CHROMIUM = Path("/usr/bin/chromium")
+# Debian's Chromium; PCMODEL_E2E_CHROMIUM names another build of Chromium to drive.
+CHROMIUM = Path(os.environ.get("PCMODEL_E2E_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = (
     "--no-sandbox",
     "--disable-gpu",
@@ -71,6 +73,9 @@ RAW_WIDGET_REPR = re.compile(
     r"RadioButtons|interactive)\((?:children|value|layout|description|options|outputs|"
     r"min|max|index|style|_dom_classes|msg_id)="
 )
+
+# An exception as a view shows it in an HTML widget, e.g. "ValueError: workers must be >= 1".
+SHOWN_ERROR = re.compile(r"\s*[A-Za-z_][\w.]*(?:Error|Exception|Interrupt)\w*: ")
 
 
 def missing_requirements() -> str | None:
@@ -583,12 +588,25 @@ class NotebookPage:
             self.page.wait_for_timeout(200)
 
     def broken_images(self) -> list[str]:
-        """The address of every image on the notebook that failed to load."""
-        broken: list[str] = self.page.locator(".jp-NotebookPanel .jp-Notebook img").evaluate_all(
-            "imgs => imgs.filter(i => i.complete && i.naturalWidth === 0)"
-            ".map(i => i.getAttribute('src') || '(no src)')"
+        """Every image on the notebook that shows no picture.
+
+        A figure file that is missing comes back as its path in the served folder
+        ("notebooks/missing.png"); a widget image without a picture (an `ipywidgets.Image`
+        whose value is empty or not an image) as "widget image in cell N".
+        """
+        broken: list[list[Any]] = self.page.locator(CELLS).evaluate_all(
+            "cells => cells.flatMap((cell, index) => Array.from(cell.querySelectorAll('img'))"
+            ".filter(i => i.complete && i.naturalWidth === 0)"
+            ".map(i => [index, i.getAttribute('src') || '']))"
         )
-        return broken
+        found = []
+        for index, src in broken:
+            if src.startswith(("blob:", "data:")) or not src:
+                found.append(f"widget image in cell {index}")
+            else:
+                path = urllib.parse.urlsplit(src).path
+                found.append(urllib.parse.unquote(path.split("/files/", 1)[-1]))
+        return found
 
     def fingerprint(self, index: int) -> str:
         """A digest of what cell `index`'s outputs show: their text and every image's bytes."""
@@ -598,6 +616,26 @@ class NotebookPage:
         for number in range(images.count()):
             digest.update(self.image_bytes(images.nth(number)))
         return digest.hexdigest()
+
+    def screenshot(self, path: Path) -> None:
+        """Save what the page shows now."""
+        self.page.screenshot(path=str(path))
+
+    def screenshot_whole_notebook(self, path: Path) -> None:
+        """Save one image of the whole notebook: the page is made as tall as the notebook."""
+        height: int = self.page.evaluate(
+            "() => { const o = document.querySelector('.jp-NotebookPanel .jp-WindowedPanel-outer');"
+            " return o ? o.scrollHeight : 0; }"
+        )
+        size = self.page.viewport_size or {"width": 1400, "height": 1000}
+        self.page.set_viewport_size(
+            {"width": size["width"], "height": min(max(height + 200, size["height"]), 30_000)}
+        )
+        try:
+            self.page.wait_for_timeout(500)
+            self.page.screenshot(path=str(path))
+        finally:
+            self.page.set_viewport_size(size)
 
     # -- reading what the page shows ---------------------------------------------------------
 
@@ -654,9 +692,10 @@ class NotebookPage:
         """Everything on the page that a learner would see as broken after a run.
 
         Errors in cells not tagged `raises-exception`, code cells that never ran, widget views
-        that show "Error displaying widget" or a raw repr instead of the widget, and widget
-        outputs the widget manager did not render, and anything the kernel wrote into the Log
-        Console. Cells listed in `expected_errors` may show an error.
+        that show "Error displaying widget" or a raw repr instead of the widget, widget outputs
+        the widget manager did not render, a view that shows an exception (as `explore` does
+        when its draw function raises), and anything the kernel wrote into the Log Console.
+        Cells listed in `expected_errors` may show an error.
         """
         problems: list[str] = []
         cells = self.cells()
@@ -672,6 +711,9 @@ class NotebookPage:
             text = texts[cell.index] if cell.index < len(texts) else ""
             if "Error displaying widget" in text:
                 problems.append(f"{where}: shows 'Error displaying widget'")
+            for shown in self.cell_locator(cell.index).locator(".widget-html").all_inner_texts():
+                if SHOWN_ERROR.match(shown):
+                    problems.append(f"{where}: a widget shows an error: {shown.strip()[:200]!r}")
             raw = RAW_WIDGET_REPR.search(text)
             if raw:
                 problems.append(f"{where}: shows a raw widget repr {raw.group(0)!r} instead of the widget")
@@ -682,7 +724,7 @@ class NotebookPage:
                         f"{where}: {cell.widget_views} widget views, {rendered} rendered by the widget manager"
                     )
         for entry in self.log_entries():
-            lines = entry.splitlines()
+            lines = [line for line in entry.splitlines() if line.strip()]
             problems.append(
                 "log console: " + " / ".join([*lines[:2], "...", *lines[-2:]] if len(lines) > 4 else lines)
             )

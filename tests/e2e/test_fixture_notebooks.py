@@ -133,3 +133,27 @@ def test_interrupt_kernel_stops_a_real_time_job_and_the_next_cell_runs(
     assert match, next_cell.text()
     assert 1 <= int(match.group(1)) < 120
     assert notebook.problems(expected_errors={2}) == []
+
+
+def test_every_kind_of_broken_view_is_reported(open_notebook: OpenNotebook) -> None:
+    """The checks the course is held to can fail: each breakage in the fixture is caught."""
+    notebook = open_notebook("e2e-fixtures/broken-views.ipynb")
+    notebook.run_all()
+    notebook.wait_until_idle(timeout=RUN_ALL_TIMEOUT)
+    notebook.press_slider(notebook.sliders(1).first, "ArrowRight")
+    notebook.wait_until_idle(timeout=30)
+
+    problems = "\n".join(notebook.problems())
+    assert "printed" in notebook.output_texts()[2]
+    expected = [
+        r"log console: the observer saw 2",
+        r"log console: .*ValueError: the observer failed",
+        r"cell 2 .*: shows a raw widget repr 'IntSlider\('",
+        r"cell 3 .*: shows 'Error displaying widget'",
+        r"cell 4 .*: a widget shows an error: 'RuntimeError: cannot draw 2 workers'",
+        r"cell 5 .*: error \['RuntimeError: an error nobody expected'\]",
+    ]
+    for pattern in expected:
+        assert re.search(pattern, problems), f"not reported: {pattern}\nreported:\n{problems}"
+    # The explore view whose draw function always fails has never had a picture to show.
+    assert notebook.broken_images() == ["e2e-fixtures/missing-figure.png", "widget image in cell 4"]
