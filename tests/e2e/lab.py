@@ -82,8 +82,9 @@ def missing_requirements() -> str | None:
     """Why the end-to-end tests cannot run here, or None when they can."""
     if not CHROMIUM.exists():
         return f"{CHROMIUM} is missing: install it with `bash .ci/e2e-setup.sh` (as root)"
-    if importlib.util.find_spec("playwright") is None:
-        return "playwright is not installed: `pip install -e '.[e2e]'`"
+    for module in ("playwright", "jupyterlab", "nbclient"):
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed: `pip install -e '.[test,e2e]'`"
     return None
 
 

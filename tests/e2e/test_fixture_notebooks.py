@@ -98,10 +98,10 @@ def test_slider_reruns_the_virtual_time_job_and_redraws(open_notebook: OpenNoteb
 @pytest.mark.parametrize(
     ("variant", "errors"),
     [
-        ("run-job", {"KeyboardInterrupt"}),
+        pytest.param("run-job", {"KeyboardInterrupt"}, id="run_job"),
         # ipykernel 7 cancels an awaiting cell's task on interrupt; ipykernel 6 raises
         # KeyboardInterrupt into it.
-        ("run-job-async", {"CancelledError", "KeyboardInterrupt"}),
+        pytest.param("run-job-async", {"CancelledError", "KeyboardInterrupt"}, id="await_run_job_async"),
     ],
 )
 def test_interrupt_kernel_stops_a_real_time_job_and_the_next_cell_runs(
