@@ -405,6 +405,37 @@ async img => {
 }
 """
 
+# Logs what JupyterLab's notebook session and kernel connection do (status, connection,
+# replies) to the browser console, which a failing test saves: the story of a Run All.
+_WATCH_KERNEL_JS = """
+() => {
+  const started = performance.now();
+  const log = (...parts) => console.log(
+    'lab at ' + ((performance.now() - started) / 1000).toFixed(2).padStart(7) + ' s: ' + parts.join(' '));
+  const context = window.jupyterapp.shell.currentWidget.sessionContext;
+  const watch = kernel => {
+    if (!kernel) { return; }
+    kernel.statusChanged.connect((_, status) => log('kernel status', status));
+    kernel.connectionStatusChanged.connect((_, status) => log('kernel connection', status));
+    kernel.disposed.connect(() => log('kernel connection disposed'));
+    kernel.anyMessage.connect((_, args) => {
+      const type = args.msg.header.msg_type;
+      if (['execute_reply', 'execute_input', 'error', 'kernel_info_request', 'kernel_info_reply',
+           'create_subshell_request', 'create_subshell_reply', 'interrupt_request',
+           'shutdown_request'].includes(type)) {
+        log(args.direction, type, (args.msg.content && args.msg.content.status) || '');
+      }
+    });
+  };
+  context.kernelChanged.connect((_, change) => {
+    log('session kernel changed to', change.newValue ? change.newValue.id : 'none');
+    watch(change.newValue);
+  });
+  context.statusChanged.connect((_, status) => log('session status', status));
+  watch(context.session && context.session.kernel);
+}
+"""
+
 CELLS = ".jp-NotebookPanel .jp-Notebook .jp-Cell"
 
 # Counts the cell's own outputs (not those nested in an Output widget) whose content is a
@@ -443,19 +474,16 @@ class NotebookPage:
     def open(self, *, timeout: float = 90.0) -> None:
         """Load JupyterLab on the notebook (fresh workspace) and wait for its kernel."""
         self.page.goto(self.lab.url(f"lab/tree/{self.path}?reset"), wait_until="domcontentloaded")
-        self.page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell").first.wait_for(
-            state="attached", timeout=timeout * 1000
-        )
-        self._accept_kernel_dialog()
+        self.page.locator(CELLS).first.wait_for(state="attached", timeout=timeout * 1000)
+        idle = self.page.locator("#jp-main-statusbar .jp-StatusBar-TextItem", has_text="| Idle")
+        # A notebook without kernel metadata asks which kernel to start instead.
+        dialog = self.page.locator(".jp-Dialog", has_text="Kernel")
+        idle.or_(dialog).first.wait_for(state="visible", timeout=timeout * 1000)
+        if dialog.is_visible():
+            dialog.locator(".jp-mod-accept").click()
         self.wait_for_status_idle(timeout=timeout)
-
-    def _accept_kernel_dialog(self) -> None:
-        # A notebook without kernel metadata asks which kernel to start.
-        dialog = self.page.locator(".jp-Dialog")
-        with contextlib.suppress(Exception):
-            dialog.wait_for(state="visible", timeout=1500)
-            if "Kernel" in dialog.inner_text():
-                dialog.locator(".jp-mod-accept").click()
+        self.page.evaluate(_WATCH_KERNEL_JS)
+        self.note(f"opened {self.path}")
 
     # -- the status bar and the kernel -------------------------------------------------------
 
