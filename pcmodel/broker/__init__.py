@@ -1,0 +1,52 @@
+"""Beyond one machine: the same job on worker processes across hosts, through Redis Streams.
+
+Needs the `redis` extra (`pip install 'pcmodel[redis]'`) and a Redis server (5.0 or later;
+Redis 7 is what the tests run).
+
+Start worker processes, on any hosts that reach the Redis server:
+
+    python -m pcmodel worker --broker redis://127.0.0.1:6379/0 \\
+        --function pcmodel.workloads:fetch_price --workers 50
+
+then run the job as usual, naming the broker:
+
+    summary = pcmodel.run_job(fetch_price, cars, on_task_complete=show,
+                              broker="redis://127.0.0.1:6379/0")
+
+The function, the callbacks and the summary are the same as in one process. What changes:
+
+- params and return values travel as JSON (never pickle); the code a worker runs is the one
+  named on its command line, never something a message names;
+- a worker process killed mid-task loses nothing: once its heartbeats stop, the items it held
+  are taken over by live processes after the visibility timeout, and results are
+  de-duplicated by task id, so `on_task_complete` still runs exactly once per item;
+- each job's keys are its own (`pcmodel:job:{id}:...`) and are deleted when it ends.
+
+Modules: `controller` (the controller side, `run_job_on_broker`), `worker` (the worker
+process, `serve_worker` and `worker_main`), `messages` (what travels, and the errors),
+`records` (`BrokerJobSummary`).
+"""
+
+from __future__ import annotations
+
+from pcmodel.broker.controller import live_workers, run_job_on_broker, wait_for_workers
+from pcmodel.broker.messages import MalformedMessageError, RemoteError, WorkerLostError
+from pcmodel.broker.records import BrokerJobSummary, WorkerInfo, WorkerProcess
+from pcmodel.broker.worker import WorkerStats, load_function, queue_name, serve_worker, worker_main
+
+__all__ = [
+    "BrokerJobSummary",
+    "MalformedMessageError",
+    "RemoteError",
+    "WorkerInfo",
+    "WorkerLostError",
+    "WorkerProcess",
+    "WorkerStats",
+    "live_workers",
+    "load_function",
+    "queue_name",
+    "run_job_on_broker",
+    "serve_worker",
+    "wait_for_workers",
+    "worker_main",
+]

@@ -1,0 +1,743 @@
+"""The controller side: run a job's items on worker processes through Redis Streams.
+
+The pipeline keeps its shape; the queues move into Redis and the workers into other
+processes:
+
+```
+params ─► producer(s) ─► XADD job:work ─► worker processes (XREADGROUP) ─► XADD job:results ─► reader ─► result handler(s) ─► on_task_complete
+```
+
+- **Producers** read the sources lazily and `XADD` each item (`{"task": id, "params": ...}`,
+  JSON) to the job's work stream. Backpressure: a producer waits while the job's unfinished
+  items (produced, not yet reported) reach `queue_size`, so Redis holds at most that many.
+- The **reader** follows the job's result stream. Results are de-duplicated by task id: a
+  task reported twice (a worker that was thought dead finished after all) is reported once,
+  so `on_task_complete` runs exactly once per item.
+- The **result handlers** are the in-process ones: `on_task_complete` and `on_job_complete`
+  behave exactly as in a local job.
+- A **keeper** refreshes the expiry of the job's keys (a controller killed outright leaves
+  nothing behind for long) and warns when no worker process serves the queue.
+
+Stopping: `stop.set()` and `fail_fast=True` stop producing and take back the items still
+queued in Redis (reported as `unprocessed`); after a stop the calls in flight finish, after a
+fail-fast stop the workers cancel them. Cancelling the job deletes its keys at once; workers
+then drop what they hold for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import json
+import logging
+import math
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable, Iterator
+from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import Any, Final, TypeVar
+
+from pcmodel._queues import STOP
+from pcmodel._validate import check_int
+from pcmodel.broker._redis import (
+    DRAIN_CONSUMER,
+    GROUP,
+    PRESENCE_TTL,
+    JobKeys,
+    Redis,
+    RedisConnectionError,
+    RedisError,
+    RedisTimeoutError,
+    check_url,
+    clock_offset,
+    connect,
+    decode_text,
+    jobs_key,
+    redacted,
+    stream_entries,
+    worker_key,
+    workers_key,
+)
+from pcmodel.broker.messages import (
+    MalformedMessageError,
+    decode_error,
+    decode_result,
+    decode_work,
+    encode_spec,
+    encode_work,
+)
+from pcmodel.broker.records import BrokerJobSummary, WorkerInfo, WorkerProcess
+from pcmodel.broker.worker import queue_name
+from pcmodel.controller import JobSpec
+from pcmodel.producer import ProducerReport
+from pcmodel.records import DepthSample, TaskResult
+from pcmodel.result_handler import handle_results
+from pcmodel.stopping import StopReason
+
+__all__ = ["live_workers", "run_job_on_broker", "wait_for_workers"]
+
+logger = logging.getLogger("pcmodel.broker")
+
+_new_result = tuple.__new__  # builds a TaskResult without its keyword-parsing __new__
+_BATCH: Final = 100
+"""Most items a producer sends in one round trip."""
+_READ_BATCH: Final = 500
+_NO_WORKER_WARNING_EVERY: Final = 30.0
+_T = TypeVar("_T")
+
+
+def _check_seconds(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+async def run_job_on_broker(
+    spec: JobSpec,
+    url: str,
+    *,
+    queue: str | None = None,
+    visibility_timeout: float = 30.0,
+    max_deliveries: int = 3,
+    lease: float = 60.0,
+) -> BrokerJobSummary:
+    """Run the job described by `spec` on the worker processes serving its queue.
+
+    The same job as `execute(spec)`, with the workers in other processes, on any host that
+    reaches the Redis server at `url`: start them with
+    `python -m pcmodel worker --broker URL --function module:name --workers 50`.
+    The callbacks run here, exactly once per item, and the summary is the same (a
+    `BrokerJobSummary`, which also says which process owns which timeline lanes).
+
+    What travels: the params, as JSON, and the results' values, as JSON (tuples come back as
+    lists). Params JSON cannot carry fail their item here, with a `TypeError`; so does a
+    value JSON cannot carry, in the worker. Errors come back as built-in exceptions or as
+    `RemoteError`s that keep the type's name.
+
+    From `spec`: `function` only names the queue (the workers run their own copy, named on
+    their command line); `timeout`, `retries`, `max_per_second` and `burst` apply in the
+    worker processes (the rate limit is shared by all of them); `queue_size` bounds the
+    unfinished items; `fail_fast`, `stop`, `trace`, the callbacks and the result handlers
+    work here as in a local job. `workers` is each worker process's `--workers`, not this
+    argument.
+
+    Args:
+        spec: the checked job (see `pcmodel.controller.make_spec`); its clock must be "real".
+        url: the Redis server, like `redis://127.0.0.1:6379/0`.
+        queue: the queue the workers serve; by default the function's `module:qualname`.
+        visibility_timeout: seconds after which an item held by a worker process that stopped
+            sending heartbeats (killed, crashed, cut off) is taken over by another process.
+        max_deliveries: after this many deliveries, an item whose workers all stopped before
+            finishing it fails with `WorkerLostError` instead of being run again.
+        lease: seconds the job's keys outlive this controller if it is killed outright.
+
+    Returns:
+        The job's `BrokerJobSummary`.
+
+    Raises:
+        TypeError, ValueError: a bad argument, before anything is sent.
+        ConnectionError: the Redis server cannot be reached.
+    """
+    check_url(url)
+    if spec.clock != "real":
+        raise ValueError(
+            f"clock={spec.clock!r} cannot drive worker processes through a broker: their calls "
+            "take real time; use clock='real'"
+        )
+    if queue is None:
+        queue = queue_name(spec.function)
+    elif not isinstance(queue, str) or not queue:
+        raise ValueError(f"queue must be a non-empty string, got {queue!r}")
+    visibility_timeout = _check_seconds("visibility_timeout", visibility_timeout)
+    lease = _check_seconds("lease", lease)
+    check_int("max_deliveries", max_deliveries, 1)
+    settings = encode_spec(
+        timeout=spec.timeout,
+        retry=spec.retry,
+        max_per_second=spec.max_per_second,
+        burst=spec.burst,
+        visibility_timeout=visibility_timeout,
+        max_deliveries=max_deliveries,
+    )
+    client = connect(url)
+    try:
+        try:
+            offset = await clock_offset(client)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as unreachable:
+            raise ConnectionError(
+                f"cannot reach the broker at {redacted(url)}: {unreachable}. Start a Redis server "
+                "(redis-server) or check the URL"
+            ) from unreachable
+        job = _BrokerJob(spec, client, JobKeys(uuid.uuid4().hex, queue), settings, offset, lease)
+        return await job.run()
+    finally:
+        await client.aclose()
+
+
+async def _uninterrupted(awaitable: Awaitable[_T]) -> _T:
+    """Await `awaitable` to its end even if cancelled meanwhile, then pass the cancel on.
+
+    A round trip cut in the middle leaves unknown whether Redis applied it: an item might be
+    in the work stream that the controller thinks was never sent, and the job would wait for
+    it forever.
+    """
+    future = asyncio.ensure_future(awaitable)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.wait([future])
+        if not future.cancelled():
+            future.exception()  # retrieved: the cancel is what the caller hears about
+        raise
+
+
+@dataclass(slots=True)
+class _Lanes:
+    name: str
+    first: int
+    workers: int
+    tasks: int = 0
+
+
+@dataclass(slots=True)
+class _Counts:
+    tasks: int = 0
+    failed: int = 0
+    busy: float = 0.0
+    retries: int = 0
+    cancelled: int = 0
+    duplicates: int = 0
+    redelivered: int = 0
+    ignored: int = 0
+    max_depth: int = 0
+    unprocessed: int = 0
+    unprocessed_params: list[Any] | None = field(default=None)
+
+
+class _BrokerJob:
+    """One job's controller-side state and pieces."""
+
+    def __init__(
+        self, spec: JobSpec, client: Redis, keys: JobKeys, settings: bytes, offset: float, lease: float
+    ) -> None:
+        self.spec = spec
+        self.client = client
+        self.keys = keys
+        self.settings = settings
+        self.offset = offset
+        self.lease = lease
+        self.loop = asyncio.get_running_loop()
+        self.start = self.loop.time()
+        # Invariant: `unfinished` holds every task sent and not yet handed to the result
+        # handlers (nor taken back by a stop); producers keep it at most `queue_size` long.
+        self.unfinished: dict[int, tuple[Any, float]] = {}
+        self.reserved = 0
+        self.space = asyncio.Event()
+        self.done = asyncio.Event()
+        self.producing_done = False
+        self.task_ids = itertools.count()
+        self.counts = _Counts(unprocessed_params=[] if spec.trace else None)
+        self.depth: list[DepthSample] | None = [] if spec.trace else None
+        self.results: list[TaskResult] | None = [] if spec.trace else None
+        self.result_queue: asyncio.Queue[Any] = asyncio.Queue(spec.result_queue_size)
+        self.lanes: dict[str, _Lanes] = {}
+        self.next_lane = 0
+        self.malformed_seen: set[str] = set()
+        self.reason: StopReason | None = None
+        self.error: BaseException | None = None
+        self.producers: list[asyncio.Task[None]] = []
+        self.group: asyncio.TaskGroup | None = None
+        self.closed = False
+
+    def since_start(self) -> float:
+        return self.loop.time() - self.start
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def run(self) -> BrokerJobSummary:
+        spec = self.spec
+        await self._create_keys()
+        try:
+            await self._check_workers()
+            self.start = self.loop.time()
+            reports = [ProducerReport(blocked=[] if spec.trace else None) for _ in spec.sources]
+            async with asyncio.TaskGroup() as group:
+                self.group = group
+                handlers = [
+                    group.create_task(
+                        handle_results(self.result_queue, spec.on_task_complete, self.results),
+                        name=f"pcmodel-result-handler-{index}",
+                    )
+                    for index in range(spec.result_handlers)
+                ]
+                reader = group.create_task(self._read(), name="pcmodel-broker-reader")
+                keeper = group.create_task(self._keep(), name="pcmodel-broker-keeper")
+                self.producers = [
+                    group.create_task(self._produce(source, report), name=f"pcmodel-producer-{index}")
+                    for index, (source, report) in enumerate(zip(spec.sources, reports, strict=True))
+                ]
+                if spec.stop is not None:
+                    spec.stop._listen(self.loop, self.request_stop)
+                await asyncio.wait(self.producers)
+                self.producing_done = True
+                self._check_done()
+                await self.done.wait()
+                reader.cancel()
+                keeper.cancel()
+                for _ in handlers:
+                    await self.result_queue.put(STOP)
+            elapsed = self.since_start()
+        except BaseExceptionGroup as group_error:
+            if len(group_error.exceptions) == 1:
+                raise group_error.exceptions[0] from None
+            raise
+        finally:
+            self.closed = True
+            if spec.stop is not None:
+                spec.stop._forget(self.request_stop)
+            await self._delete_keys()
+        summary = self._summary(elapsed, reports, [task.result() for task in handlers])
+        if spec.on_job_complete is not None:
+            outcome = spec.on_job_complete(summary)
+            if inspect.isawaitable(outcome):
+                await outcome
+        return summary
+
+    async def _create_keys(self) -> None:
+        keys, lease_ms = self.keys, int(self.lease * 1000)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.xgroup_create(keys.work, GROUP, id="0", mkstream=True)
+            # A stream exists only with an entry or a group: this group only creates it.
+            pipe.xgroup_create(keys.results, "pcmodel-reader", id="0", mkstream=True)
+            pipe.hset(keys.meta, "spec", self.settings)
+            for key in (keys.work, keys.results, keys.meta):
+                pipe.pexpire(key, lease_ms)
+            pipe.sadd(jobs_key(keys.queue), keys.job_id)
+            await pipe.execute()
+
+    async def _delete_keys(self) -> None:
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.srem(jobs_key(self.keys.queue), self.keys.job_id)
+                pipe.delete(*self.keys.owned())
+                await pipe.execute()
+        except (RedisError, OSError) as error:
+            logger.warning(
+                "could not delete job %s's keys (%s): they expire within %g s",
+                self.keys.job_id,
+                error,
+                self.lease,
+            )
+
+    async def _check_workers(self) -> None:
+        workers = await live_workers(self.client, self.keys.queue)
+        if not workers:
+            self._warn_no_workers()
+            return
+        slots = sum(worker.workers for worker in workers)
+        if 0 < self.spec.queue_size < slots:
+            logger.warning(
+                "queue_size=%d is below the %d worker slots serving queue %r: at most %d items "
+                "run at once; raise queue_size to keep every worker busy",
+                self.spec.queue_size,
+                slots,
+                self.keys.queue,
+                self.spec.queue_size,
+            )
+
+    def _warn_no_workers(self) -> None:
+        logger.warning(
+            "no worker process serves queue %r: start one with "
+            "'python -m pcmodel worker --broker URL --function %s' (the job waits for it)",
+            self.keys.queue,
+            self.keys.queue,
+        )
+
+    def _check_done(self) -> None:
+        if self.producing_done and not self.unfinished:
+            self.done.set()
+
+    # -- producers --------------------------------------------------------------------------
+
+    async def _produce(self, source: Iterable[Any] | AsyncIterable[Any], report: ProducerReport) -> None:
+        """Send every item of `source` to the work stream, keeping count in `report`."""
+        iterator: Iterator[Any] | AsyncIterator[Any]
+        iterator = aiter(source) if isinstance(source, AsyncIterable) else iter(source)
+        end = object()
+        while self.reason is None:
+            room = await self._reserve(report)
+            try:
+                try:
+                    if isinstance(iterator, AsyncIterator):
+                        item = await anext(iterator, end)
+                        batch = [] if item is end else [item]
+                    else:
+                        batch = list(itertools.islice(iterator, room))
+                except Exception as source_error:  # noqa: BLE001 - a broken source ends producing, not the job
+                    report.error = source_error
+                    self._stop("source_error", source_error, drain=False)
+                    return
+                if not batch:
+                    return
+                await self._send(batch, report)
+            finally:
+                self.reserved -= room
+
+    async def _reserve(self, report: ProducerReport) -> int:
+        """Wait for room under `queue_size`; book up to a batch of it and return how much."""
+        size = self.spec.queue_size
+        if size == 0:
+            self.reserved += _BATCH
+            return _BATCH
+        free = size - len(self.unfinished) - self.reserved
+        if free <= 0:
+            blocked_at = self.loop.time()
+            while free <= 0:
+                self.space.clear()
+                await self.space.wait()
+                free = size - len(self.unfinished) - self.reserved
+            unblocked_at = self.loop.time()
+            report.wait += unblocked_at - blocked_at
+            if report.blocked is not None and unblocked_at > blocked_at:
+                report.blocked.append((blocked_at - self.start, unblocked_at - self.start))
+        room = min(free, _BATCH)
+        self.reserved += room
+        return room
+
+    async def _send(self, batch: list[Any], report: ProducerReport) -> None:
+        enqueued_at = self.since_start()
+        pipe = self.client.pipeline(transaction=False)
+        rejected: list[tuple[int, Any, Exception]] = []
+        sent = 0
+        for params in batch:
+            task_id = next(self.task_ids)
+            try:
+                data = encode_work(task_id, params)
+            except (TypeError, ValueError) as problem:
+                rejected.append((task_id, params, problem))
+                continue
+            # Known before it is sent: its result may come back before XADD returns.
+            self.unfinished[task_id] = (params, enqueued_at)
+            pipe.xadd(self.keys.work, {b"m": data})
+            sent += 1
+        if sent:
+            await _uninterrupted(pipe.execute())
+            report.items += sent
+            depth = len(self.unfinished)
+            report.max_depth = max(report.max_depth, depth)
+            if self.depth is not None:
+                self.depth.append(DepthSample(self.since_start(), depth))
+        for task_id, params, reason in rejected:
+            error = TypeError(
+                f"the params of task {task_id} cannot travel to a worker process as JSON ({reason}): "
+                "send dicts, lists, strings, numbers, booleans or None"
+            )
+            result = _new_result(
+                TaskResult, (task_id, params, None, error, -1, enqueued_at, enqueued_at, enqueued_at, 0)
+            )
+            await self._deliver(result, {})
+
+    # -- the reader -------------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        """Follow the result stream until every task is reported."""
+        last: bytes | str = b"0-0"
+        while True:
+            reply = await self.client.xread({self.keys.results: last}, count=_READ_BATCH, block=1000)
+            streams = stream_entries(reply)
+            if not streams:
+                continue
+            entries = streams[0][1]
+            for entry_id, fields in entries:
+                last = entry_id
+                await self._take(entry_id, fields)
+            # Read results leave Redis at once: the stream stays short however long the job.
+            await self.client.xdel(self.keys.results, *(entry_id for entry_id, _ in entries))
+            if self.producing_done and not self.unfinished:
+                self.done.set()
+                return
+
+    async def _take(self, entry_id: bytes, fields: Any) -> None:
+        try:
+            message = decode_result(fields)
+        except (ValueError, TypeError) as problem:
+            self.counts.ignored += 1
+            if self.counts.ignored == 1:
+                logger.warning("job %s: ignored a result it cannot read (%s)", self.keys.job_id, problem)
+            return
+        process = str(message["process"])
+        task_id = message.get("task")
+        if task_id is None:
+            # A message the worker could not read: a failed item of its own, with no task.
+            key = str(message.get("entry"))
+            if key in self.malformed_seen:
+                self.counts.duplicates += 1
+                return
+            self.malformed_seen.add(key)
+            params, enqueued_at = message.get("raw"), None
+        else:
+            known = self.unfinished.get(task_id)
+            if known is None:
+                self.counts.duplicates += 1
+                return
+            params, enqueued_at = known
+        lane = self._lane(process, message)
+        started = float(message["started"]) - self.offset - self.start
+        finished = float(message["finished"]) - self.offset - self.start
+        if enqueued_at is None:
+            enqueued_at = started
+        # Clocks agree to within half a round trip: never report a start before the enqueue.
+        started = max(started, enqueued_at)
+        finished = max(finished, started)
+        error = decode_error(message["error"], process) if "error" in message else None
+        attempts = message.get("attempts", 1)
+        result = _new_result(
+            TaskResult,
+            (
+                -1 if task_id is None else task_id,
+                params,
+                message.get("value"),
+                error,
+                lane,
+                enqueued_at,
+                started,
+                finished,
+                attempts if isinstance(attempts, int) else 1,
+            ),
+        )
+        deliveries = message.get("deliveries", 1)
+        if isinstance(deliveries, int) and deliveries > 1:
+            self.counts.redelivered += 1
+        self.lanes[process].tasks += 1
+        await self._deliver(result, message)
+        if task_id is not None:
+            del self.unfinished[task_id]
+            self.space.set()
+            if self.depth is not None:
+                self.depth.append(DepthSample(self.since_start(), len(self.unfinished)))
+
+    def _lane(self, process: str, message: dict[str, Any]) -> int:
+        slot, slots = message.get("slot"), message.get("slots")
+        slot = slot if isinstance(slot, int) and slot >= 0 else 0
+        slots = slots if isinstance(slots, int) and slots > slot else slot + 1
+        lanes = self.lanes.get(process)
+        if lanes is None:
+            lanes = self.lanes[process] = _Lanes(process, self.next_lane, slots)
+            self.next_lane += slots
+        return lanes.first + min(slot, lanes.workers - 1)
+
+    async def _deliver(self, result: TaskResult, message: dict[str, Any]) -> None:
+        """Count `result` and hand it to the result handlers."""
+        counts = self.counts
+        counts.tasks += 1
+        counts.busy += result.finished_at - result.started_at
+        counts.retries += max(result.attempts - 1, 0)
+        error = result.error
+        if error is not None:
+            counts.failed += 1
+            if isinstance(error, asyncio.CancelledError):
+                counts.cancelled += 1
+        await self.result_queue.put(result)
+        if error is not None and self.spec.fail_fast:
+            self._stop("fail_fast", error, drain=True, cancel_in_flight=True)
+
+    # -- stopping ---------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """A graceful stop: no new items; queued ones are taken back; calls in flight finish."""
+        self._stop("stop", None, drain=True)
+
+    def _stop(
+        self, reason: StopReason, error: BaseException | None, *, drain: bool, cancel_in_flight: bool = False
+    ) -> None:
+        if self.reason is not None or self.closed:
+            return  # the first reason to stop is the one reported
+        self.reason, self.error = reason, error
+        current = asyncio.current_task()
+        for producer in self.producers:
+            if producer is not current:
+                producer.cancel()
+        if drain and self.group is not None:
+            self.group.create_task(self._drain(cancel_in_flight), name="pcmodel-broker-drain")
+        if reason == "source_error":
+            logger.error("a params source raised, so the job stopped producing: %r", error)
+
+    async def _drain(self, cancel_in_flight: bool) -> None:
+        """Take back the items no worker has taken yet; with `cancel_in_flight`, halt the rest."""
+        keys, counts = self.keys, self.counts
+        if cancel_in_flight:
+            await self.client.hset(keys.meta, "halt", "1")
+        while True:
+            # Reading in the workers' own group makes the race fair: each entry goes either
+            # to a worker (and its result comes back) or here (and it is unprocessed).
+            reply = await self.client.xreadgroup(GROUP, DRAIN_CONSUMER, {keys.work: ">"}, count=_READ_BATCH)
+            streams = stream_entries(reply)
+            entries = streams[0][1] if streams else []
+            if not entries:
+                break
+            for _, fields in entries:
+                try:
+                    task_id = decode_work(fields).task_id
+                except MalformedMessageError:
+                    continue
+                known = self.unfinished.pop(task_id, None)
+                if known is not None:
+                    counts.unprocessed += 1
+                    if counts.unprocessed_params is not None:
+                        counts.unprocessed_params.append(known[0])
+            ids = [entry_id for entry_id, _ in entries]
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.xack(keys.work, GROUP, *ids)
+                pipe.xdel(keys.work, *ids)
+                await pipe.execute()
+        self.space.set()
+        self._check_done()
+
+    # -- the keeper -------------------------------------------------------------------------
+
+    async def _keep(self) -> None:
+        """Keep the job's keys alive; warn while no worker process serves the queue."""
+        keys, lease_ms = self.keys, int(self.lease * 1000)
+        interval = min(self.lease / 4, 5.0)
+        warned_at = self.loop.time()
+        while True:
+            await asyncio.sleep(interval)
+            now = self.loop.time()
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key in (keys.work, keys.results, keys.meta):
+                    pipe.pexpire(key, lease_ms)
+                pipe.zcount(workers_key(keys.queue), now + self.offset - PRESENCE_TTL, "+inf")
+                *_, live = await pipe.execute()
+            if not live and self.unfinished and now - warned_at >= _NO_WORKER_WARNING_EVERY:
+                warned_at = now
+                self._warn_no_workers()
+
+    # -- the summary ------------------------------------------------------------------------
+
+    def _summary(
+        self, elapsed: float, reports: list[ProducerReport], handler_reports: list[Any]
+    ) -> BrokerJobSummary:
+        spec, counts = self.spec, self.counts
+        results = self.results
+        if results is not None:
+            results.sort(key=itemgetter(0))
+        blocked = sorted(period for report in reports for period in (report.blocked or ()))
+        processes = tuple(
+            WorkerProcess(
+                name=lanes.name,
+                host=lanes.name.rsplit(":", 2)[0],
+                pid=_pid_of(lanes.name),
+                first_lane=lanes.first,
+                workers=lanes.workers,
+                tasks=lanes.tasks,
+            )
+            for lanes in sorted(self.lanes.values(), key=lambda lanes: lanes.first)
+        )
+        return BrokerJobSummary(
+            tasks=counts.tasks,
+            succeeded=counts.tasks - counts.failed,
+            failed=counts.failed,
+            elapsed=elapsed,
+            busy_time=counts.busy,
+            workers=max(self.next_lane, 1),
+            max_queue_depth=max((report.max_depth for report in reports), default=0),
+            producer_wait=sum(report.wait for report in reports),
+            callback_errors=sum(report.callback_errors for report in handler_reports),
+            queue_size=spec.queue_size,
+            clock=spec.clock,
+            results=tuple(results) if results is not None else None,
+            queue_depth=tuple(self.depth) if self.depth is not None else None,
+            producer_blocked=tuple(blocked) if spec.trace else None,
+            retries=counts.retries,
+            cancelled=counts.cancelled,
+            stop_reason=self.reason,
+            error=self.error,
+            unprocessed=counts.unprocessed,
+            unprocessed_params=(
+                tuple(counts.unprocessed_params) if counts.unprocessed_params is not None else None
+            ),
+            job_id=self.keys.job_id,
+            queue=self.keys.queue,
+            processes=processes,
+            duplicates=counts.duplicates,
+            redelivered=counts.redelivered,
+        )
+
+
+def _pid_of(name: str) -> int:
+    parts = name.rsplit(":", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else 0
+
+
+async def live_workers(broker: str | Redis, queue: str) -> list[WorkerInfo]:
+    """The worker processes serving `queue` now, as their heartbeats describe them.
+
+    Args:
+        broker: a Redis URL, or a client from `redis.asyncio`.
+        queue: the queue name (a function's `module:qualname` by default).
+    """
+    if isinstance(broker, str):
+        client = connect(check_url(broker))
+        try:
+            return await live_workers(client, queue)
+        finally:
+            await client.aclose()
+    seconds, micros = await broker.time()
+    now = seconds + micros / 1e6
+    names = await broker.zrangebyscore(workers_key(queue), now - PRESENCE_TTL, "+inf")
+    if not names:
+        return []
+    infos = await broker.mget([worker_key(decode_text(name)) for name in names])
+    workers = []
+    for raw in infos:
+        if raw is None:
+            continue
+        try:
+            data = json.loads(raw)
+            workers.append(
+                WorkerInfo(
+                    name=str(data["name"]),
+                    host=str(data["host"]),
+                    pid=int(data["pid"]),
+                    queue=str(data["queue"]),
+                    workers=int(data["workers"]),
+                    items=int(data["items"]),
+                )
+            )
+        except (ValueError, KeyError, TypeError):
+            continue
+    return workers
+
+
+async def wait_for_workers(
+    url: str,
+    queue: str,
+    count: int = 1,
+    *,
+    timeout: float = 30.0,  # noqa: ASYNC109 - a deadline for the workers to show up, with its own message
+) -> list[WorkerInfo]:
+    """Wait until at least `count` worker processes serve `queue`; return them.
+
+    Raises:
+        TimeoutError: fewer than `count` showed up within `timeout` seconds.
+    """
+    check_int("count", count, 1)
+    _check_seconds("timeout", timeout)
+    client = connect(check_url(url))
+    workers: list[WorkerInfo] = []
+    try:
+        async with asyncio.timeout(timeout):
+            # Heartbeats live in Redis: looking again is the only way to see a new one.
+            while len(workers := await live_workers(client, queue)) < count:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise TimeoutError(
+            f"{len(workers)} of the {count} worker processes expected on queue {queue!r} showed "
+            f"up within {timeout:g} s"
+        ) from None
+    finally:
+        await client.aclose()
+    return workers

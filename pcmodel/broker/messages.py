@@ -1,0 +1,370 @@
+"""What travels through Redis: JSON only, and never code.
+
+Three kinds of message, each a JSON object in one stream field or hash field:
+
+- a **work item** (`m` in the work stream): `{"task": 7, "params": {...}}`;
+- a **result** (`r` in the result stream): the task id, the stream entry it answers, the
+  worker process and slot that ran it, when it started and finished (seconds on the Redis
+  server's clock), how many calls it took, how many times it was delivered, and either
+  `"value"` or `"error"`;
+- the **job's settings** (`spec` in the job's meta hash): timeout, retries, rate limit and
+  the crash-safety knobs.
+
+Nothing is pickled, and nothing in a message names code to import: a worker runs only the
+function named on its own command line. Errors travel as their type's name, message and
+traceback; the controller rebuilds a built-in exception (`ValueError`, `TimeoutError`, ...)
+as itself and any other as a `RemoteError` that keeps the type's name and its bases' names.
+Retry rules travel the same way, as exception type names matched against the raised
+exception's class hierarchy, so a worker never imports a module a message names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import json
+import math
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pcmodel.policies import Retry
+
+__all__ = [
+    "MalformedMessageError",
+    "RemoteError",
+    "WorkerLostError",
+    "decode_error",
+    "encode_error",
+    "qualified_name",
+]
+
+FORMAT_VERSION: Final = 1
+"""Version of the job settings format; a worker refuses settings of another version."""
+_TRACEBACK_LIMIT: Final = 4000
+_RAW_PREVIEW: Final = 200
+
+
+class RemoteError(Exception):
+    """An exception raised in a worker process whose type is not a built-in one.
+
+    The controller never imports a module a message names, so it cannot rebuild the original
+    type; this keeps its name (`type_name`), the names of its classes (`type_names`, most
+    derived first) and the worker's traceback (`remote_traceback`).
+
+    Example:
+        `result.error.type_names` holds `"pcmodel.workloads.PriceAPIError"` for a failed
+        price call; `isinstance(result.error, RemoteError)` is True.
+    """
+
+    def __init__(
+        self, type_name: str, message: str, type_names: tuple[str, ...] = (), remote_traceback: str = ""
+    ):
+        super().__init__(f"{type_name}: {message}" if message else type_name)
+        self.type_name = type_name
+        """The qualified name of the exception's type, like `mypackage.errors.QuotaError`."""
+        self.message = message
+        """`str()` of the original exception."""
+        self.type_names = type_names or (type_name,)
+        """Qualified names of the type and its bases, most derived first."""
+        self.remote_traceback = remote_traceback
+        """The traceback as the worker formatted it."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.type_name, self.message, self.type_names, self.remote_traceback))
+
+
+class MalformedMessageError(ValueError):
+    """A work message a worker could not read: not JSON, or not `{"task": int, "params": ...}`.
+
+    The worker reports it as a failed item (task id -1) and goes on; it never crashes on one.
+    """
+
+
+class WorkerLostError(RuntimeError):
+    """An item was taken by workers that all stopped before finishing it, too many times.
+
+    After `max_deliveries` deliveries an item is reported failed instead of being run again,
+    so an item that kills its worker (out of memory, a crash in C code) cannot take down every
+    worker in turn.
+    """
+
+
+# Errors the controller rebuilds by name, besides the built-in ones. Nothing is imported.
+_KNOWN: Final[dict[str, type[BaseException]]] = {
+    "asyncio.exceptions.CancelledError": asyncio.CancelledError,
+    "pcmodel.broker.messages.MalformedMessageError": MalformedMessageError,
+    "pcmodel.broker.messages.WorkerLostError": WorkerLostError,
+}
+
+
+def qualified_name(kind: type) -> str:
+    """`module.QualName` of a class, the way errors and retry rules name types."""
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def encode_error(error: BaseException) -> dict[str, Any]:
+    """An exception as JSON-ready data: type name, message, class names, traceback."""
+    try:
+        message = str(error)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the result
+        message = f"<{type(error).__name__} with an unprintable message>"
+    text = "".join(traceback.format_exception(error))
+    if len(text) > _TRACEBACK_LIMIT:
+        text = "...\n" + text[-_TRACEBACK_LIMIT:]
+    return {
+        "type": qualified_name(type(error)),
+        "message": message,
+        "types": [qualified_name(kind) for kind in type(error).__mro__ if issubclass(kind, BaseException)],
+        "traceback": text,
+    }
+
+
+def decode_error(data: object, where: str) -> BaseException:
+    """Rebuild an exception from `encode_error`'s data; `where` names the worker, for a note."""
+    if not isinstance(data, dict):
+        return RemoteError("unknown", f"unreadable error data {data!r:.80}")
+    type_name = str(data.get("type", "unknown"))
+    message = str(data.get("message", ""))
+    raw_types = data.get("types")
+    type_names = tuple(str(name) for name in raw_types) if isinstance(raw_types, list) else (type_name,)
+    remote_traceback = str(data.get("traceback", ""))
+    error: BaseException | None = None
+    kind = _KNOWN.get(type_name)
+    module, _, name = type_name.rpartition(".")
+    if kind is None and module == "builtins":
+        candidate = getattr(builtins, name, None)
+        if isinstance(candidate, type) and issubclass(candidate, BaseException):
+            kind = candidate
+    if kind is not None:
+        try:
+            error = kind(message) if message else kind()
+        except Exception:  # noqa: BLE001 - a type that needs other arguments: keep it by name
+            error = None
+    if error is None:
+        error = RemoteError(type_name, message, type_names, remote_traceback)
+    elif remote_traceback:
+        error.add_note(f"raised in worker process {where}:\n{remote_traceback.rstrip()}")
+    return error
+
+
+def encode_work(task_id: int, params: Any) -> bytes:
+    """A work item as the JSON text of the work stream's `m` field.
+
+    Raises:
+        TypeError, ValueError: `params` is not JSON-serialisable.
+    """
+    return json.dumps({"task": task_id, "params": params}, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    """A work item as a worker read it."""
+
+    task_id: int
+    params: Any
+
+
+def decode_work(fields: object) -> WorkItem:
+    """Read a work stream entry's fields.
+
+    Raises:
+        MalformedMessageError: saying what is wrong with the entry.
+    """
+    if not isinstance(fields, dict) or b"m" not in fields:
+        raise MalformedMessageError("the work message has no 'm' field")
+    raw = fields[b"m"]
+    try:
+        message = json.loads(raw)
+    except (ValueError, TypeError) as error:
+        raise MalformedMessageError(f"the work message is not JSON: {error}") from None
+    if not isinstance(message, dict):
+        raise MalformedMessageError(f"the work message is not a JSON object: {preview(raw)}")
+    task_id = message.get("task")
+    if isinstance(task_id, bool) or not isinstance(task_id, int) or task_id < 0:
+        raise MalformedMessageError(f"the work message has no task id (an int >= 0): {preview(raw)}")
+    if "params" not in message:
+        raise MalformedMessageError(f"the work message has no params: {preview(raw)}")
+    return WorkItem(task_id, message["params"])
+
+
+def preview(raw: object) -> str:
+    """A short printable view of raw message data."""
+    if isinstance(raw, bytes):
+        text = raw.decode("utf-8", "replace")
+    elif isinstance(raw, dict):
+        text = repr({preview(key): preview(value) for key, value in raw.items()})
+    else:
+        text = str(raw)
+    return text if len(text) <= _RAW_PREVIEW else text[:_RAW_PREVIEW] + "..."
+
+
+def encode_result(message: dict[str, Any]) -> bytes:
+    """A result message as JSON text; a value that is not JSON becomes the item's error.
+
+    `message` holds either `value` or `error` (already encoded). A value JSON cannot carry
+    (a set, a custom object) fails the item with a `TypeError` that says so, rather than
+    losing it or pickling it.
+    """
+    try:
+        return json.dumps(message, separators=(",", ":")).encode()
+    except (TypeError, ValueError) as problem:
+        value = message.pop("value", None)
+        message["error"] = encode_error(
+            TypeError(
+                f"the function returned {type(value).__name__} {value!r:.80}, which JSON cannot carry "
+                f"back to the controller ({problem}): return dicts, lists, strings, numbers, "
+                "booleans or None"
+            )
+        )
+        return json.dumps(message, separators=(",", ":")).encode()
+
+
+def decode_result(fields: object) -> dict[str, Any]:
+    """Read a result stream entry's fields.
+
+    Raises:
+        ValueError: the entry is not a result message.
+    """
+    if not isinstance(fields, dict) or b"r" not in fields:
+        raise ValueError("no 'r' field")
+    message = json.loads(fields[b"r"])
+    if not isinstance(message, dict):
+        raise TypeError("not a JSON object")
+    for name in ("process", "slot", "started", "finished"):
+        if name not in message:
+            raise ValueError(f"no {name!r}")
+    task_id = message.get("task")
+    if task_id is not None and (isinstance(task_id, bool) or not isinstance(task_id, int)):
+        raise ValueError(f"bad task id {task_id!r}")
+    return message
+
+
+def encode_spec(
+    *,
+    timeout: float | None,
+    retry: Retry | None,
+    max_per_second: float | None,
+    burst: int,
+    visibility_timeout: float,
+    max_deliveries: int,
+) -> bytes:
+    """The job's settings for its workers, as JSON text.
+
+    Raises:
+        ValueError: the retry policy decides with a function, which cannot travel to another
+            process.
+    """
+    retry_data: dict[str, Any] | None = None
+    if retry is not None:
+        if not isinstance(retry.on, tuple):
+            raise ValueError(
+                f"Retry(on={retry.on!r}) decides with a function, which cannot travel to worker "
+                "processes: give a tuple of exception types, such as Retry(3, on=(TimeoutError,))"
+            )
+        retry_data = {
+            "times": retry.times,
+            "on": [qualified_name(kind) for kind in retry.on],
+            "backoff": retry.backoff,
+            "multiplier": retry.multiplier,
+            "max_backoff": retry.max_backoff,
+            "jitter": retry.jitter,
+            "seed": retry.seed,
+        }
+    return json.dumps(
+        {
+            "version": FORMAT_VERSION,
+            "timeout": timeout,
+            "retry": retry_data,
+            "max_per_second": max_per_second,
+            "burst": burst,
+            "visibility_timeout": visibility_timeout,
+            "max_deliveries": max_deliveries,
+        }
+    ).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class JobSettings:
+    """A job's settings as a worker read them."""
+
+    timeout: float | None
+    retry: Retry | None
+    max_per_second: float | None
+    burst: int
+    visibility_timeout: float
+    max_deliveries: int
+
+
+def _matcher(names: frozenset[str]) -> Callable[[BaseException], bool]:
+    """A retry rule from type names: does the error's class or one of its bases bear one?"""
+
+    def wanted(error: BaseException) -> bool:
+        return any(qualified_name(kind) in names for kind in type(error).__mro__)
+
+    return wanted
+
+
+def _number(data: dict[str, Any], name: str, *, optional: bool = False) -> float | None:
+    value = data.get(name)
+    if value is None and optional:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def decode_spec(raw: object) -> JobSettings:
+    """Read a job's settings.
+
+    Raises:
+        ValueError, TypeError, KeyError: the settings are not readable (not JSON, another
+            format version, a value missing or out of range).
+    """
+    if not isinstance(raw, bytes | str):
+        raise TypeError("the job has no settings")
+    data = json.loads(raw)
+    if not isinstance(data, dict):
+        raise TypeError("the job settings are not a JSON object")
+    if data.get("version") != FORMAT_VERSION:
+        raise ValueError(
+            f"the job settings have format version {data.get('version')!r}, this worker reads "
+            f"version {FORMAT_VERSION}: run the same pcmodel version on both sides"
+        )
+    retry: Retry | None = None
+    retry_data = data.get("retry")
+    if retry_data is not None:
+        if not isinstance(retry_data, dict) or not isinstance(retry_data.get("on"), list):
+            raise ValueError("the job's retry settings are not readable")
+        seed = retry_data.get("seed")
+        retry = Retry(
+            retry_data["times"],
+            on=_matcher(frozenset(str(name) for name in retry_data["on"])),
+            backoff=retry_data["backoff"],
+            multiplier=retry_data["multiplier"],
+            max_backoff=retry_data["max_backoff"],
+            jitter=retry_data["jitter"],
+            seed=seed if isinstance(seed, int) else None,
+        )
+    burst = data.get("burst")
+    max_deliveries = data.get("max_deliveries")
+    if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+        raise ValueError(f"burst must be an int >= 1, got {burst!r}")
+    if isinstance(max_deliveries, bool) or not isinstance(max_deliveries, int) or max_deliveries < 1:
+        raise ValueError(f"max_deliveries must be an int >= 1, got {max_deliveries!r}")
+    visibility = _number(data, "visibility_timeout")
+    assert visibility is not None
+    return JobSettings(
+        timeout=_number(data, "timeout", optional=True),
+        retry=retry,
+        max_per_second=_number(data, "max_per_second", optional=True),
+        burst=burst,
+        visibility_timeout=visibility,
+        max_deliveries=max_deliveries,
+    )
