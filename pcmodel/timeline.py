@@ -17,21 +17,27 @@ the map of the pipeline's pieces (`plot_pipeline`).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from pcmodel.records import JobSummary
+from pcmodel.records import JobSummary, TaskResult
 
 if TYPE_CHECKING:
+    from matplotlib.artist import Artist
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
     from pcmodel.sweeps import QueuePoint, WorkersPoint
+    from pcmodel.workloads import Call
 
 __all__ = [
+    "CANCELLED_COLOR",
     "FAILED_COLOR",
     "HANDLER_COLOR",
     "OK_COLOR",
+    "RATE_LIMITED_COLOR",
+    "RETRIED_COLOR",
     "describe",
     "peak_concurrency",
     "plot_pipeline",
@@ -44,12 +50,19 @@ __all__ = [
 OK_COLOR = "#4C72B0"
 FAILED_COLOR = "#C44E52"
 HANDLER_COLOR = "#55A868"
+CANCELLED_COLOR = "#8C8C8C"
+RETRIED_COLOR = "#1A1A1A"
+RATE_LIMITED_COLOR = "#8172B3"
 _BLOCKED_COLOR = "#DD8452"
 _MAX_LABELLED_TASKS = 80
+_TIMES = "\N{MULTIPLICATION SIGN}"
 
 
 def describe(summary: JobSummary) -> str:
-    """The job's figures on one line: elapsed, sequential time, speedup, ideal makespan."""
+    """The job's figures on one line: elapsed, sequential time, speedup, ideal makespan.
+
+    A job that retried calls, or stopped early, says so too.
+    """
     text = (
         f"elapsed {summary.elapsed:.3f} s · sequential {summary.busy_time:.3f} s · "
         f"speedup {summary.speedup:.2f}x"
@@ -57,6 +70,10 @@ def describe(summary: JobSummary) -> str:
     ideal = summary.ideal_makespan
     if ideal is not None:
         text += f" · ideal makespan {ideal:.3f} s"
+    if summary.retries:
+        text += f" · {summary.retries} {'retry' if summary.retries == 1 else 'retries'}"
+    if summary.stop_reason is not None:
+        text += f" · stopped ({summary.stop_reason}), {summary.unprocessed} unprocessed"
     return text
 
 
@@ -70,18 +87,32 @@ def _require_trace(summary: JobSummary) -> None:
         )
 
 
-def plot_timeline(summary: JobSummary, ax: Axes | None = None, *, title: str | None = None) -> Figure:
+def plot_timeline(
+    summary: JobSummary,
+    ax: Axes | None = None,
+    *,
+    title: str | None = None,
+    calls: Sequence[Call] | None = None,
+) -> Figure:
     """Draw a job's timeline: a lane per worker, a bar per task window, the queue below.
 
-    Failed tasks are drawn in red and hatched. A dashed line marks the ideal makespan. With
-    `ax=None` a new figure gets two panels, the lanes and the work queue's depth (with the
-    periods a producer was blocked shaded); with an `ax`, only the lanes are drawn into it
-    (handy to put two jobs side by side).
+    Failed tasks are drawn in red and hatched, tasks cancelled by a fail-fast stop in grey.
+    A task that needed retries gets a dark outline, and its label the number of attempts. A
+    dashed line marks the ideal makespan. With `ax=None` a new figure gets two panels, the
+    lanes and the work queue's depth (with the periods a producer was blocked shaded); with
+    an `ax`, only the lanes are drawn into it (handy to put two jobs side by side).
+
+    A task's window runs from the moment its worker takes it to its end, so it includes any
+    wait for the rate limit and between retries. Pass `calls` (from a
+    `pcmodel.workloads.CallLog`) to see inside: the windows turn pale, and each call is drawn
+    as a thinner bar within its task's window (a 429 answer, which takes no time, as a
+    marker); the gaps between them are the waits.
 
     Args:
         summary: the `JobSummary` of a job run with `trace=True`.
         ax: matplotlib axes to draw the lanes into; None for a new figure.
         title: a title line above the job's figures; None for none.
+        calls: every call of the job, from `CallLog.calls(summary)`; None to draw tasks only.
 
     Returns:
         The figure drawn into.
@@ -99,50 +130,172 @@ def plot_timeline(summary: JobSummary, ax: Axes | None = None, *, title: str | N
         lanes_ax, depth_ax = fig.subplots(
             2, 1, sharex=True, gridspec_kw={"height_ratios": [max(lanes_height, 1.0), 1.6]}
         )
-        _draw_lanes(lanes_ax, summary)
+        _draw_lanes(lanes_ax, summary, calls=calls)
         _draw_depth(depth_ax, summary)
         lanes_ax.set_xlabel("")  # the depth panel below carries the shared time axis's label
         header = describe(summary) if title is None else f"{title}\n{describe(summary)}"
         fig.suptitle(header, fontsize=11)
         return fig
-    _draw_lanes(ax, summary)
+    _draw_lanes(ax, summary, calls=calls)
     ax.set_title(describe(summary) if title is None else f"{title}\n{describe(summary)}", fontsize=10)
     figure = ax.get_figure()
     assert figure is not None
     return figure  # type: ignore[return-value]
 
 
-def _draw_lanes(ax: Axes, summary: JobSummary, handler: Sequence[tuple[float, float]] | None = None) -> None:
+def _task_kind(result: TaskResult) -> str:
+    if result.error is None:
+        return "ok"
+    return "cancelled" if isinstance(result.error, asyncio.CancelledError) else "failed"
+
+
+# Task bars: kind -> (color, hatch, legend label).
+_TASK_STYLES = {
+    "ok": (OK_COLOR, None, "task ok"),
+    "failed": (FAILED_COLOR, "///", "task failed"),
+    "cancelled": (CANCELLED_COLOR, "\\\\\\", "task cancelled (fail_fast)"),
+}
+# Call bars (with `calls=`): outcome -> (color, hatch, legend label).
+_CALL_STYLES = {
+    "ok": (OK_COLOR, None, "call ok"),
+    "failed": (FAILED_COLOR, None, "call failed"),
+    "cut off": (FAILED_COLOR, "xxxx", "call cut off (timeout)"),
+}
+
+
+def _draw_tasks(ax: Axes, summary: JobSummary, bar: float, calls: Sequence[Call] | None) -> list[Artist]:
+    """Draw the task bars (and each call inside them); return the legend handles they need."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch, Rectangle
+
     results = summary.results or ()
-    label = len(results) <= _MAX_LABELLED_TASKS
-    bar = 0.7 if summary.workers <= 60 else 1.0
-    for failed in (False, True):
+    detailed = calls is not None
+    handles: list[Artist] = []
+    for kind, (color, hatch, name) in _TASK_STYLES.items():
         by_lane: dict[int, list[tuple[float, float]]] = {}
         for result in results:
-            if result.ok is failed:
-                continue
-            by_lane.setdefault(result.worker, []).append((result.started_at, result.duration))
+            if _task_kind(result) == kind:
+                by_lane.setdefault(result.worker, []).append((result.started_at, result.duration))
         for lane, windows in by_lane.items():
             ax.broken_barh(
                 windows,
                 (lane - bar / 2, bar),
-                facecolors=FAILED_COLOR if failed else OK_COLOR,
+                facecolors=color,
+                alpha=0.3 if detailed else 1.0,
                 edgecolors="white",
                 linewidth=0.8,
-                hatch="///" if failed else None,
+                hatch=hatch,
             )
+        if by_lane or kind == "ok":
+            label = f"{name} (pale: waiting)" if detailed and kind == "ok" else name
+            handles.append(Patch(facecolor=color, alpha=0.3 if detailed else 1.0, hatch=hatch, label=label))
+    retried = [r for r in results if r.attempts > 1]
+    for result in retried:
+        # An outline: the bar's colour still says how the task ended.
+        ax.add_patch(
+            Rectangle(
+                (result.started_at, result.worker - bar / 2),
+                result.duration,
+                bar,
+                fill=False,
+                edgecolor=RETRIED_COLOR,
+                linewidth=1.5,
+            )
+        )
+    if retried:
+        handles.append(
+            Patch(
+                facecolor="none",
+                edgecolor=RETRIED_COLOR,
+                linewidth=1.5,
+                label=f"retried ({_TIMES}n: attempts)",
+            )
+        )
+    if calls is None:
+        return handles
+    # Each call as a thinner bar inside its task's window: the gaps between them are waits,
+    # for a slot under the rate limit or for a retry's backoff.
+    inner = bar * 0.5
+    for outcome, (color, hatch, name) in _CALL_STYLES.items():
+        by_lane = {}
+        for call in calls:
+            if call.outcome == outcome:
+                by_lane.setdefault(call.worker, []).append(
+                    (call.started_at, call.finished_at - call.started_at)
+                )
+        for lane, windows in by_lane.items():
+            ax.broken_barh(
+                windows,
+                (lane - inner / 2, inner),
+                facecolors=color,
+                edgecolors="white",
+                linewidth=0.5,
+                hatch=hatch,
+            )
+        if by_lane:
+            handles.append(Patch(facecolor=color, hatch=hatch, label=name))
+    limited = [call for call in calls if call.outcome == "rate-limited"]
+    if limited:
+        # A 429 takes no time: a marker where it came back.
+        ax.plot(
+            [call.started_at for call in limited],
+            [call.worker for call in limited],
+            linestyle="none",
+            marker="v",
+            markersize=5,
+            color=RATE_LIMITED_COLOR,
+        )
+        handles.append(
+            Line2D(
+                [],
+                [],
+                linestyle="none",
+                marker="v",
+                color=RATE_LIMITED_COLOR,
+                label="429: wait Retry-After",
+            )
+        )
+    return handles
+
+
+def _draw_lanes(
+    ax: Axes,
+    summary: JobSummary,
+    handler: Sequence[tuple[float, float]] | None = None,
+    calls: Sequence[Call] | None = None,
+) -> None:
+    results = summary.results or ()
+    label = len(results) <= _MAX_LABELLED_TASKS
+    bar = 0.7 if summary.workers <= 60 else 1.0
+    task_handles = _draw_tasks(ax, summary, bar, calls)
     if label:
         for result in results:
-            ax.text(
-                result.started_at + result.duration / 2,
-                result.worker,
-                str(result.task_id),
-                ha="center",
-                va="center",
-                fontsize=8,
-                color="white",
-                clip_on=True,
+            text = (
+                str(result.task_id) if result.attempts == 1 else f"{result.task_id} {_TIMES}{result.attempts}"
             )
+            if calls is None:
+                ax.text(
+                    result.started_at + result.duration / 2,
+                    result.worker,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white",
+                    clip_on=True,
+                )
+            else:
+                # Above the calls, at the window's start: the calls fill the middle.
+                ax.text(
+                    result.started_at,
+                    result.worker - bar / 2,
+                    f" {text}",
+                    ha="left",
+                    va="top",
+                    fontsize=6.5,
+                    color="#222222",
+                    clip_on=True,
+                )
     ideal = summary.ideal_makespan
     if ideal is not None and results:
         ax.axvline(ideal, color="black", linestyle="--", linewidth=1, label=f"ideal makespan {ideal:.3f} s")
@@ -169,8 +322,7 @@ def _draw_lanes(ax: Axes, summary: JobSummary, handler: Sequence[tuple[float, fl
         lanes += max(len(handler_lanes), 1)
     handles, _ = ax.get_legend_handles_labels()
     handles = (
-        [Patch(facecolor=OK_COLOR, label="task ok")]
-        + ([Patch(facecolor=FAILED_COLOR, hatch="///", label="task failed")] if summary.failed else [])
+        task_handles
         + ([Patch(facecolor=HANDLER_COLOR, label="on_task_complete")] if handler is not None else [])
         + handles
     )
@@ -263,6 +415,7 @@ def plot_timelines(
     jobs: Mapping[str, JobSummary],
     *,
     handler: Mapping[str, Sequence[tuple[float, float]]] | None = None,
+    calls: Mapping[str, Sequence[Call]] | None = None,
     sharex: bool = True,
 ) -> Figure:
     """Draw several jobs' worker lanes one above the other, on one time axis, to compare them.
@@ -273,6 +426,8 @@ def plot_timelines(
         handler: for some of the titles, the (start, end) windows of the result handler's
             callback calls (see `pcmodel.workloads.SlowCallback.windows`), drawn as one more
             lane under the workers.
+        calls: for some of the titles, every call of the job (`CallLog.calls(summary)`),
+            drawn inside the task windows as in `plot_timeline`.
         sharex: one time axis for every panel (True), so equal lengths mean equal times.
 
     Returns:
@@ -295,7 +450,7 @@ def plot_timelines(
     fig = Figure(figsize=(10, sum(heights) + 0.4), layout="constrained")
     axes = fig.subplots(len(jobs), 1, sharex=sharex, squeeze=False, gridspec_kw={"height_ratios": heights})
     for ax, (title, summary) in zip(axes[:, 0], jobs.items(), strict=True):
-        _draw_lanes(ax, summary, handler.get(title))
+        _draw_lanes(ax, summary, handler.get(title), (calls or {}).get(title))
         ax.set_title(f"{title}: {describe(summary)}", fontsize=10, loc="left")
     if sharex:
         end = max(

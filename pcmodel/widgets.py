@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as _ipywidgets
 
 from pcmodel.records import JobSummary, TaskResult
+from pcmodel.stopping import StopSignal
 from pcmodel.timeline import plot_timeline
 
 if TYPE_CHECKING:
@@ -155,6 +156,7 @@ def summary_so_far(results: Sequence[TaskResult], *, workers: int, clock: str = 
     """
     ordered = tuple(sorted(results, key=lambda r: r.task_id))
     failed = sum(1 for r in ordered if not r.ok)
+    cancelled = sum(1 for r in ordered if isinstance(r.error, asyncio.CancelledError))
     return JobSummary(
         tasks=len(ordered),
         succeeded=len(ordered) - failed,
@@ -169,6 +171,8 @@ def summary_so_far(results: Sequence[TaskResult], *, workers: int, clock: str = 
         results=ordered,
         queue_depth=(),
         producer_blocked=(),
+        retries=sum(r.attempts - 1 for r in ordered),
+        cancelled=cancelled,
     )
 
 
@@ -188,7 +192,9 @@ class LiveProgress(ipywidgets.VBox):  # type: ignore[misc]
     `redraw_every` seconds of real time, and once more at the end.
 
     For a job started in the background with `task = start_job(...)`, `attach(task)` shows a
-    Cancel button that cancels it.
+    Cancel button that cancels it (a hard stop), and `attach(task, stop=signal)`, for a job
+    started with `stop=signal`, a Stop button too, which sets the `StopSignal` (a graceful stop:
+    the calls in flight finish).
     """
 
     def __init__(self, total: int, *, workers: int, redraw_every: float = 0.5, dpi: int = _DPI) -> None:
@@ -201,6 +207,7 @@ class LiveProgress(ipywidgets.VBox):  # type: ignore[misc]
         self._lock = threading.Lock()
         self._last_draw = float("-inf")
         self._failed = 0
+        self._retries = 0
         self._drawing = False
         self._drawer: threading.Thread | None = None
         self.bar = ipywidgets.IntProgress(value=0, min=0, max=max(total, 1), description="tasks")
@@ -209,23 +216,48 @@ class LiveProgress(ipywidgets.VBox):  # type: ignore[misc]
             description="Cancel", disabled=True, layout=ipywidgets.Layout(display="none")
         )
         self.cancel_button.on_click(self._cancel_clicked)
+        self.stop_button = ipywidgets.Button(
+            description="Stop", disabled=True, layout=ipywidgets.Layout(display="none")
+        )
+        self.stop_button.on_click(self._stop_clicked)
         self.image = ipywidgets.Image(format="png")
         self._task: asyncio.Task[Any] | None = None
-        super().__init__(children=[ipywidgets.HBox([self.bar, self.label, self.cancel_button]), self.image])
+        self._stop: StopSignal | None = None
+        super().__init__(
+            children=[
+                ipywidgets.HBox([self.bar, self.label, self.stop_button, self.cancel_button]),
+                self.image,
+            ]
+        )
 
-    def attach(self, task: asyncio.Task[Any]) -> None:
-        """Show a Cancel button that cancels `task`, the job started with `start_job`."""
+    def attach(self, task: asyncio.Task[Any], *, stop: StopSignal | None = None) -> None:
+        """Show a Cancel button that cancels `task`, the job started with `start_job`.
+
+        With `stop`, the `StopSignal` the job was started with, show a Stop button too: it
+        sets the signal, so the job stops gracefully.
+        """
         self._task = task
         self.cancel_button.layout.display = None
         self.cancel_button.disabled = task.done()
+        if stop is not None:
+            self._stop = stop
+            self.stop_button.layout.display = None
+            self.stop_button.disabled = task.done() or stop.is_set()
         task.add_done_callback(self._job_done)
 
     def _cancel_clicked(self, _button: Any) -> None:
         if self._task is not None:
             self._task.cancel()
 
+    def _stop_clicked(self, _button: Any) -> None:
+        if self._stop is not None:
+            self._stop.set()
+            self.stop_button.disabled = True
+            self.label.value = f"stopping: the calls in flight finish; {self.label.value}"
+
     def _job_done(self, task: asyncio.Task[Any]) -> None:
         self.cancel_button.disabled = True
+        self.stop_button.disabled = True
         if task.cancelled():
             self.label.value = f"cancelled after {len(self.results)} of {self.total} tasks"
 
@@ -234,15 +266,17 @@ class LiveProgress(ipywidgets.VBox):  # type: ignore[misc]
         with self._lock:
             self.results.append(result)
             self._failed += not result.ok
-            done, failed = len(self.results), self._failed
+            self._retries += result.attempts - 1
+            done, failed, retries = len(self.results), self._failed, self._retries
             draw = not self._drawing and time.monotonic() - self._last_draw >= self.redraw_every
             if draw:
                 self._drawing = True
                 self._last_draw = time.monotonic()
                 snapshot = list(self.results)
         self.bar.value = done
+        retried = f", {retries} retries" if retries else ""
         self.label.value = (
-            f"{done} of {self.total} done, {failed} failed; last: task {result.task_id} "
+            f"{done} of {self.total} done, {failed} failed{retried}; last: task {result.task_id} "
             f"in {result.duration:.2f} s at {result.finished_at:.2f} s"
         )
         if draw:

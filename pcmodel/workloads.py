@@ -8,6 +8,7 @@ the same seed gives the same job, everywhere.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -17,12 +18,19 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 from pcmodel._validate import check_int
 
 if TYPE_CHECKING:
-    from pcmodel.records import TaskResult
+    from pcmodel.records import JobSummary, TaskResult
 
 __all__ = [
+    "RETRYABLE_ERRORS",
+    "Call",
+    "CallLog",
+    "Latency",
     "PriceAPIError",
+    "RateLimited",
     "Request",
+    "ServerError",
     "SimulatedCall",
+    "SimulatedCarAPI",
     "SlowCallback",
     "Traffic",
     "Workload",
@@ -409,3 +417,290 @@ def slow_callback(seconds: float, kind: CallbackKind = "async") -> SlowCallback:
     if kind not in ("async", "blocking", "thread"):
         raise ValueError(f"kind must be 'async', 'blocking' or 'thread', got {kind!r}")
     return SlowCallback(seconds, kind)
+
+
+# --------------------------------------------------------------------------------------------
+# A flaky, rate-limited API on the virtual clock, and a log of every call a job makes
+
+
+class ServerError(PriceAPIError):
+    """The simulated API answered 500: a failure on its side, worth retrying."""
+
+
+class RateLimited(PriceAPIError):
+    """The simulated API answered 429 Too Many Requests: wait `retry_after` seconds, then retry."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        """Seconds the API asked the caller to wait before trying again."""
+
+
+RETRYABLE_ERRORS: tuple[type[Exception], ...] = (ServerError, RateLimited)
+"""The simulated API's errors worth retrying (as `pcmodel.carapi.RETRYABLE_ERRORS` for the real one)."""
+
+Latency = tuple[float, float] | Callable[[random.Random], float]
+"""Seconds an answer takes: `(low, high)` for a uniform draw, or a function of a seeded
+`random.Random` that returns the seconds."""
+
+
+def _latency_draw(latency: object) -> Callable[[random.Random], float]:
+    if callable(latency):
+        draw: Callable[[random.Random], float] = latency
+        return draw
+    if not isinstance(latency, tuple) or len(latency) != 2:
+        raise TypeError(
+            f"latency must be a (low, high) tuple of seconds or a function of a random.Random, got {latency!r}"
+        )
+    low, high = latency
+    if not all(isinstance(b, int | float) and not isinstance(b, bool) for b in latency):
+        raise TypeError(f"latency bounds must be numbers of seconds, got {latency!r}")
+    if not 0 <= low <= high:
+        raise ValueError(f"latency must be (low, high) with 0 <= low <= high, got {latency!r}")
+    return lambda rng: rng.uniform(low, high)
+
+
+class SimulatedCarAPI:
+    """The local car-price API (`pcmodel.carapi.CarAPIServer`) as an async function, for virtual time.
+
+    `await api(car_id)` behaves as a `CarPriceClient` call to a `CarAPIServer` with the same
+    knobs would: a token bucket (`rate_limit`, `burst`, full at the start) answers
+    `RateLimited` at once when it is empty, with the exact wait in `retry_after`; otherwise
+    the call waits its latency, then raises `ServerError` with probability `error_rate`, or
+    returns a price. Each draw comes from the seed, the car and how many times the car was
+    asked for before, drawn in the server's order, so with the same seed and knobs a car
+    meets the same fate here as on the real server: which calls fail and how long each one
+    takes. Only the prices differ (the twin makes up its own).
+
+    Made of `asyncio.sleep` calls, it runs on the virtual clock: a lesson can replay a real
+    job exactly, and turn its knobs with a slider. Make a new one for each job: like the
+    server, it remembers how often each car was asked for.
+
+    Args:
+        latency: `(low, high)` seconds for a uniform draw, or a function of a seeded
+            `random.Random` that returns seconds.
+        error_rate: share of the calls that fail with `ServerError`, from 0 to 1.
+        rate_limit: calls per second the token bucket lets through, or None for no limit.
+        burst: calls the bucket holds (default 1). Needs `rate_limit`.
+        seed: seed of every draw.
+    """
+
+    def __init__(
+        self,
+        *,
+        latency: Latency = (0.05, 0.25),
+        error_rate: float = 0.0,
+        rate_limit: float | None = None,
+        burst: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        self._draw_latency = _latency_draw(latency)
+        if isinstance(error_rate, bool) or not isinstance(error_rate, int | float):
+            raise TypeError(f"error_rate must be a number from 0 to 1, got {error_rate!r}")
+        if not 0 <= error_rate <= 1:
+            raise ValueError(f"error_rate must be between 0 and 1, got {error_rate!r}")
+        if rate_limit is None:
+            if burst is not None:
+                raise ValueError(f"burst needs a rate_limit, got burst={burst!r} and rate_limit=None")
+        elif isinstance(rate_limit, bool) or not isinstance(rate_limit, int | float) or not rate_limit > 0:
+            raise ValueError(
+                f"rate_limit must be a number > 0 of calls per second or None, got {rate_limit!r}"
+            )
+        self.error_rate = float(error_rate)
+        """Share of the calls that fail."""
+        self.rate_limit = None if rate_limit is None else float(rate_limit)
+        """Calls per second let through; None for no limit."""
+        self.burst = 1 if burst is None else check_int("burst", burst, 1)
+        """Calls the token bucket holds."""
+        self.seed = _check_seed(seed)
+        """Seed of every draw."""
+        self.requests = 0
+        """Calls made, rate-limited ones included."""
+        self.answered = 0
+        """Calls that returned a price."""
+        self.errors_sent = 0
+        """Calls that failed with `ServerError`."""
+        self.rate_limited = 0
+        """Calls turned away with `RateLimited`."""
+        self.in_flight = 0
+        """Calls being served now."""
+        self.max_in_flight = 0
+        """Most calls served at once."""
+        self.admitted_at: list[float] = []
+        """When each call let through the rate limiter arrived, on the loop's clock."""
+        self._served: dict[int, int] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tokens = float(self.burst)
+        self._updated = 0.0
+
+    def _take_token(self, loop: asyncio.AbstractEventLoop) -> float:
+        """Take a token and return 0.0, or return the seconds until one will be there."""
+        now = loop.time()
+        if loop is not self._loop:  # a new job's loop, a new clock: start with a full bucket
+            self._loop, self._tokens, self._updated = loop, float(self.burst), now
+        if self.rate_limit is None:
+            return 0.0
+        tokens = min(float(self.burst), self._tokens + (now - self._updated) * self.rate_limit)
+        self._updated = now
+        if tokens >= 1.0:
+            self._tokens = tokens - 1.0
+            return 0.0
+        self._tokens = tokens
+        return (1.0 - tokens) / self.rate_limit
+
+    async def __call__(self, car: int) -> int:
+        """Ask for the price of car `car` (an int id), in euros.
+
+        Raises:
+            RateLimited: the bucket was empty; `retry_after` says for how long.
+            ServerError: the call failed on the API's side.
+            TypeError: `car` is not an int.
+        """
+        if isinstance(car, bool) or not isinstance(car, int):
+            raise TypeError(f"car must be an int id, got {car!r:.80}")
+        loop = asyncio.get_running_loop()
+        self.requests += 1
+        wait = self._take_token(loop)
+        if wait > 0:
+            self.rate_limited += 1
+            # As the server's Retry-After-Ms header: whole milliseconds, rounded up.
+            retry_after = math.ceil(wait * 1000) / 1000
+            raise RateLimited(
+                f"car {car}: too many requests, retry after {retry_after:.3f} s", retry_after=retry_after
+            )
+        self.admitted_at.append(loop.time())
+        served = self._served.get(car, 0)
+        self._served[car] = served + 1
+        # The same stream, drawn in the same order, as the server's for GET /cars/{car}/price.
+        rng = random.Random(f"{self.seed}:/cars/{car}/price:{served}")
+        fails = rng.random() < self.error_rate
+        latency = max(0.0, float(self._draw_latency(rng)))
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(latency)
+        finally:
+            self.in_flight -= 1
+        if fails:
+            self.errors_sent += 1
+            raise ServerError(f"car {car}: the price API answered 500 (simulated failure)")
+        self.answered += 1
+        return random.Random(f"price:{car}").randrange(2_000, 40_000, 10)
+
+    def peak_per_second(self, window: float = 1.0) -> int:
+        """Most calls let through the rate limiter within any `window` seconds."""
+        times = self.admitted_at
+        peak = first = 0
+        for last, time_ in enumerate(times):
+            while times[first] <= time_ - window:
+                first += 1
+            peak = max(peak, last - first + 1)
+        return peak
+
+    def __repr__(self) -> str:
+        limit = "no rate limit" if self.rate_limit is None else f"{self.rate_limit:g}/s burst {self.burst}"
+        return f"<SimulatedCarAPI error_rate={self.error_rate:g}, {limit}, seed={self.seed}>"
+
+
+class Call(NamedTuple):
+    """One call (one attempt) of a task, as recorded by a `CallLog`."""
+
+    task_id: int
+    """The task it belongs to."""
+    worker: int
+    """The worker that made it."""
+    attempt: int
+    """1 for the task's first call, 2 for its first retry, and so on."""
+    started_at: float
+    """When the call started, in seconds since the job started."""
+    finished_at: float
+    """When it returned or raised."""
+    error: BaseException | None
+    """What it raised (`asyncio.CancelledError` if it was cut off by a timeout or a cancel)."""
+
+    @property
+    def outcome(self) -> Literal["ok", "failed", "rate-limited", "cut off"]:
+        """How the call ended: "ok", "failed", "rate-limited" (an error with a `retry_after`), "cut off"."""
+        if self.error is None:
+            return "ok"
+        if isinstance(self.error, asyncio.CancelledError):
+            return "cut off"
+        if getattr(self.error, "retry_after", None) is not None:
+            return "rate-limited"
+        return "failed"
+
+
+@dataclass(slots=True)
+class CallLog:
+    """Wraps an async function and records every call of it: each attempt of each task.
+
+    A `TaskResult` has a task's window and how many attempts it took; between its attempts it
+    waited (for a retry's backoff, or for the rate limit). Pass a `CallLog` as the job's
+    function to see each attempt: `log.calls(summary)` places them in the job's time, ready
+    for `plot_timeline(summary, calls=...)`.
+
+        log = workloads.CallLog(fetch_price)
+        summary = pcmodel.run_job(log, cars, retries=3, clock="virtual")
+        pcmodel.plot_timeline(summary, calls=log.calls(summary))
+
+    Use a fresh log for each job.
+    """
+
+    function: Callable[[Any], Awaitable[Any]]
+    """The async function whose calls are recorded."""
+    records: list[tuple[Any, float, float, BaseException | None]] = field(default_factory=list)
+    """(params, start, end, error) per call, times on the loop's clock, in the order they ended."""
+
+    async def __call__(self, params: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            value = await self.function(params)
+        except BaseException as error:
+            self.records.append((params, started, loop.time(), error))
+            raise
+        self.records.append((params, started, loop.time(), None))
+        return value
+
+    def calls(self, summary: JobSummary) -> list[Call]:
+        """Every recorded call, matched to its task in `summary` and placed in the job's time.
+
+        The loop's clock is turned into job time by the earliest gap between a task starting
+        and its first call: exact on the virtual clock (the first task's first call starts
+        the moment its worker takes it), within microseconds on the real clock. Calls are
+        matched to tasks by their params (the same object), and by time when several tasks
+        share one.
+
+        Args:
+            summary: the job's summary, from a run with `trace=True`.
+
+        Returns:
+            The calls, ordered by start time.
+
+        Raises:
+            ValueError: the job ran with `trace=False`.
+        """
+        if summary.results is None:
+            raise ValueError("CallLog.calls needs the job's trace: run it with trace=True")
+        tasks: dict[int, list[TaskResult]] = {}
+        for result in summary.results:
+            tasks.setdefault(id(result.params), []).append(result)
+        records = sorted((r for r in self.records if id(r[0]) in tasks), key=lambda r: r[1])
+        if not records:
+            return []
+        first_call: dict[int, float] = {}
+        for params, started, _, _ in records:
+            first_call.setdefault(id(params), started)
+        origin = min(started - min(r.started_at for r in tasks[key]) for key, started in first_call.items())
+        calls: list[Call] = []
+        attempts: dict[int, int] = {}
+        for params, started, finished, error in records:
+            at = started - origin
+            # The task of these params whose window holds the call (the latest to start, if any doubt).
+            candidates = [r for r in tasks[id(params)] if r.started_at <= at + 1e-9] or tasks[id(params)][:1]
+            task = max(candidates, key=lambda r: r.started_at)
+            attempts[task.task_id] = attempts.get(task.task_id, 0) + 1
+            calls.append(
+                Call(task.task_id, task.worker, attempts[task.task_id], at, finished - origin, error)
+            )
+        return calls

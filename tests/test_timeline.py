@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import random
+from typing import Any
 
 import numpy as np
 import pytest
 from matplotlib.axes import Axes
 from matplotlib.collections import PolyCollection
+from matplotlib.colors import to_hex, to_rgb
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 import pcmodel
 from pcmodel import sweeps, timeline, workloads
@@ -168,3 +172,105 @@ def test_overlapping_callbacks_get_lanes_of_their_own() -> None:
         bars = sorted(bar for bar in _bars(ax) if bar[2] == lane)
         assert all(a[0] + a[1] <= b[0] + 1e-9 for a, b in itertools.pairwise(bars))
     assert len([bar for bar in _bars(ax) if bar[2] >= 4.0]) == 8
+
+
+def _flaky_job(**kwargs: object) -> tuple[JobSummary, workloads.CallLog]:
+    """Twenty calls to a flaky, rate-limited simulated API, with a call log."""
+
+    def latency(rng: random.Random) -> float:
+        return 1.2 if rng.random() < 0.1 else rng.uniform(0.02, 0.1)
+
+    api = workloads.SimulatedCarAPI(latency=latency, error_rate=0.3, rate_limit=20, burst=4, seed=5)
+    log = workloads.CallLog(api)
+    retry = pcmodel.Retry(5, on=(*workloads.RETRYABLE_ERRORS, TimeoutError), seed=1)
+    options: dict[str, Any] = {"workers": 6, "timeout": 0.5, "retries": retry, "clock": "virtual", **kwargs}
+    return pcmodel.run_job(log, range(20), **options), log
+
+
+def _outlined(ax: Axes) -> list[Rectangle]:
+    return [p for p in ax.patches if isinstance(p, Rectangle) and not p.get_fill()]
+
+
+def _legend(ax: Axes) -> list[str]:
+    legend = ax.get_legend()
+    assert legend is not None
+    return [text.get_text() for text in legend.get_texts()]
+
+
+def test_tasks_that_needed_retries_are_outlined_and_labelled_with_their_attempts() -> None:
+    summary, _ = _flaky_job()
+    results = summary.results or ()
+    retried = [r for r in results if r.attempts > 1]
+    assert retried
+    fig = pcmodel.plot_timeline(summary)
+    lanes = fig.axes[0]
+    outlines = _outlined(lanes)
+    drawn = sorted((p.get_x(), p.get_width()) for p in outlines)
+    expected = sorted((r.started_at, r.duration) for r in retried)
+    assert [x for pair in drawn for x in pair] == pytest.approx([x for pair in expected for x in pair])
+    assert all(p.get_edgecolor()[:3] == to_rgb(timeline.RETRIED_COLOR) for p in outlines)
+    labels = {t.get_text() for t in lanes.texts}
+    assert {f"{r.task_id} \N{MULTIPLICATION SIGN}{r.attempts}" for r in retried} <= labels
+    assert str(next(r.task_id for r in results if r.attempts == 1)) in labels
+    assert f"retried ({chr(0xD7)}n: attempts)" in _legend(lanes)
+    assert f"{summary.retries} retries" in fig.get_suptitle()
+
+
+def test_a_job_without_retries_has_no_outlines_and_no_retry_legend() -> None:
+    summary = _run()
+    lanes = pcmodel.plot_timeline(summary).axes[0]
+    assert _outlined(lanes) == []
+    assert _legend(lanes)[:2] == ["task ok", "task failed"]
+    assert not any("retr" in label for label in _legend(lanes))
+
+
+def test_cancelled_tasks_are_grey_and_failed_ones_red() -> None:
+    summary, _ = _flaky_job(fail_fast=True, retries=0)
+    assert summary.stop_reason == "fail_fast"
+    assert summary.cancelled > 0
+    lanes = pcmodel.plot_timeline(summary).axes[0]
+    colors = {
+        to_hex(np.asarray(c.get_facecolor(), dtype=float)[0])
+        for c in lanes.collections
+        if isinstance(c, PolyCollection)
+    }
+    assert timeline.CANCELLED_COLOR.lower() in colors
+    assert timeline.FAILED_COLOR.lower() in colors
+    assert "task cancelled (fail_fast)" in _legend(lanes)
+    assert "stopped (fail_fast)" in timeline.describe(summary)
+
+
+def test_calls_are_drawn_inside_their_tasks_windows() -> None:
+    summary, log = _flaky_job(max_per_second=None)
+    calls = log.calls(summary)
+    outcomes = {c.outcome for c in calls}
+    assert outcomes == {"ok", "failed", "cut off", "rate-limited"}
+    lanes = pcmodel.plot_timeline(summary, calls=calls).axes[0]
+    bars = _bars(lanes)
+    results = summary.results or ()
+    drawn_calls = [c for c in calls if c.outcome != "rate-limited"]
+    assert len(bars) == len(results) + len(drawn_calls)
+    inner = sorted((c.started_at, c.finished_at - c.started_at, float(c.worker)) for c in drawn_calls)
+    for start, width, lane in inner:
+        assert any(
+            b[0] == pytest.approx(start) and b[1] == pytest.approx(width) and b[2] == lane for b in bars
+        )
+    markers = [line for line in lanes.get_lines() if line.get_marker() == "v"]
+    assert len(markers) == 1
+    limited = [c for c in calls if c.outcome == "rate-limited"]
+    assert np.asarray(markers[0].get_xdata(), dtype=float).tolist() == pytest.approx(
+        [c.started_at for c in limited]
+    )
+    legend = _legend(lanes)
+    for label in ("task ok (pale: waiting)", "call ok", "call failed", "call cut off (timeout)"):
+        assert label in legend
+    assert "429: wait Retry-After" in legend
+
+
+def test_plot_timelines_draws_the_calls_of_the_jobs_that_have_them() -> None:
+    summary, log = _flaky_job()
+    fig = timeline.plot_timelines(
+        {"with calls": summary, "without": summary}, calls={"with calls": log.calls(summary)}
+    )
+    with_calls, without = fig.axes
+    assert len(_bars(with_calls)) > len(_bars(without)) == len(summary.results or ())

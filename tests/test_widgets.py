@@ -182,3 +182,69 @@ def test_live_progress_draws_in_a_thread_and_never_replaces_the_final_timeline()
     progress.wait_drawn()
     assert bytes(progress.image.value) == final
     assert threads[-1] == "MainThread"
+
+
+def test_summary_so_far_counts_retries_and_cancelled_calls() -> None:
+    results = [
+        TaskResult(0, None, 4, None, 0, 0.0, 0.0, 1.0, 3),
+        TaskResult(1, None, None, asyncio.CancelledError(), 1, 0.0, 0.0, 0.5, 2),
+    ]
+    summary = widgets.summary_so_far(results, workers=2)
+    assert (summary.retries, summary.cancelled, summary.failed) == (3, 1, 1)
+
+
+def test_live_progress_counts_retries_in_its_status_line() -> None:
+    api = workloads.SimulatedCarAPI(latency=(0.1, 0.2), error_rate=0.4, seed=3)
+    progress = widgets.LiveProgress(total=12, workers=4, redraw_every=3600.0)
+    summary = pcmodel.run_job(
+        api,
+        range(12),
+        workers=4,
+        retries=pcmodel.Retry(6, seed=1),
+        clock="virtual",
+        on_task_complete=progress,
+    )
+    progress.wait_drawn()
+    assert summary.retries > 0
+    assert progress.label.value.startswith(f"12 of 12 done, 0 failed, {summary.retries} retries; last: task ")
+
+
+def test_live_progress_stop_button_stops_the_attached_job_gracefully() -> None:
+    async def main() -> pcmodel.JobSummary:
+        job = workloads.uniform(20, low=0.05, high=0.05)
+        stop = pcmodel.StopSignal()
+        progress = widgets.LiveProgress(total=len(job), workers=2)
+        assert progress.stop_button.layout.display == "none"
+        task = pcmodel.start_job(job.function, job.params, workers=2, stop=stop, on_task_complete=progress)
+        progress.attach(task, stop=stop)
+        assert progress.stop_button.layout.display is None
+        assert not progress.stop_button.disabled
+        await asyncio.sleep(0.12)
+        progress.stop_button.click()
+        assert stop.is_set()
+        assert progress.stop_button.disabled
+        assert progress.label.value.startswith("stopping: the calls in flight finish")
+        summary = await task
+        await asyncio.sleep(0)
+        assert progress.cancel_button.disabled
+        return summary
+
+    with asyncio.Runner(loop_factory=pcmodel.VirtualTimeLoop) as runner:
+        summary = runner.run(main())
+    assert summary.stop_reason == "stop"
+    # At 0.12 s two calls per worker were done and one each in flight: those finish.
+    assert (summary.tasks, summary.cancelled, summary.unprocessed) == (6, 0, 14)
+    assert summary.elapsed == pytest.approx(0.15)
+
+
+def test_attach_without_a_stop_signal_shows_no_stop_button() -> None:
+    async def main() -> None:
+        job = workloads.seed_job(2)
+        progress = widgets.LiveProgress(total=2, workers=2)
+        task = pcmodel.start_job(job.function, job.params, workers=2, clock="virtual")
+        progress.attach(task)
+        assert progress.stop_button.layout.display == "none"
+        progress.stop_button.click()  # hidden, and does nothing
+        await task
+
+    asyncio.run(main())
