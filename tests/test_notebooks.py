@@ -24,6 +24,7 @@ COURSE = [
     "05-controller-and-the-whole-job.ipynb",
     "06-memory-vs-wait.ipynb",
     "07-workshop-exercises.ipynb",
+    "08-real-api.ipynb",
 ]
 EXERCISES = "07-workshop-exercises.ipynb"
 SOLUTIONS = "solutions/07-workshop-solutions.ipynb"
@@ -179,3 +180,15 @@ def test_each_exercise_has_a_solution_that_passes_the_same_check() -> None:
 
 def test_the_solutions_link_back_to_the_exercises() -> None:
     assert "](../07-workshop-exercises.ipynb)" in _markdown(_read(SOLUTIONS))
+
+
+def test_a_notebook_that_starts_the_car_price_api_stops_it() -> None:
+    """A server left running would keep its port and its tasks in the learner's kernel."""
+    starting = [
+        name for name in COURSE if "CarAPIServer(" in "\n".join(c.source for c in _code_cells(_read(name)))
+    ]
+    assert starting, "the course should call a real HTTP API somewhere"
+    for name in starting:
+        cells = _code_cells(_read(name))
+        first = next(i for i, cell in enumerate(cells) if "CarAPIServer(" in cell.source)
+        assert any("server running: False" in _text(cell) for cell in cells[first:]), name
