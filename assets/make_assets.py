@@ -6,6 +6,7 @@ so running this again gives the same pictures. The README and slides use these f
 
 from __future__ import annotations
 
+import random
 import sys
 from pathlib import Path
 
@@ -50,7 +51,29 @@ def main() -> int:
         ),
         "queue-size.png",
     )
+
+    _save(_retrying_job(), "retries.png")
     return 0
+
+
+def _retrying_job() -> Figure:
+    """Twelve calls to the simulated car-price API, which fails, stalls and rate-limits."""
+
+    def latency(rng: random.Random) -> float:
+        return 1.5 if rng.random() < 0.12 else rng.uniform(0.1, 0.4)
+
+    api = workloads.SimulatedCarAPI(latency=latency, error_rate=0.25, rate_limit=8, burst=4, seed=2)
+    log = workloads.CallLog(api)
+    retry = pcmodel.Retry(4, on=(*workloads.RETRYABLE_ERRORS, TimeoutError), seed=1)
+    summary = pcmodel.run_job(log, range(12), workers=4, timeout=0.8, retries=retry, clock="virtual")
+    figure = Figure(figsize=(9, 3.0), layout="constrained")
+    pcmodel.plot_timeline(
+        summary,
+        figure.subplots(),
+        calls=log.calls(summary),
+        title="12 calls to a flaky, rate-limited API, with timeout=0.8 and retries",
+    )
+    return figure
 
 
 if __name__ == "__main__":
