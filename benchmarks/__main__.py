@@ -4,6 +4,7 @@
     python -m benchmarks --quick          # tiny sizes, into a temporary folder
     python -m benchmarks --only throughput,memory
     python -m benchmarks --out DIR        # RESULTS.md, results.json and the plots go to DIR
+    python -m benchmarks --render         # rewrite RESULTS.md and the plots from results.json
 
 Each comparison runs in a fresh Python process, so one cannot warm up, fragment or fill the
 memory of the next; inside it the contenders run in interleaved rounds.
@@ -19,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from benchmarks import report
 
@@ -41,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: check the suite runs")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(MEASUREMENTS)}")
     parser.add_argument("--out", type=Path, help="folder for RESULTS.md, results.json and the plots")
+    parser.add_argument(
+        "--render", action="store_true", help="only rewrite RESULTS.md and the plots from results.json"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -64,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     results_dir.mkdir(parents=True, exist_ok=True)
     assets_dir.mkdir(parents=True, exist_ok=True)
 
+    if args.render:
+        data = json.loads((results_dir / "results.json").read_text())
+        write_report(data, results_dir, assets_dir)
+        return 0
+
     environment = report.environment()
     results: dict[str, object] = {}
     started = time.perf_counter()
@@ -84,12 +94,17 @@ def main(argv: list[str] | None = None) -> int:
 
     data = {"environment": environment, "results": results}
     (results_dir / "results.json").write_text(json.dumps(data, indent=1))
-    plots = report.plots(results, assets_dir)
+    write_report(data, results_dir, assets_dir)
+    return 0
+
+
+def write_report(data: dict[str, Any], results_dir: Path, assets_dir: Path) -> None:
+    """Draw the plots and write RESULTS.md from the collected data."""
+    plots = report.plots(data["results"], assets_dir)
     markdown = report.results_markdown(data, plots, results_dir)
     (results_dir / "RESULTS.md").write_text(markdown)
     print(report.summary_table(data))
     print(f"[benchmarks] wrote {results_dir / 'RESULTS.md'} and {len(plots)} plot(s) in {assets_dir}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -71,13 +71,16 @@ What the profile of the traced job showed before the changes, and what each chan
    returned something other than None.
 
 What is left (measured by removing one piece at a time in a scratch copy, one-await
-function, 50,000 tasks): building the `TaskResult` named tuple costs about 6% of the
-throughput (a tuple subclass does not use the tuple free list, and its deallocation goes
-through the generic subtype path); the two remaining clock reads about 5%; the counters and
-ids the summary needs about 3%. A traced job also pays for keeping every result alive: the
-garbage collector's young-generation passes (about 4%) and fresh allocations that the free
-lists cannot recycle. Closing the rest of the gap to 0.90 would need a record built in C, or
-fewer per-task fields.
+function, 50,000 tasks, CPU time): building the `TaskResult` named tuple costs about 6% of
+the bare pipeline's throughput (a tuple subclass does not use the tuple free list, and its
+deallocation goes through the generic subtype path); the remaining clock reads (one in the
+producer, one or two in the worker) about 5%; the ids and counters the summary needs about
+3%; the job controls added since (timeout, retries, rate limit, fail-fast: a few checks per
+task even when they are off) about 2%. A traced job also pays for keeping every result: a
+`TaskResult` is a tuple subclass, which CPython's collector never untracks (it untracks only
+exact tuples), so every full collection walks every kept result; and the allocations cannot
+be recycled from free lists. Reaching 0.90 and 0.80 would need a record built in C, fewer
+per-task fields, or a worker loop of its own for jobs without controls.
 """
 
 

@@ -95,3 +95,21 @@ def test_the_plots_are_png_files(quick_run: tuple[Path, dict[str, Any]]) -> None
     out, _ = quick_run
     for name in ("bench-throughput.png", "bench-growth.png"):
         assert (out / name).read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_render_rewrites_the_results_from_the_saved_data(
+    quick_run: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    out, _ = quick_run
+    (tmp_path / "results.json").write_text((out / "results.json").read_text())
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--render", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "## 1. Throughput" in (tmp_path / "RESULTS.md").read_text()
+    assert (tmp_path / "bench-throughput.png").read_bytes().startswith(PNG_SIGNATURE)
