@@ -25,6 +25,7 @@ import asyncio
 import inspect
 import itertools
 import logging
+import time
 from collections.abc import AsyncIterable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,11 +33,11 @@ from operator import itemgetter
 from typing import Any
 
 from pcmodel import _validate
-from pcmodel._queues import STOP, DepthRecordingQueue
+from pcmodel._queues import STOP
 from pcmodel.clock import Clock
 from pcmodel.policies import RateLimiter, Retry
 from pcmodel.producer import ProducerReport, Producers, produce
-from pcmodel.records import DepthSample, JobSummary, TaskResult
+from pcmodel.records import JobSummary, TaskResult
 from pcmodel.result_handler import HandlerReport, handle_results
 from pcmodel.stopping import JobControl, StopSignal
 from pcmodel.worker import Policies, WorkerReport, in_threads, work
@@ -126,20 +127,20 @@ async def execute(spec: JobSpec) -> JobSummary:
     """
     loop = asyncio.get_running_loop()
     now = loop.time
+    if type(loop).time is asyncio.BaseEventLoop.time:
+        # The stock loop's time() is a Python method around time.monotonic(): calling the C
+        # function itself saves a Python call on every clock read of the hot path.
+        now = time.monotonic
     start = now()
 
-    def since_start() -> float:
-        return now() - start
-
-    depth_samples: list[DepthSample] | None = [] if spec.trace else None
-    work_queue: asyncio.Queue[Any]
-    if depth_samples is not None:
-        work_queue = DepthRecordingQueue(spec.queue_size, since_start, depth_samples)
-    else:
-        work_queue = asyncio.Queue(spec.queue_size)
+    # The queue depth over time is not sampled while the job runs: `JobSummary.queue_depth`
+    # rebuilds it from the trace's enqueue and start times, which costs the hot path nothing.
+    work_queue: asyncio.Queue[Any] = asyncio.Queue(spec.queue_size)
     result_queue: asyncio.Queue[Any] = asyncio.Queue(spec.result_queue_size)
     results: list[TaskResult] | None = [] if spec.trace else None
-    control = JobControl(work_queue, fail_fast=spec.fail_fast, trace=spec.trace)
+    control = JobControl(
+        work_queue, fail_fast=spec.fail_fast, trace=spec.trace, since_start=lambda: now() - start
+    )
     policies = None
     if spec.timeout is not None or spec.retry is not None or spec.max_per_second is not None:
         limiter = None
@@ -217,7 +218,6 @@ async def execute(spec: JobSpec) -> JobSummary:
         [task.result() for task in handlers],
         control,
         results,
-        depth_samples,
     )
     if spec.on_job_complete is not None:
         outcome = spec.on_job_complete(summary)
@@ -234,7 +234,6 @@ def _summarize(
     handler_reports: list[HandlerReport],
     control: JobControl,
     results: list[TaskResult] | None,
-    depth_samples: list[DepthSample] | None,
 ) -> JobSummary:
     """Add up what every piece reported into the job's summary."""
     if results is not None:
@@ -257,7 +256,6 @@ def _summarize(
         queue_size=spec.queue_size,
         clock=spec.clock,
         results=tuple(results) if results is not None else None,
-        queue_depth=tuple(depth_samples) if depth_samples is not None else None,
         producer_blocked=tuple(blocked) if spec.trace else None,
         retries=sum(r.retries for r in worker_reports),
         cancelled=sum(r.cancelled for r in worker_reports),
@@ -265,4 +263,5 @@ def _summarize(
         error=control.error,
         unprocessed=control.unprocessed,
         unprocessed_params=tuple(unprocessed_params) if unprocessed_params is not None else None,
+        drained=tuple(control.drained) if control.drained is not None else None,
     )

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-__all__ = ["DepthSample", "JobSummary", "TaskResult", "ideal_makespan"]
+__all__ = ["DepthSample", "JobSummary", "TaskResult", "ideal_makespan", "queue_depth"]
 
 
 class TaskResult(NamedTuple):
@@ -88,6 +88,40 @@ def ideal_makespan(durations: Iterable[float], workers: int) -> float:
     return max(lanes)
 
 
+def queue_depth(
+    results: Iterable[TaskResult], drained: Iterable[tuple[float, float]] = ()
+) -> tuple[DepthSample, ...]:
+    """The work queue's depth over time, rebuilt from the tasks' enqueue and start times.
+
+    An item is in the work queue from the moment a producer puts it (`enqueued_at`) to the
+    moment a worker takes it (`started_at`), so the trace alone gives the depth at any time:
+    nothing needs to be sampled while the job runs. Several puts and takes can happen at the
+    same instant (often, on the virtual clock); the sample for that instant is the depth once
+    they are all done.
+
+    Args:
+        results: the job's `TaskResult`s, in any order.
+        drained: (enqueued_at, stopped_at) of the items a stop took back out of the queue.
+
+    Returns:
+        One `DepthSample` per instant at which an item entered or left the queue, in time
+        order.
+    """
+    changes: dict[float, int] = {}
+    for result in results:
+        changes[result.enqueued_at] = changes.get(result.enqueued_at, 0) + 1
+        changes[result.started_at] = changes.get(result.started_at, 0) - 1
+    for entered, left in drained:
+        changes[entered] = changes.get(entered, 0) + 1
+        changes[left] = changes.get(left, 0) - 1
+    samples = []
+    depth = 0
+    for time in sorted(changes):
+        depth += changes[time]
+        samples.append(DepthSample(time, depth))
+    return tuple(samples)
+
+
 @dataclass(frozen=True, slots=True)
 class JobSummary:
     """What a whole job did: counts, times, and (with `trace=True`) every task.
@@ -120,8 +154,6 @@ class JobSummary:
     """The clock the job ran on: "real" or "virtual"."""
     results: tuple[TaskResult, ...] | None = field(default=None, repr=False)
     """Every `TaskResult` in task-id order; None unless the job ran with `trace=True`."""
-    queue_depth: tuple[DepthSample, ...] | None = field(default=None, repr=False)
-    """Work-queue depth after every put and get; None unless `trace=True`."""
     producer_blocked: tuple[tuple[float, float], ...] | None = field(default=None, repr=False)
     """(start, end) of every period a producer waited on a full queue; None unless `trace=True`."""
     retries: int = 0
@@ -136,6 +168,19 @@ class JobSummary:
     """Items taken from the sources but never started, because the job stopped early."""
     unprocessed_params: tuple[Any, ...] | None = field(default=None, repr=False)
     """The params of those items, in queue order; None unless `trace=True`."""
+    drained: tuple[tuple[float, float], ...] | None = field(default=None, repr=False)
+    """(enqueued_at, stopped_at) of each item a stop took back out of the work queue; None
+    unless `trace=True`."""
+
+    @property
+    def queue_depth(self) -> tuple[DepthSample, ...] | None:
+        """Work-queue depth over time, rebuilt from the trace; None unless `trace=True`.
+
+        One sample per instant at which the depth changed (see the function `queue_depth`).
+        """
+        if self.results is None:
+            return None
+        return queue_depth(self.results, self.drained or ())
 
     @property
     def speedup(self) -> float:

@@ -65,7 +65,7 @@ async def handle_results(
                 await on_task_complete(result)
             else:
                 outcome = on_task_complete(result)
-                if inspect.isawaitable(outcome):
+                if outcome is not None and inspect.isawaitable(outcome):
                     await outcome
         except Exception:
             errors += 1

@@ -88,25 +88,36 @@ class JobControl:
 
     __slots__ = (
         "_absorbable",
+        "drained",
         "error",
         "fail_fast",
         "halting",
         "producers",
         "reason",
+        "since_start",
         "unprocessed",
         "unprocessed_params",
         "work_queue",
         "workers",
     )
 
-    def __init__(self, work_queue: asyncio.Queue[Any], *, fail_fast: bool, trace: bool) -> None:
+    def __init__(
+        self,
+        work_queue: asyncio.Queue[Any],
+        *,
+        fail_fast: bool,
+        trace: bool,
+        since_start: Callable[[], float],
+    ) -> None:
         self.work_queue = work_queue
+        self.since_start = since_start
         self.fail_fast = fail_fast
         self.reason: StopReason | None = None
         self.error: BaseException | None = None
         self.halting = False
         self.unprocessed = 0
         self.unprocessed_params: list[Any] | None = [] if trace else None
+        self.drained: list[tuple[float, float]] | None = [] if trace else None
         self.producers: list[asyncio.Task[Any]] = []
         self.workers: list[asyncio.Task[Any]] = []
         self._absorbable: set[asyncio.Task[Any]] = set()
@@ -160,6 +171,8 @@ class JobControl:
             self.unprocessed += 1
             if self.unprocessed_params is not None:
                 self.unprocessed_params.append(item[1])
+            if self.drained is not None:
+                self.drained.append((item[2], self.since_start()))
         # Stop markers are how workers end: give back the ones taken out.
         for _ in range(stops):
             queue.put_nowait(STOP)

@@ -152,7 +152,8 @@ def explore(draw: Callable[..., Figure], *, dpi: int = _DPI, **controls: Any) ->
 def summary_so_far(results: Sequence[TaskResult], *, workers: int, clock: str = "real") -> JobSummary:
     """A `JobSummary` of the results that have come in so far, to draw a job while it runs.
 
-    Its `elapsed` is the latest finish among `results`; it has no queue-depth samples.
+    Its `elapsed` is the latest finish among `results`; its queue depth counts only the tasks
+    that have finished.
     """
     ordered = tuple(sorted(results, key=lambda r: r.task_id))
     failed = sum(1 for r in ordered if not r.ok)
@@ -169,7 +170,6 @@ def summary_so_far(results: Sequence[TaskResult], *, workers: int, clock: str = 
         callback_errors=0,
         clock=clock,
         results=ordered,
-        queue_depth=(),
         producer_blocked=(),
         retries=sum(r.attempts - 1 for r in ordered),
         cancelled=cancelled,

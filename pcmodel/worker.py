@@ -98,25 +98,36 @@ async def work(
         control: the job's stop state (fail-fast, cancelled calls).
         policies: timeout, retries and rate limit for each call; None for plain calls.
     """
-    get = work_queue.get
+    get, get_nowait = work_queue.get, work_queue.get_nowait
     put_nowait = result_queue.put_nowait
     fail_fast = control.fail_fast
     tasks = failed = cancelled = retries = 0
     busy = 0.0
     attempts = [1]
+    # `last_read` is the latest reading of the clock (`last_read_at`: the same, since the
+    # job's start). It stays the current time until this worker next awaits, so an item
+    # taken without waiting starts then: one clock read per task, not two, and a traced task
+    # shares its start time (the same float) with the finish of the task before it.
+    last_read = now()
+    last_read_at = last_read - start
     # Invariant: every item taken from the work queue yields exactly one TaskResult on the
     # result queue, whatever the function does (only a hard cancel of the job skips it).
     while True:
         try:
-            item = await get()
-        except asyncio.CancelledError:
-            if control.absorb_cancel():
-                continue  # a fail-fast stop caught this worker idle: go on to the stop marker
-            raise
+            item = get_nowait()
+        except asyncio.QueueEmpty:
+            try:
+                item = await get()
+            except asyncio.CancelledError:
+                if control.absorb_cancel():
+                    continue  # a fail-fast stop caught this worker idle: go on to the stop marker
+                raise
+            last_read = now()
+            last_read_at = last_read - start
         if item is STOP:
             break
         task_id, params, enqueued_at = item
-        started = now()
+        started, started_at = last_read, last_read_at
         error: BaseException | None = None
         try:
             if policies is None:
@@ -131,6 +142,7 @@ async def work(
             value, error = None, exc
             cancelled += 1
         finished = now()
+        finished_at = finished - start
         result = _new_result(
             TaskResult,
             (
@@ -140,13 +152,14 @@ async def work(
                 error,
                 index,
                 enqueued_at,
-                started - start,
-                finished - start,
+                started_at,
+                finished_at,
                 attempts[0],
             ),
         )
         tasks += 1
         busy += finished - started
+        last_read, last_read_at = finished, finished_at
         if policies is not None:
             retries += attempts[0] - 1
             attempts[0] = 1
@@ -155,6 +168,8 @@ async def work(
         except asyncio.QueueFull:
             # The result handlers are behind: wait for room (backpressure on workers).
             await _put_surely(result_queue, result, control)
+            last_read = now()
+            last_read_at = last_read - start
         if error is not None:
             failed += 1
             if fail_fast:

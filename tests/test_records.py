@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 
 from pcmodel import JobSummary, TaskResult, ideal_makespan
+from pcmodel.records import queue_depth
 
 
 def make_result(**overrides: object) -> TaskResult:
@@ -89,3 +90,14 @@ def test_summary_text_and_scalars_agree() -> None:
     assert str(summary) == (
         "2 tasks (2 ok, 0 failed) on 2 workers in 1.500 s; sequential 3.000 s, speedup 2.00x, ideal makespan 1.500 s"
     )
+
+
+def test_queue_depth_is_rebuilt_from_enqueue_and_start_times() -> None:
+    results = [
+        make_result(task_id=0, enqueued_at=0.0, started_at=0.0, finished_at=1.0),
+        make_result(task_id=1, enqueued_at=0.0, started_at=1.0, finished_at=2.0),
+        make_result(task_id=2, enqueued_at=0.5, started_at=2.0, finished_at=3.0),
+    ]
+    assert queue_depth(results) == ((0.0, 1), (0.5, 2), (1.0, 1), (2.0, 0))
+    # An item a stop took back out of the queue at t=1.5 leaves it then.
+    assert queue_depth(results, [(0.5, 1.5)]) == ((0.0, 1), (0.5, 3), (1.0, 2), (1.5, 1), (2.0, 0))

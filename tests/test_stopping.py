@@ -41,6 +41,11 @@ def test_a_stop_requested_by_a_callback_finishes_the_calls_in_flight() -> None:
     assert summary.elapsed == 3.0
     assert finished == [summary]
     assert "stopped early (stop), 3 items unprocessed" in str(summary)
+    # The two items taken back out of the queue leave it at the stop, at t=2.
+    assert summary.drained == ((1.0, 2.0), (1.0, 2.0))
+    assert summary.queue_depth is not None
+    assert summary.queue_depth[-1] == (2.0, 0)
+    assert max(sample.depth for sample in summary.queue_depth) == summary.max_queue_depth == 5
 
 
 def test_every_item_taken_from_the_source_has_exactly_one_outcome_after_a_stop() -> None:
