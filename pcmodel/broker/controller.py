@@ -71,7 +71,7 @@ from pcmodel.broker.records import BrokerJobSummary, WorkerInfo, WorkerProcess
 from pcmodel.broker.worker import queue_name
 from pcmodel.controller import JobSpec
 from pcmodel.producer import ProducerReport
-from pcmodel.records import DepthSample, TaskResult
+from pcmodel.records import TaskResult
 from pcmodel.result_handler import handle_results
 from pcmodel.stopping import StopReason
 
@@ -215,6 +215,7 @@ class _Counts:
     max_depth: int = 0
     unprocessed: int = 0
     unprocessed_params: list[Any] | None = field(default=None)
+    drained: list[tuple[float, float]] | None = field(default=None)
 
 
 class _BrokerJob:
@@ -239,8 +240,9 @@ class _BrokerJob:
         self.done = asyncio.Event()
         self.producing_done = False
         self.task_ids = itertools.count()
-        self.counts = _Counts(unprocessed_params=[] if spec.trace else None)
-        self.depth: list[DepthSample] | None = [] if spec.trace else None
+        self.counts = _Counts(
+            unprocessed_params=[] if spec.trace else None, drained=[] if spec.trace else None
+        )
         self.results: list[TaskResult] | None = [] if spec.trace else None
         self.result_queue: asyncio.Queue[Any] = asyncio.Queue(spec.result_queue_size)
         self.lanes: dict[str, _Lanes] = {}
@@ -426,10 +428,7 @@ class _BrokerJob:
         if sent:
             await _uninterrupted(pipe.execute())
             report.items += sent
-            depth = len(self.unfinished)
-            report.max_depth = max(report.max_depth, depth)
-            if self.depth is not None:
-                self.depth.append(DepthSample(self.since_start(), depth))
+            report.max_depth = max(report.max_depth, len(self.unfinished))
         for task_id, params, reason in rejected:
             error = TypeError(
                 f"the params of task {task_id} cannot travel to a worker process as JSON ({reason}): "
@@ -516,8 +515,6 @@ class _BrokerJob:
         if task_id is not None:
             del self.unfinished[task_id]
             self.space.set()
-            if self.depth is not None:
-                self.depth.append(DepthSample(self.since_start(), len(self.unfinished)))
 
     def _lane(self, process: str, message: dict[str, Any]) -> int:
         slot, slots = message.get("slot"), message.get("slots")
@@ -588,6 +585,8 @@ class _BrokerJob:
                     counts.unprocessed += 1
                     if counts.unprocessed_params is not None:
                         counts.unprocessed_params.append(known[0])
+                    if counts.drained is not None:
+                        counts.drained.append((known[1], self.since_start()))
             ids = [entry_id for entry_id, _ in entries]
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.xack(keys.work, GROUP, *ids)
@@ -649,7 +648,6 @@ class _BrokerJob:
             queue_size=spec.queue_size,
             clock=spec.clock,
             results=tuple(results) if results is not None else None,
-            queue_depth=tuple(self.depth) if self.depth is not None else None,
             producer_blocked=tuple(blocked) if spec.trace else None,
             retries=counts.retries,
             cancelled=counts.cancelled,
@@ -659,6 +657,7 @@ class _BrokerJob:
             unprocessed_params=(
                 tuple(counts.unprocessed_params) if counts.unprocessed_params is not None else None
             ),
+            drained=tuple(counts.drained) if counts.drained is not None else None,
             job_id=self.keys.job_id,
             queue=self.keys.queue,
             processes=processes,

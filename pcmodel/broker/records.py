@@ -49,9 +49,10 @@ class WorkerProcess:
 class BrokerJobSummary(JobSummary):
     """A `JobSummary` for a job run on worker processes through a broker.
 
-    `workers` counts the lanes of every process that took part; `max_queue_depth` and the
-    `queue_depth` samples count the items produced and not yet finished (queued or running),
-    which is what the broker's backpressure bounds.
+    `workers` counts the lanes of every process that took part. `max_queue_depth` counts the
+    items produced and not yet finished (queued or running), which is what the broker's
+    backpressure bounds; `queue_depth`, rebuilt from the trace, counts the items waiting for a
+    worker slot (in Redis or in a worker process's hands, not yet started).
     """
 
     job_id: str = ""
