@@ -159,7 +159,7 @@ _TASK_STYLES = {
 _CALL_STYLES = {
     "ok": (OK_COLOR, None, "call ok"),
     "failed": (FAILED_COLOR, None, "call failed"),
-    "cut off": (FAILED_COLOR, "xxxx", "call cut off (timeout)"),
+    "cut off": (FAILED_COLOR, "xxxx", "call cut off (timeout or cancel)"),
 }
 
 

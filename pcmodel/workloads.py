@@ -502,10 +502,10 @@ class SimulatedCarAPI:
         if rate_limit is None:
             if burst is not None:
                 raise ValueError(f"burst needs a rate_limit, got burst={burst!r} and rate_limit=None")
-        elif isinstance(rate_limit, bool) or not isinstance(rate_limit, int | float) or not rate_limit > 0:
-            raise ValueError(
-                f"rate_limit must be a number > 0 of calls per second or None, got {rate_limit!r}"
-            )
+        elif isinstance(rate_limit, bool) or not isinstance(rate_limit, int | float):
+            raise TypeError(f"rate_limit must be a number of calls per second or None, got {rate_limit!r}")
+        elif not (rate_limit > 0 and math.isfinite(rate_limit)):
+            raise ValueError(f"rate_limit must be > 0 calls per second, got {rate_limit!r}")
         self.error_rate = float(error_rate)
         """Share of the calls that fail."""
         self.rate_limit = None if rate_limit is None else float(rate_limit)

@@ -262,7 +262,7 @@ def test_calls_are_drawn_inside_their_tasks_windows() -> None:
         [c.started_at for c in limited]
     )
     legend = _legend(lanes)
-    for label in ("task ok (pale: waiting)", "call ok", "call failed", "call cut off (timeout)"):
+    for label in ("task ok (pale: waiting)", "call ok", "call failed", "call cut off (timeout or cancel)"):
         assert label in legend
     assert "429: wait Retry-After" in legend
 
