@@ -8,6 +8,7 @@ persistence off, and stop it at the end; worker processes are started with
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import shutil
@@ -30,6 +31,7 @@ pytest.importorskip("redis", reason="the broker tests need the redis package: pi
 import redis
 import redis.asyncio as aioredis
 
+import pcmodel
 from pcmodel.broker import (
     BrokerJobSummary,
     MalformedMessageError,
@@ -160,48 +162,50 @@ class Workers:
     url: str
     folder: Path
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    on_queue: Counter[str] = field(default_factory=Counter)
 
     def start(
-        self, queue: str, count: int = 1, *, workers: int = 10, function: str = "tests.test_broker:act"
+        self,
+        queue: str,
+        count: int = 1,
+        *,
+        workers: int = 10,
+        function: str = "tests.test_broker:act",
+        command: tuple[str, ...] = ("-m", "pcmodel.broker"),
+        name_the_queue: bool = True,
     ) -> list[subprocess.Popen[bytes]]:
+        """Start `count` worker processes on `queue` and wait for their heartbeats.
+
+        With `name_the_queue=False` no `--queue` is given: `queue` must then be the one the
+        worker derives from `function`.
+        """
+        options = ["--broker", self.url, "--function", function, "--workers", str(workers)]
+        if name_the_queue:
+            options += ["--queue", queue]
         started = []
         for _ in range(count):
             path = self.folder / f"worker-{len(self.processes)}.log"
             with open(path, "wb") as log:
                 process = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "pcmodel.broker",
-                        "--broker",
-                        self.url,
-                        "--function",
-                        function,
-                        "--workers",
-                        str(workers),
-                        "--queue",
-                        queue,
-                    ],
+                    [sys.executable, *command, *options],
                     cwd=ROOT,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
             self.processes.append(process)
             started.append(process)
+        self.on_queue[queue] += count
         # Wait for their heartbeats (a plain client: this may run inside an async test).
         client = redis.Redis.from_url(self.url)
         try:
             deadline = time.monotonic() + 60
-            while client.zcard(f"pcmodel:queue:{queue}:workers") < len(self.processes_on(queue)):
+            while client.zcard(f"pcmodel:queue:{queue}:workers") < self.on_queue[queue]:
                 assert time.monotonic() < deadline, "worker processes did not start"
                 assert all(process.poll() is None for process in started), self.log(started[0])
                 time.sleep(0.02)
         finally:
             client.close()
         return started
-
-    def processes_on(self, queue: str) -> list[subprocess.Popen[bytes]]:
-        return [process for process in self.processes if queue in process.args]  # type: ignore[operator]
 
     def log(self, process: subprocess.Popen[bytes]) -> str:
         return (self.folder / f"worker-{self.processes.index(process)}.log").read_text()
@@ -702,6 +706,50 @@ async def test_a_job_with_no_items_ends_at_once_and_warns_without_workers(
     assert (summary.tasks, summary.processes) == (0, ())
     assert "no worker process serves queue 'tests-nobody'" in caplog.text
     assert await job_keys(redis_url) == []
+
+
+# -- the entry points the package wires to the broker -------------------------------------
+
+wired = pytest.mark.skipif(
+    "broker" not in inspect.signature(pcmodel.run_job).parameters,
+    reason="run_job(..., broker=URL) is not wired to pcmodel.broker yet",
+)
+
+
+@needs_server
+@wired
+def test_run_job_with_a_broker_uses_the_workers_named_after_the_function(
+    redis_url: str, workers: Workers
+) -> None:
+    # `python -m pcmodel worker` with no --queue serves the function's module:qualname, which
+    # is also where run_job(act, ..., broker=URL) sends its items.
+    workers.start(queue_name(act), 2, workers=5, command=("-m", "pcmodel", "worker"), name_the_queue=False)
+    seen: list[int] = []
+    summary = pcmodel.run_job(  # type: ignore[call-arg,unused-ignore]
+        act,
+        items(40, sleep=0.01),
+        on_task_complete=lambda result: seen.append(result.task_id),
+        broker=redis_url,
+    )
+    assert sorted(seen) == list(range(40))
+    assert isinstance(summary, BrokerJobSummary)
+    assert len(summary.processes) == 2
+    with pytest.raises(ValueError, match="clock='virtual' cannot drive worker processes"):
+        pcmodel.run_job(act, [1], clock="virtual", broker=redis_url)  # type: ignore[call-arg,unused-ignore]
+
+
+@wired
+def test_the_worker_command_is_part_of_the_command_line() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "pcmodel", "worker", "--help"],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 0
+    assert "usage: pcmodel worker [-h] --broker URL --function MODULE:NAME" in completed.stdout
 
 
 # -- checks that need no server -----------------------------------------------------------
