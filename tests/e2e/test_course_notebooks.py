@@ -16,12 +16,16 @@ For each `notebooks/*.ipynb` (new notebooks are picked up automatically):
    computes for the new values. The expected figures come from a separate run of the
    notebook in a kernel of its own (`tests/e2e/oracle.py`);
 4. any other slider is moved one step: what the notebook shows must change, and no problem
-   may appear.
+   may appear;
+5. every cell that attaches a background job to a live view (`LiveProgress.attach(task)`) is
+   run again and its Cancel button clicked: the view must report the job cancelled part way,
+   with the button disabled, and no problem may appear.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -114,6 +118,33 @@ def check_explorer(notebook: NotebookPage, plan: dict[str, Any]) -> None:
         assert seen == step["sha256"], f"{where}: the figure shown is not the one the package draws"
 
 
+def check_cancel_buttons(notebook: NotebookPage) -> int:
+    """Re-run each cell that attaches a job to a live view, and stop the job with its Cancel button.
+
+    The job started with `start_job` runs in the background; the view's Cancel button must
+    cancel it: the view then says how many tasks were done, and the button is disabled.
+    """
+    cells = [c.index for c in notebook.cells() if c.cell_type == "code" and ".attach(" in c.source]
+    for index in cells:
+        output = notebook.cell_locator(index).locator(".jp-OutputArea").first
+        for attempt in range(3):
+            notebook.run_cell(index)
+            button = output.locator("button.widget-button", has_text="Cancel")
+            button.and_(notebook.page.locator(":not([disabled])")).wait_for(state="visible")
+            button.click()
+            notebook.wait_until_idle(timeout=60)
+            shown = output.inner_text()
+            if "cancelled after" in shown or attempt == 2:
+                break
+            # The job ended before the click reached the kernel: a short job on a busy
+            # machine. Start it again.
+        match = re.search(r"cancelled after (\d+) of (\d+) tasks", shown)
+        assert match, f"cell {index}: the Cancel button did not cancel the job; the view shows {shown!r}"
+        assert int(match.group(1)) < int(match.group(2))
+        assert button.is_disabled()
+    return len(cells)
+
+
 def check_other_sliders(notebook: NotebookPage) -> int:
     """Move every slider not checked yet one step; what the notebook shows must change."""
     sliders = notebook.page.locator(".jp-NotebookPanel .widget-slider")
@@ -149,6 +180,7 @@ def test_notebook_runs_all_and_its_views_follow_their_controls(
         for plan in plans:
             check_explorer(notebook, plan)
         check_other_sliders(notebook)
+        check_cancel_buttons(notebook)
         notebook.wait_until_idle(timeout=60)
         assert notebook.problems() == []
     finally:

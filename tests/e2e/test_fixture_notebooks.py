@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 
 import pytest
 
@@ -43,32 +44,22 @@ def expected_view(workers: int) -> tuple[str, bytes]:
     return describe(summary), buffer.getvalue()
 
 
-def wait_for_view(notebook: NotebookPage, cell: int, workers: int) -> None:
+def wait_for_view(notebook: NotebookPage, cell: int, workers: int, *, timeout: float = 30.0) -> None:
     """Wait until cell `cell` shows the slider at `workers` and the matching figures and timeline."""
     numbers, png = expected_view(workers)
     view = notebook.cell_locator(cell)
     slider = notebook.sliders(cell).first
     label = view.locator(".widget-label:not(label)").filter(has_text="elapsed")
     image = view.locator(".widget-image")
-    notebook.page.wait_for_function(
-        "([slider, label, want, text]) => slider.textContent.trim() === want && label.textContent === text",
-        arg=[
-            slider.locator(".widget-readout").element_handle(),
-            label.element_handle(),
-            str(workers),
-            numbers,
-        ],
-        timeout=20_000,
-    )
-    assert notebook.slider_value(slider) == str(workers)
-    assert label.inner_text() == numbers
-    shown = b""
-    for _ in range(50):
-        shown = notebook.image_bytes(image)
-        if shown == png:
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = (notebook.slider_value(slider), label.inner_text(), notebook.image_bytes(image))
+        if shown == (str(workers), numbers, png) or time.monotonic() > deadline:
             break
         notebook.page.wait_for_timeout(200)
-    assert shown == png, f"the timeline shown for {workers} workers is not the one pcmodel draws"
+    assert shown[0] == str(workers), f"the slider shows {shown[0]}, not {workers}"
+    assert shown[1] == numbers, f"for {workers} workers the view shows {shown[1]!r}, pcmodel says {numbers!r}"
+    assert shown[2] == png, f"the timeline shown for {workers} workers is not the one pcmodel draws"
 
 
 def test_slider_reruns_the_virtual_time_job_and_redraws(open_notebook: OpenNotebook) -> None:
