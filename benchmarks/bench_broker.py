@@ -134,7 +134,7 @@ def worker_processes(url: str, groups: tuple[int, ...], folder: Path) -> Iterato
 
 def run_once(url: str, queue: str, items: int, seconds: float, processes: int) -> dict[str, float]:
     """One job of `items` items on `queue`; its figures."""
-    from pcmodel.broker import run_job_on_broker
+    from pcmodel.broker import Broker, run_job_on_broker
     from pcmodel.controller import make_spec
 
     spec = make_spec(
@@ -145,7 +145,7 @@ def run_once(url: str, queue: str, items: int, seconds: float, processes: int) -
         trace=False,
     )
     cpu_before = time.process_time()
-    summary = asyncio.run(run_job_on_broker(spec, url, queue=queue))
+    summary = asyncio.run(run_job_on_broker(spec, Broker(url, queue=queue)))
     cpu = time.process_time() - cpu_before
     if (summary.tasks, summary.succeeded, summary.duplicates) != (items, items, 0):
         raise SystemExit(f"bench_broker: a run lost or repeated items: {summary}")

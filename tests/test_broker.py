@@ -33,6 +33,7 @@ import redis.asyncio as aioredis
 
 import pcmodel
 from pcmodel.broker import (
+    Broker,
     BrokerJobSummary,
     MalformedMessageError,
     RemoteError,
@@ -245,10 +246,12 @@ def workers(redis_url: str, tmp_path: Path) -> Iterator[Workers]:
 
 async def run(url: str, params: Any, *, queue: str = POOL, **options: Any) -> BrokerJobSummary:
     """Run `act` on `params` through the broker, with a hang guard."""
-    broker = {name: options.pop(name) for name in ("visibility_timeout", "max_deliveries") if name in options}
+    settings = {
+        name: options.pop(name) for name in ("visibility_timeout", "max_deliveries") if name in options
+    }
     spec = make_spec(act, params, **options)
     async with asyncio.timeout(120):
-        return await run_job_on_broker(spec, url, queue=queue, **broker)
+        return await run_job_on_broker(spec, Broker(url, queue=queue, **settings))
 
 
 async def job_keys(url: str) -> list[Any]:
@@ -289,18 +292,20 @@ async def test_every_item_has_exactly_one_result_across_worker_processes(
     workers.start(queue, 3, workers=20)
     seen: list[TaskResult] = []
     summary = await run(
-        redis_url, items(1000, sleep=0.005), queue=queue, on_task_complete=seen.append, queue_size=200
+        redis_url, items(1000, sleep=0.02), queue=queue, on_task_complete=seen.append, queue_size=200
     )
     assert Counter(result.task_id for result in seen) == Counter(range(1000))
     assert (summary.tasks, summary.succeeded, summary.failed, summary.duplicates) == (1000, 1000, 0, 0)
     assert summary.results is not None
     assert [result.value for result in summary.results] == list(range(1000))
     assert [result.params["n"] for result in summary.results] == list(range(1000))
-    # Every process took part, and each owns a band of 20 lanes in the timeline.
-    assert len(summary.processes) == 3
-    assert summary.workers == 60
-    assert sorted(process.first_lane for process in summary.processes) == [0, 20, 40]
-    assert {process.pid for process in summary.processes} == {process.pid for process in workers.processes}
+    # The processes shared the work (how evenly depends on timing), and each one that took
+    # part owns a band of 20 lanes in the timeline.
+    taking_part = len(summary.processes)
+    assert taking_part >= 2
+    assert summary.workers == 20 * taking_part
+    assert sorted(process.first_lane for process in summary.processes) == list(range(0, 20 * taking_part, 20))
+    assert {process.pid for process in summary.processes} <= {process.pid for process in workers.processes}
     assert sum(process.tasks for process in summary.processes) == 1000
     for result in summary.results:
         owner = summary.process_of(result.worker)
@@ -364,10 +369,10 @@ async def test_a_controller_killed_outright_leaves_no_keys_behind(redis_url: str
     script = (
         "import asyncio, sys\n"
         "from pcmodel.controller import make_spec\n"
-        "from pcmodel.broker import run_job_on_broker\n"
+        "from pcmodel.broker import Broker, run_job_on_broker\n"
         "from tests.test_broker import act\n"
         "spec = make_spec(act, [{'n': n, 'sleep': 1.0} for n in range(1000)])\n"
-        f"asyncio.run(run_job_on_broker(spec, {redis_url!r}, queue={POOL!r}, lease=1.0))\n"
+        f"asyncio.run(run_job_on_broker(spec, Broker({redis_url!r}, queue={POOL!r}, lease=1.0)))\n"
     )
     controller = await asyncio.create_subprocess_exec(sys.executable, "-c", script, cwd=ROOT)
     try:
@@ -565,14 +570,17 @@ async def test_retries_and_timeout_apply_in_the_workers(redis_url: str, pool: Wo
 
 
 @needs_server
-async def test_rate_limit_is_shared_by_every_worker_process(redis_url: str, pool: Workers) -> None:
-    summary = await run(redis_url, items(21), max_per_second=20, burst=1)
+async def test_rate_limit_is_shared_by_every_worker_process(redis_url: str, workers: Workers) -> None:
+    # Two processes of one slot each: neither can hold more than one item, so both take part,
+    # and a limit of their own each would let them through twice as fast.
+    queue = "tests-rate"
+    workers.start(queue, 2, workers=1)
+    summary = await run(redis_url, items(31), queue=queue, max_per_second=20, burst=1)
     assert summary.results is not None
-    # The calls return at once, so each finishes when the shared limit lets it start: 21 calls
-    # at 20 per second over two processes take at least 1 s from the first to the last.
-    # (Without the limit they would all finish within a few milliseconds.)
+    # The calls return at once, so each finishes when the shared limit lets it start: 31 calls
+    # at 20 per second take at least 1.5 s from the first to the last (at 40 per second, 0.75 s).
     finishes = sorted(result.finished_at for result in summary.results)
-    assert finishes[-1] - finishes[0] >= 0.9
+    assert finishes[-1] - finishes[0] >= 1.4
     assert len(summary.processes) == 2
 
 
@@ -727,13 +735,14 @@ def test_run_job_with_a_broker_uses_the_workers_named_after_the_function(
     seen: list[int] = []
     summary = pcmodel.run_job(  # type: ignore[call-arg,unused-ignore]
         act,
-        items(40, sleep=0.01),
+        items(40, sleep=0.05),
         on_task_complete=lambda result: seen.append(result.task_id),
         broker=redis_url,
     )
     assert sorted(seen) == list(range(40))
     assert isinstance(summary, BrokerJobSummary)
-    assert len(summary.processes) == 2
+    assert summary.queue == "tests.test_broker:act"
+    assert {process.pid for process in summary.processes} <= {process.pid for process in workers.processes}
     with pytest.raises(ValueError, match="clock='virtual' cannot drive worker processes"):
         pcmodel.run_job(act, [1], clock="virtual", broker=redis_url)  # type: ignore[call-arg,unused-ignore]
 
@@ -758,19 +767,19 @@ def test_the_worker_command_is_part_of_the_command_line() -> None:
 async def test_a_virtual_clock_is_refused() -> None:
     spec = make_spec(act, [1], clock="virtual")
     with pytest.raises(ValueError, match="clock='virtual' cannot drive worker processes"):
-        await run_job_on_broker(spec, "redis://127.0.0.1:1/0", queue="q")
+        await run_job_on_broker(spec, Broker("redis://127.0.0.1:1/0", queue="q"))
 
 
 async def test_a_retry_rule_that_is_a_function_cannot_travel() -> None:
     spec = make_spec(act, [1], retries=Retry(2, on=lambda error: True))
     with pytest.raises(ValueError, match="decides with a function, which cannot travel"):
-        await run_job_on_broker(spec, "redis://127.0.0.1:1/0", queue="q")
+        await run_job_on_broker(spec, Broker("redis://127.0.0.1:1/0", queue="q"))
 
 
 async def test_an_unreachable_broker_is_a_clear_connection_error() -> None:
     spec = make_spec(act, [1])
     with pytest.raises(ConnectionError, match=r"cannot reach the broker at redis://127\.0\.0\.1:"):
-        await run_job_on_broker(spec, f"redis://127.0.0.1:{_free_port()}/0", queue="q")
+        await run_job_on_broker(spec, Broker(f"redis://127.0.0.1:{_free_port()}/0", queue="q"))
 
 
 @pytest.mark.parametrize(
@@ -782,7 +791,31 @@ async def test_an_unreachable_broker_is_a_clear_connection_error() -> None:
 )
 async def test_bad_broker_urls_are_refused(url: object, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
-        await run_job_on_broker(make_spec(act, [1]), url, queue="q")  # type: ignore[arg-type]
+        await run_job_on_broker(make_spec(act, [1]), url)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("settings", "error", "message"),
+    [
+        ({"visibility_timeout": 0}, ValueError, "visibility_timeout must be a finite number > 0, got 0"),
+        ({"lease": "long"}, TypeError, "lease must be a number of seconds, got 'long'"),
+        ({"max_deliveries": 0}, ValueError, "max_deliveries must be >= 1, got 0"),
+        ({"queue": ""}, ValueError, "queue must be a non-empty string or None, got ''"),
+    ],
+)
+def test_broker_settings_are_checked(settings: dict[str, Any], error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        Broker("redis://127.0.0.1:6379/0", **settings)
+
+
+def test_a_broker_hides_its_password() -> None:
+    assert "s3cret" not in repr(Broker("redis://user:s3cret@db.example:6379/0"))
+
+
+def test_importing_the_broker_package_does_not_import_redis() -> None:
+    code = "import sys, pcmodel.broker; b = pcmodel.broker.Broker('redis://h:1/0'); print('redis' in sys.modules)"
+    completed = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert completed.stdout.strip() == "False"
 
 
 def test_queue_names_come_from_importable_functions() -> None:

@@ -1,7 +1,7 @@
 """Beyond one machine: the same job on worker processes across hosts, through Redis Streams.
 
-Needs the `redis` extra (`pip install 'pcmodel[redis]'`) and a Redis server (5.0 or later;
-Redis 7 is what the tests run).
+Needs the `redis` extra (`pip install 'pcmodel[redis]'`) and a Redis server (Redis 7 is what
+the tests run; `.ci/redis-setup.sh` installs Debian's).
 
 Start worker processes, on any hosts that reach the Redis server:
 
@@ -22,19 +22,27 @@ The function, the callbacks and the summary are the same as in one process. What
   de-duplicated by task id, so `on_task_complete` still runs exactly once per item;
 - each job's keys are its own (`pcmodel:job:{id}:...`) and are deleted when it ends.
 
-Modules: `controller` (the controller side, `run_job_on_broker`), `worker` (the worker
-process, `serve_worker` and `worker_main`), `messages` (what travels, and the errors),
-`records` (`BrokerJobSummary`).
+Modules: `config` (`Broker`, the settings; no redis import), `controller` (the controller side,
+`run_job_on_broker`), `worker` (the worker process, `serve_worker` and `worker_main`),
+`messages` (what travels, and the errors), `records` (`BrokerJobSummary`). Importing this
+package is light: redis is imported when one of the other names is first used.
 """
 
 from __future__ import annotations
 
-from pcmodel.broker.controller import live_workers, run_job_on_broker, wait_for_workers
-from pcmodel.broker.messages import MalformedMessageError, RemoteError, WorkerLostError
-from pcmodel.broker.records import BrokerJobSummary, WorkerInfo, WorkerProcess
-from pcmodel.broker.worker import WorkerStats, load_function, queue_name, serve_worker, worker_main
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from pcmodel.broker.config import Broker
+
+if TYPE_CHECKING:
+    from pcmodel.broker.controller import live_workers, run_job_on_broker, wait_for_workers
+    from pcmodel.broker.messages import MalformedMessageError, RemoteError, WorkerLostError
+    from pcmodel.broker.records import BrokerJobSummary, WorkerInfo, WorkerProcess
+    from pcmodel.broker.worker import WorkerStats, load_function, queue_name, serve_worker, worker_main
 
 __all__ = [
+    "Broker",
     "BrokerJobSummary",
     "MalformedMessageError",
     "RemoteError",
@@ -50,3 +58,30 @@ __all__ = [
     "wait_for_workers",
     "worker_main",
 ]
+
+_HOMES = {
+    "live_workers": "controller",
+    "run_job_on_broker": "controller",
+    "wait_for_workers": "controller",
+    "MalformedMessageError": "messages",
+    "RemoteError": "messages",
+    "WorkerLostError": "messages",
+    "BrokerJobSummary": "records",
+    "WorkerInfo": "records",
+    "WorkerProcess": "records",
+    "WorkerStats": "worker",
+    "load_function": "worker",
+    "queue_name": "worker",
+    "serve_worker": "worker",
+    "worker_main": "worker",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # The first use of a name that needs redis imports its module (and redis) then.
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'pcmodel.broker' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"pcmodel.broker.{home}"), name)
+    globals()[name] = value
+    return value

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import math
-import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Final
+
+from pcmodel.broker.config import check_url, redacted
 
 try:
     import redis.asyncio as aioredis
@@ -117,16 +118,6 @@ def worker_key(process: str) -> str:
     return f"pcmodel:worker:{process}"
 
 
-def check_url(url: object) -> str:
-    """`url` if it is a Redis URL, else a TypeError / ValueError naming `broker`."""
-    if not isinstance(url, str):
-        raise TypeError(f"broker must be a Redis URL string, got {url!r} ({type(url).__name__})")
-    scheme = url.partition("://")[0]
-    if scheme not in ("redis", "rediss", "unix") or "://" not in url:
-        raise ValueError(f"broker must be a Redis URL such as 'redis://127.0.0.1:6379/0', got {url!r}")
-    return url
-
-
 def connect(url: str) -> Redis:
     """A client for `url` that returns bytes (messages are decoded by pcmodel, defensively).
 
@@ -143,16 +134,6 @@ def connect(url: str) -> Redis:
         socket_connect_timeout=10,
         socket_keepalive=True,
     )
-
-
-def redacted(url: str) -> str:
-    """`url` without its password, for messages and logs."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")[2]
-    user = f"{parts.username}:***@" if parts.username else "***@"
-    return urllib.parse.urlunsplit(parts._replace(netloc=user + netloc))
 
 
 async def clock_offset(client: Redis, samples: int = 5) -> float:

@@ -31,7 +31,6 @@ import inspect
 import itertools
 import json
 import logging
-import math
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -59,6 +58,7 @@ from pcmodel.broker._redis import (
     worker_key,
     workers_key,
 )
+from pcmodel.broker.config import Broker
 from pcmodel.broker.messages import (
     MalformedMessageError,
     decode_error,
@@ -87,27 +87,11 @@ _NO_WORKER_WARNING_EVERY: Final = 30.0
 _T = TypeVar("_T")
 
 
-def _check_seconds(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds, got {value!r} ({type(value).__name__})")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-async def run_job_on_broker(
-    spec: JobSpec,
-    url: str,
-    *,
-    queue: str | None = None,
-    visibility_timeout: float = 30.0,
-    max_deliveries: int = 3,
-    lease: float = 60.0,
-) -> BrokerJobSummary:
+async def run_job_on_broker(spec: JobSpec, broker: str | Broker) -> BrokerJobSummary:
     """Run the job described by `spec` on the worker processes serving its queue.
 
     The same job as `execute(spec)`, with the workers in other processes, on any host that
-    reaches the Redis server at `url`: start them with
+    reaches the Redis server: start them with
     `python -m pcmodel worker --broker URL --function module:name --workers 50`.
     The callbacks run here, exactly once per item, and the summary is the same (a
     `BrokerJobSummary`, which also says which process owns which timeline lanes).
@@ -126,13 +110,8 @@ async def run_job_on_broker(
 
     Args:
         spec: the checked job (see `pcmodel.controller.make_spec`); its clock must be "real".
-        url: the Redis server, like `redis://127.0.0.1:6379/0`.
-        queue: the queue the workers serve; by default the function's `module:qualname`.
-        visibility_timeout: seconds after which an item held by a worker process that stopped
-            sending heartbeats (killed, crashed, cut off) is taken over by another process.
-        max_deliveries: after this many deliveries, an item whose workers all stopped before
-            finishing it fails with `WorkerLostError` instead of being run again.
-        lease: seconds the job's keys outlive this controller if it is killed outright.
+        broker: a Redis URL, like `redis://127.0.0.1:6379/0`, or a `Broker` that also sets
+            the queue, the visibility timeout, the most deliveries and the keys' lease.
 
     Returns:
         The job's `BrokerJobSummary`.
@@ -141,37 +120,32 @@ async def run_job_on_broker(
         TypeError, ValueError: a bad argument, before anything is sent.
         ConnectionError: the Redis server cannot be reached.
     """
-    check_url(url)
+    if not isinstance(broker, Broker):
+        broker = Broker(check_url(broker))
     if spec.clock != "real":
         raise ValueError(
             f"clock={spec.clock!r} cannot drive worker processes through a broker: their calls "
             "take real time; use clock='real'"
         )
-    if queue is None:
-        queue = queue_name(spec.function)
-    elif not isinstance(queue, str) or not queue:
-        raise ValueError(f"queue must be a non-empty string, got {queue!r}")
-    visibility_timeout = _check_seconds("visibility_timeout", visibility_timeout)
-    lease = _check_seconds("lease", lease)
-    check_int("max_deliveries", max_deliveries, 1)
+    queue = queue_name(spec.function) if broker.queue is None else broker.queue
     settings = encode_spec(
         timeout=spec.timeout,
         retry=spec.retry,
         max_per_second=spec.max_per_second,
         burst=spec.burst,
-        visibility_timeout=visibility_timeout,
-        max_deliveries=max_deliveries,
+        visibility_timeout=broker.visibility_timeout,
+        max_deliveries=broker.max_deliveries,
     )
-    client = connect(url)
+    client = connect(broker.url)
     try:
         try:
             offset = await clock_offset(client)
         except (RedisConnectionError, RedisTimeoutError, OSError) as unreachable:
             raise ConnectionError(
-                f"cannot reach the broker at {redacted(url)}: {unreachable}. Start a Redis server "
-                "(redis-server) or check the URL"
+                f"cannot reach the broker at {redacted(broker.url)}: {unreachable}. Start a Redis "
+                "server (redis-server) or check the URL"
             ) from unreachable
-        job = _BrokerJob(spec, client, JobKeys(uuid.uuid4().hex, queue), settings, offset, lease)
+        job = _BrokerJob(spec, client, JobKeys(uuid.uuid4().hex, queue), settings, offset, broker.lease)
         return await job.run()
     finally:
         await client.aclose()
@@ -724,7 +698,6 @@ async def wait_for_workers(
         TimeoutError: fewer than `count` showed up within `timeout` seconds.
     """
     check_int("count", count, 1)
-    _check_seconds("timeout", timeout)
     client = connect(check_url(url))
     workers: list[WorkerInfo] = []
     try:
