@@ -320,35 +320,41 @@ async def test_a_worker_killed_mid_job_loses_nothing(redis_url: str, workers: Wo
     queue = "tests-kill"
     victim, *_ = workers.start(queue, 3, workers=10)
     seen: list[TaskResult] = []
-    held_at_kill: list[int] = []
+    held: list[int] = []
     async with aioredis.Redis.from_url(redis_url) as client:
 
         async def kill_while_it_holds_items(result: TaskResult) -> None:
             seen.append(result)
-            if held_at_kill or len(seen) < 30:
+            if held or len(seen) < 30:
                 return
             # Kill it only while Redis shows it holding items (taken, not acknowledged).
             work = f"pcmodel:job:{{{await current_job_id(client, queue)}}}:work"
             pending = await client.xpending_range(work, "pcmodel-workers", "-", "+", 1000)
-            held = [entry for entry in pending if f":{victim.pid}:" in str(entry["consumer"])]
-            if held:
+            ids = [entry["message_id"] for entry in pending if f":{victim.pid}:" in str(entry["consumer"])]
+            if ids:
                 os.kill(victim.pid, signal.SIGKILL)
-                held_at_kill.append(len(held))
+                for entry_id in ids:
+                    entries: list[Any] = await client.xrange(work, min=entry_id, max=entry_id)  # type: ignore[assignment]
+                    held.extend(json.loads(fields[b"m"])["task"] for _, fields in entries)
 
         summary = await run(
             redis_url,
-            items(400, sleep=0.05),
+            items(900, sleep=0.05),
             queue=queue,
             on_task_complete=kill_while_it_holds_items,
-            visibility_timeout=1.0,
+            visibility_timeout=0.5,
         )
     assert victim.wait(10) == -signal.SIGKILL
-    assert held_at_kill
-    assert Counter(result.task_id for result in seen) == Counter(range(400))
-    assert (summary.tasks, summary.failed, summary.duplicates) == (400, 0, 0)
-    # The items it held were taken over by the live processes and finished there.
+    assert held
+    assert Counter(result.task_id for result in seen) == Counter(range(900))
+    assert (summary.tasks, summary.failed, summary.duplicates) == (900, 0, 0)
+    # The items it held were taken over by the live processes and finished there...
     assert summary.redelivered >= 1
     assert "took over" in "".join(workers.log(process) for process in workers.processes[1:])
+    # ...ahead of the items still queued, not after the queue ran dry.
+    assert summary.results is not None
+    starts = sorted(result.started_at for result in summary.results)
+    assert max(summary.results[task].started_at for task in held) < starts[-200]
     assert await job_keys(redis_url) == []
 
 

@@ -10,15 +10,16 @@ worker pool of a job in one process. Inside a process:
 
 - a **fetcher** reads new items of every job on the queue with `XREADGROUP`, never more than
   there are free worker slots, so items wait in Redis, where any process can take them,
-  rather than in one process's memory;
+  rather than in one process's memory; before new items, it takes over the items of processes
+  that stopped (`XAUTOCLAIM` after the visibility timeout), since those are older;
 - `--workers` **slots** run the function, each item under the job's timeout, retry policy and
   rate limit (the rate limit is shared by every process, through a script on the server);
 - a **writer** writes each result to the job's result stream and acknowledges its item in
   the same transaction (`XADD`, `XACK`, `XDEL` in one `MULTI`), so an item is acknowledged
   only once its result is written, and never lost in between;
-- a **keeper** sends the process's heartbeat, keeps its items claimed while they run, takes
-  over the items of processes that stopped (`XAUTOCLAIM` after the visibility timeout), and
-  watches for jobs that ended or stopped.
+- a **keeper** sends the process's heartbeat, keeps its items claimed while they run (so no
+  other process takes them over, however long a call runs), and watches for jobs that ended
+  or stopped.
 
 A malformed message is reported as a failed item and the process goes on. SIGTERM (or
 Ctrl-C) stops it gracefully: it takes no new item, finishes and acknowledges every item it
@@ -287,6 +288,15 @@ class _WorkerProcess:
                 if not readable:
                     await self._nap()
                     continue
+                # Items left by a stopped process come first: they are older than any new
+                # one, and taking them only when a slot is free and no new item is waiting
+                # would leave them until the queue runs dry.
+                taken = 0
+                for candidate in readable.values():
+                    if taken < free and self.loop.time() >= candidate.next_reclaim:
+                        taken += await self.reclaim(candidate, free - taken)
+                if taken:
+                    continue
                 reply = await self.client.xreadgroup(
                     GROUP,
                     self.name,
@@ -304,11 +314,11 @@ class _WorkerProcess:
                 await asyncio.sleep(_RETRY_PAUSE)
                 continue
             for stream, entries in stream_entries(reply):
-                job = readable.get(stream)
-                if job is None:
+                reader = readable.get(stream)
+                if reader is None:
                     continue
                 for entry_id, fields in entries:
-                    self.take(job, entry_id, fields, 1)
+                    self.take(reader, entry_id, fields, 1)
 
     async def _nap(self) -> None:
         """Wait for a free slot (or a stop) at most one poll interval."""
@@ -512,7 +522,7 @@ class _WorkerProcess:
     # -- the keeper -------------------------------------------------------------------------
 
     async def keep(self) -> None:
-        """Heartbeat, keep items claimed, take over stopped processes' items, watch jobs."""
+        """Heartbeat, keep this process's items claimed, watch for jobs that end or halt."""
         next_presence = 0.0
         next_sync = self.loop.time() + _RESYNC_EVERY
         while True:
@@ -559,7 +569,7 @@ class _WorkerProcess:
         await pipe.execute()
 
     async def tend(self, now: float) -> None:
-        """One round of care for the jobs: halts, ends, keep-alive claims, take-overs."""
+        """One round of care for the jobs: halts, ends, keep-alive claims."""
         holding = [job for job in self.jobs.values() if job.inflight and not job.gone]
         if holding:
             pipe = self.client.pipeline(transaction=False)
@@ -583,15 +593,13 @@ class _WorkerProcess:
                 # alive, no other takes them over, however long a call runs.
                 await self.client.xclaim(job.keys.work, GROUP, self.name, 0, list(job.inflight), justid=True)
                 job.next_keepalive = now + job.visibility / 3
-            if now >= job.next_reclaim:
-                job.next_reclaim = now + job.visibility / 2
-                await self.reclaim(job)
 
-    async def reclaim(self, job: _Job) -> None:
-        """Take over items that a stopped process left idle past the visibility timeout."""
-        free = self.workers - self.outstanding
-        if free <= 0:
-            return
+    async def reclaim(self, job: _Job, free: int) -> int:
+        """Take over up to `free` items a stopped process left idle past the visibility timeout.
+
+        Returns how many were taken. While there may be more to take, the next look is at
+        once; otherwise after half a visibility timeout.
+        """
         reply = await self.client.xautoclaim(
             job.keys.work,
             GROUP,
@@ -600,7 +608,7 @@ class _WorkerProcess:
             start_id=job.claim_cursor,
             count=free,
         )
-        job.claim_cursor = reply[0]
+        job.claim_cursor = cursor = reply[0]
         claimed = reply[1]
         # Redis 7 also lists the claimed ids whose entries no longer exist: drop them.
         dead = list(reply[2]) if len(reply) > 2 else []
@@ -612,8 +620,10 @@ class _WorkerProcess:
                 fresh.append((entry_id, fields))
         if dead:
             await self.client.xack(job.keys.work, GROUP, *dead)
+        more = bool(claimed) or cursor not in (b"0-0", "0-0")
+        job.next_reclaim = self.loop.time() + (0.0 if more else job.visibility / 2)
         if not fresh:
-            return
+            return 0
         pending = await self.client.xpending_range(
             job.keys.work,
             GROUP,
@@ -627,8 +637,12 @@ class _WorkerProcess:
             self.take(job, entry_id, fields, deliveries.get(entry_id, 2))
         self.stats.taken_over += len(fresh)
         logger.warning(
-            "job %s: took over %d items left by a worker process that stopped", job.keys.job_id, len(fresh)
+            "job %s: took over %d item%s left by a worker process that stopped",
+            job.keys.job_id,
+            len(fresh),
+            "" if len(fresh) == 1 else "s",
         )
+        return len(fresh)
 
 
 def _process_name() -> str:
