@@ -492,7 +492,8 @@ class NotebookPage:
         item = self.page.locator("#jp-main-statusbar .jp-StatusBar-TextItem", has_text=re.compile(r" \| \w+"))
         if item.count() == 0:
             return ""
-        return item.first.inner_text().strip()
+        text: str = item.first.inner_text()
+        return text.strip()
 
     def wait_for_status_idle(self, *, timeout: float) -> None:
         """Wait for "| Idle" in the status bar."""
@@ -561,7 +562,8 @@ class NotebookPage:
 
     def slider_value(self, slider: Locator) -> str:
         """The number a slider's readout shows."""
-        return slider.locator(".widget-readout").inner_text().strip()
+        text: str = slider.locator(".widget-readout").inner_text()
+        return text.strip()
 
     def press_slider(self, slider: Locator, key: str, times: int = 1) -> None:
         """Focus the slider's handle and press `key` (ArrowRight, ArrowLeft...) `times` times."""
