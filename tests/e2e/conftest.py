@@ -10,26 +10,23 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.e2e.lab import JupyterLab, NotebookPage, launch_browser, serve_copies
+from tests.e2e.lab import REPO, JupyterLab, NotebookPage, OpenNotebook, launch_browser, serve_copies
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, ViewportSize, WebSocket
 
-REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 ARTIFACTS = Path(os.environ.get("PCMODEL_E2E_ARTIFACTS", HERE / "artifacts"))
 VIEWPORT: ViewportSize = {"width": 1400, "height": 1000}
 
 # The fixture notebooks are inputs of the browser tests, not nbval tests of their own.
 collect_ignore_glob = ["fixtures/*"]
-
-OpenNotebook = Callable[[str], NotebookPage]
 
 
 def pytest_configure(config: pytest.Config) -> None:

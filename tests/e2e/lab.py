@@ -30,7 +30,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Self
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page, Playwright
 
+REPO = Path(__file__).resolve().parents[2]
 # Debian's Chromium; PCMODEL_E2E_CHROMIUM names another build of Chromium to drive.
 CHROMIUM = Path(os.environ.get("PCMODEL_E2E_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = (
@@ -760,3 +761,7 @@ class NotebookPage:
                 "log console: " + " / ".join([*lines[:2], "...", *lines[-2:]] if len(lines) > 4 else lines)
             )
         return problems
+
+
+OpenNotebook = Callable[[str], NotebookPage]
+"""What the `open_notebook` fixture gives a test: open a served path, get its driver."""

@@ -18,12 +18,11 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tests.e2e.lab import JupyterLab, NotebookPage, launch_browser, missing_requirements, serve_copies
+from tests.e2e.lab import REPO, JupyterLab, NotebookPage, launch_browser, missing_requirements, serve_copies
 
 if TYPE_CHECKING:
     from playwright.sync_api import ViewportSize
 
-REPO = Path(__file__).resolve().parents[2]
 VIEWPORT: ViewportSize = {"width": 1280, "height": 800}
 
 

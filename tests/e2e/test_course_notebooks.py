@@ -33,8 +33,14 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import REPO, OpenNotebook
-from tests.e2e.lab import JupyterLab, NotebookPage, missing_requirements, state_environment
+from tests.e2e.lab import (
+    REPO,
+    JupyterLab,
+    NotebookPage,
+    OpenNotebook,
+    missing_requirements,
+    state_environment,
+)
 
 pytestmark = [
     pytest.mark.e2e,

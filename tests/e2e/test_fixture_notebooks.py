@@ -21,8 +21,7 @@ import pytest
 
 import pcmodel
 from pcmodel.timeline import describe
-from tests.e2e.conftest import OpenNotebook
-from tests.e2e.lab import NotebookPage, missing_requirements
+from tests.e2e.lab import NotebookPage, OpenNotebook, missing_requirements
 
 pytestmark = [
     pytest.mark.e2e,
