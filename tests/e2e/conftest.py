@@ -33,7 +33,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: end-to-end tests of the course in JupyterLab and Chromium")
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an event loop marked as running in
+# the main thread while it is started, and the tests after this folder need asyncio.run().
+@pytest.fixture(scope="package")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]:
     """A JupyterLab serving copies of notebooks/, assets/ and the e2e fixtures."""
     base = tmp_path_factory.mktemp("e2e")
@@ -46,7 +48,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]:
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(lab: JupyterLab) -> Iterator[Browser]:
     with launch_browser(lab.state_dir) as (_playwright, chromium):
         yield chromium
