@@ -16,6 +16,7 @@ which calls `on_task_complete`; `on_job_complete` fires once at the end.
 from __future__ import annotations
 
 from pcmodel import workloads
+from pcmodel.broker import Broker
 from pcmodel.clock import VirtualTimeLoop
 from pcmodel.policies import Retry
 from pcmodel.producer import Producers, producers
@@ -27,6 +28,7 @@ from pcmodel.timeline import plot_timeline
 __version__ = "0.1.0"
 
 __all__ = [
+    "Broker",
     "DeadlockError",
     "DepthSample",
     "JobSummary",

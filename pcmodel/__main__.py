@@ -57,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     # Listed for the help only: main() hands serve-api's arguments to pcmodel.carapi, so that
     # aiohttp is imported only when the API is served.
     commands.add_parser(
+        "worker",
+        help="serve jobs from a Redis broker on this host (needs pcmodel[redis]); see 'pcmodel worker --help'",
+        add_help=False,
+    )
+    commands.add_parser(
         "serve-api",
         help="serve a local car-price HTTP API, slow, flaky and rate-limited on demand (needs pcmodel[api])",
         add_help=False,
@@ -120,6 +125,13 @@ def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with `argv` (default: `sys.argv[1:]`); return the exit code."""
     arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["worker"]:
+        try:
+            from pcmodel.broker import worker_main
+        except ImportError as error:
+            print(f"pcmodel worker: {error}", file=sys.stderr)
+            return 1
+        return worker_main(arguments[1:])
     if arguments[:1] == ["serve-api"]:
         try:
             from pcmodel.carapi import serve_main

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pcmodel.clock import CLOCKS, Clock
 
 if TYPE_CHECKING:
+    from pcmodel.broker.config import Broker
     from pcmodel.policies import Retry
 
 
@@ -72,6 +73,21 @@ def is_async_callable(function: object) -> bool:
         return True
     call = getattr(type(function), "__call__", None)  # noqa: B004 - the class's __call__
     return call is not None and inspect.iscoroutinefunction(call)
+
+
+def check_broker(value: object) -> Broker | None:
+    """`broker` as a `pcmodel.broker.Broker` (a Redis URL string makes one), or None."""
+    if value is None:
+        return None
+    from pcmodel.broker.config import Broker  # no redis import: checking needs no extra
+
+    if isinstance(value, Broker):
+        return value
+    if isinstance(value, str):
+        return Broker(value)
+    raise TypeError(
+        f"broker must be a Redis URL, a pcmodel.Broker or None, got {value!r} ({type(value).__name__})"
+    )
 
 
 def check_seconds(name: str, value: object) -> float | None:

@@ -30,7 +30,7 @@ from collections.abc import AsyncIterable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pcmodel import _validate
 from pcmodel._queues import STOP
@@ -41,6 +41,9 @@ from pcmodel.records import JobSummary, TaskResult
 from pcmodel.result_handler import HandlerReport, handle_results
 from pcmodel.stopping import JobControl, StopSignal
 from pcmodel.worker import Policies, WorkerReport, in_threads, work
+
+if TYPE_CHECKING:
+    from pcmodel.broker.config import Broker
 
 logger = logging.getLogger("pcmodel")
 
@@ -67,6 +70,7 @@ class JobSpec:
     burst: int = 1
     fail_fast: bool = False
     stop: StopSignal | None = None
+    broker: Broker | None = None
 
 
 def make_spec(
@@ -87,6 +91,7 @@ def make_spec(
     burst: object = 1,
     fail_fast: object = False,
     stop: object = None,
+    broker: object = None,
 ) -> JobSpec:
     """Check a job's arguments and return them as a `JobSpec`.
 
@@ -100,6 +105,12 @@ def make_spec(
     _validate.check_callable("on_job_complete", on_job_complete, optional=True)
     if stop is not None and not isinstance(stop, StopSignal):
         raise TypeError(f"stop must be a pcmodel.StopSignal or None, got {stop!r} ({type(stop).__name__})")
+    checked_broker = _validate.check_broker(broker)
+    if checked_broker is not None and clock == "virtual":
+        raise ValueError(
+            "clock='virtual' cannot drive worker processes through a broker: their calls take "
+            "real time; use clock='real'"
+        )
     return JobSpec(
         function=function,  # type: ignore[arg-type]
         sources=sources,
@@ -117,14 +128,21 @@ def make_spec(
         burst=_validate.check_int("burst", burst, 1),
         fail_fast=_validate.check_bool("fail_fast", fail_fast),
         stop=stop,
+        broker=checked_broker,
     )
 
 
 async def execute(spec: JobSpec) -> JobSummary:
     """Run the job described by `spec` on the running loop and return its summary.
 
-    The clock is the running loop's: run this on a `VirtualTimeLoop` for virtual time.
+    The clock is the running loop's: run this on a `VirtualTimeLoop` for virtual time. With
+    `spec.broker` set, the workers are other processes, reached through Redis (see
+    `pcmodel.broker`).
     """
+    if spec.broker is not None:
+        from pcmodel.broker import run_job_on_broker  # imports redis: only for broker jobs
+
+        return await run_job_on_broker(spec, spec.broker)
     loop = asyncio.get_running_loop()
     now = loop.time
     if type(loop).time is asyncio.BaseEventLoop.time:

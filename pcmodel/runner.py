@@ -21,7 +21,7 @@ import concurrent.futures
 import contextlib
 import threading
 from collections.abc import AsyncIterable, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pcmodel.clock import Clock, VirtualTimeLoop, loop_factory
 from pcmodel.controller import JobSpec, execute, make_spec
@@ -29,6 +29,9 @@ from pcmodel.policies import Retry
 from pcmodel.producer import Producers
 from pcmodel.records import JobSummary, TaskResult
 from pcmodel.stopping import StopSignal
+
+if TYPE_CHECKING:
+    from pcmodel.broker.config import Broker
 
 __all__ = ["DeadlockError", "run_job", "run_job_async", "start_job"]
 
@@ -59,6 +62,7 @@ def run_job(
     burst: int = 1,
     fail_fast: bool = False,
     stop: StopSignal | None = None,
+    broker: str | Broker | None = None,
 ) -> JobSummary:
     """Run `function` on every item of `params` with a pool of workers, and wait for the end.
 
@@ -109,6 +113,11 @@ def run_job(
             by default a failure is recorded and the job goes on.
         stop: a `StopSignal`; `stop.set()` stops the job gracefully (no new calls, the calls
             in flight finish, the items still queued are reported as unprocessed).
+        broker: a Redis URL, like "redis://127.0.0.1:6379/0", or a `pcmodel.Broker`, to run the
+            calls on worker processes on any hosts instead of in this one: start them with
+            `python -m pcmodel worker --broker URL --function module:name --workers 50`
+            (needs `pcmodel[redis]`). Params and values travel as JSON; the callbacks run
+            here, once per item; `workers` is then each worker process's `--workers`.
 
     Returns:
         The `JobSummary`.
@@ -148,6 +157,7 @@ async def run_job_async(
     burst: int = 1,
     fail_fast: bool = False,
     stop: StopSignal | None = None,
+    broker: str | Broker | None = None,
 ) -> JobSummary:
     """Run a job on the running event loop and return its `JobSummary`: the primary API.
 
@@ -182,6 +192,7 @@ def start_job(
     burst: int = 1,
     fail_fast: bool = False,
     stop: StopSignal | None = None,
+    broker: str | Broker | None = None,
 ) -> asyncio.Task[JobSummary]:
     """Start a job in the background on the running loop and return its task at once.
 

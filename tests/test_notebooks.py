@@ -25,6 +25,7 @@ COURSE = [
     "06-memory-vs-wait.ipynb",
     "07-workshop-exercises.ipynb",
     "08-real-api.ipynb",
+    "09-scaling-out.ipynb",
 ]
 EXERCISES = "07-workshop-exercises.ipynb"
 SOLUTIONS = "solutions/07-workshop-solutions.ipynb"
