@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import selectors
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar, cast
 
-__all__ = ["CLOCKS", "Clock", "VirtualTimeLoop", "loop_factory"]
+__all__ = ["CLOCKS", "Clock", "DeadlockError", "VirtualTimeLoop", "fail_if_stuck", "loop_factory"]
 
 Clock = Literal["real", "virtual"]
 CLOCKS: tuple[Clock, ...] = ("real", "virtual")
@@ -110,3 +110,40 @@ def loop_factory(clock: Clock) -> Callable[[], asyncio.AbstractEventLoop]:
     if clock == "virtual":
         return VirtualTimeLoop
     return asyncio.new_event_loop
+
+
+class DeadlockError(RuntimeError):
+    """A virtual-time job stopped making progress: every task waits and nothing can wake one."""
+
+
+async def fail_if_stuck(awaitable: Awaitable[_T], hint: str) -> _T:
+    """Await `awaitable`; on a `VirtualTimeLoop` that gets stuck, raise `DeadlockError`.
+
+    The loop's `on_idle` hook cancels the awaiting task when every task waits and nothing can
+    wake one; that cancel (and no other) becomes a `DeadlockError` whose message ends with
+    `hint`, a sentence on what to look for. On any other loop this is a plain `await`.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    if not isinstance(loop, VirtualTimeLoop) or task is None:
+        return await awaitable
+    stuck_at: list[float] = []
+
+    def on_idle() -> None:
+        stuck_at.append(loop.time())
+        task.cancel()
+
+    loop.on_idle = on_idle
+    try:
+        return await awaitable
+    except asyncio.CancelledError:
+        # Only our own cancel (and no one else's) becomes a DeadlockError.
+        if stuck_at and task.cancelling() == 1:
+            task.uncancel()
+            raise DeadlockError(
+                f"stuck at virtual time {stuck_at[0]:.3f} s: every task is waiting and nothing "
+                f"can wake one (no timer is set and no thread is busy). {hint}"
+            ) from None
+        raise
+    finally:
+        loop.on_idle = None

@@ -23,7 +23,7 @@ import threading
 from collections.abc import AsyncIterable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from pcmodel.clock import Clock, VirtualTimeLoop, loop_factory
+from pcmodel.clock import Clock, DeadlockError, VirtualTimeLoop, fail_if_stuck, loop_factory
 from pcmodel.controller import JobSpec, execute, make_spec
 from pcmodel.policies import Retry
 from pcmodel.producer import Producers
@@ -38,10 +38,6 @@ __all__ = ["DeadlockError", "run_job", "run_job_async", "start_job"]
 Params = Iterable[Any] | AsyncIterable[Any] | Producers
 TaskCallback = Callable[[TaskResult], Any]
 JobCallback = Callable[[JobSummary], Any]
-
-
-class DeadlockError(RuntimeError):
-    """A virtual-time job stopped making progress: every task waits and nothing can wake one."""
 
 
 def run_job(
@@ -225,32 +221,11 @@ async def _execute_anywhere(spec: JobSpec) -> JobSummary:
 
 async def _execute_guarded(spec: JobSpec) -> JobSummary:
     """`execute(spec)`, turning a stuck virtual-time job into a `DeadlockError`."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    if not isinstance(loop, VirtualTimeLoop) or task is None:
-        return await execute(spec)
-    stuck_at: list[float] = []
-
-    def on_idle() -> None:
-        stuck_at.append(loop.time())
-        task.cancel()
-
-    loop.on_idle = on_idle
-    try:
-        return await execute(spec)
-    except asyncio.CancelledError:
-        # Only our own cancel (and no one else's) becomes a DeadlockError.
-        if stuck_at and task.cancelling() == 1:
-            task.uncancel()
-            raise DeadlockError(
-                f"the job is stuck at virtual time {stuck_at[0]:.3f} s: every task is waiting "
-                "and nothing can wake one (no timer is set and no thread is busy). Something "
-                "the function or a callback awaits never happens, such as an Event that is "
-                "never set or a queue that is never filled."
-            ) from None
-        raise
-    finally:
-        loop.on_idle = None
+    return await fail_if_stuck(
+        execute(spec),
+        "Something the function or a callback awaits never happens, such as an Event that is "
+        "never set or a queue that is never filled.",
+    )
 
 
 class _JobThread:

@@ -22,9 +22,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pcmodel.clock import VirtualTimeLoop
+from pcmodel.clock import VirtualTimeLoop, fail_if_stuck
 from pcmodel.records import TaskResult, ideal_makespan
-from pcmodel.runner import DeadlockError, run_job
+from pcmodel.runner import run_job
 from pcmodel.workloads import Request, Traffic, Workload
 
 __all__ = ["QueuePoint", "WorkersPoint", "run_virtual", "sweep_queue_size", "sweep_workers", "time_virtual"]
@@ -80,31 +80,11 @@ def _awaitable(main: Awaitable[_T] | Callable[[], Awaitable[_T]]) -> Awaitable[_
 
 async def _guarded(main: Awaitable[_T] | Callable[[], Awaitable[_T]]) -> _T:
     """Await `main()`, turning a stuck virtual loop into a `DeadlockError`."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert isinstance(loop, VirtualTimeLoop)
-    assert task is not None
-    stuck_at: list[float] = []
-
-    def on_idle() -> None:
-        stuck_at.append(loop.time())
-        task.cancel()
-
-    loop.on_idle = on_idle
-    try:
-        return await _awaitable(main)
-    except asyncio.CancelledError:
-        if stuck_at and task.cancelling() == 1:
-            task.uncancel()
-            raise DeadlockError(
-                f"stuck at virtual time {stuck_at[0]:.3f} s: every task is waiting and nothing "
-                "can wake one (no timer is set). Look for an await that can never finish, such "
-                "as queue.get() on a queue nobody fills or queue.join() with an item never "
-                "marked done."
-            ) from None
-        raise
-    finally:
-        loop.on_idle = None
+    return await fail_if_stuck(
+        _awaitable(main),
+        "Look for an await that can never finish, such as queue.get() on a queue nobody "
+        "fills or queue.join() with an item never marked done.",
+    )
 
 
 def _run_in_thread(main: Awaitable[_T] | Callable[[], Awaitable[_T]]) -> _T:
