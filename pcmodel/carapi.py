@@ -60,6 +60,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     ) from error
 
 from pcmodel._validate import check_int
+from pcmodel.workloads import request_fate
 
 __all__ = [
     "RETRYABLE_ERRORS",
@@ -512,9 +513,7 @@ class CarAPIServer:
         path = request.path
         served = self._served.get(path, 0)
         self._served[path] = served + 1
-        rng = random.Random(f"{self.seed}:{path}:{served}")
-        fails = rng.random() < self.error_rate
-        latency = max(0.0, float(self._draw_latency(rng)))
+        fails, latency = request_fate(self.seed, path, served, self.error_rate, self._draw_latency)
 
         self._in_flight += 1
         self._max_in_flight = max(self._max_in_flight, self._in_flight)

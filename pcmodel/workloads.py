@@ -40,6 +40,7 @@ __all__ = [
     "fetch_price",
     "handle_request",
     "paced",
+    "request_fate",
     "seed_job",
     "simulated_call",
     "slow_callback",
@@ -444,6 +445,21 @@ Latency = tuple[float, float] | Callable[[random.Random], float]
 `random.Random` that returns the seconds."""
 
 
+def request_fate(
+    seed: int, path: str, served: int, error_rate: float, draw_latency: Callable[[random.Random], float]
+) -> tuple[bool, float]:
+    """Whether the car-price API fails a request, and how long it takes to answer.
+
+    The `served`-th request for `path` draws from its own seeded stream, so its fate does not
+    depend on the order in which concurrent requests arrive. The real server
+    (`pcmodel.carapi.CarAPIServer`) and its twin on the virtual clock (`SimulatedCarAPI`)
+    both draw here, so they agree request by request.
+    """
+    rng = random.Random(f"{seed}:{path}:{served}")
+    fails = rng.random() < error_rate
+    return fails, max(0.0, float(draw_latency(rng)))
+
+
 def _latency_draw(latency: object) -> Callable[[random.Random], float]:
     if callable(latency):
         draw: Callable[[random.Random], float] = latency
@@ -571,10 +587,10 @@ class SimulatedCarAPI:
         self.admitted_at.append(loop.time())
         served = self._served.get(car, 0)
         self._served[car] = served + 1
-        # The same stream, drawn in the same order, as the server's for GET /cars/{car}/price.
-        rng = random.Random(f"{self.seed}:/cars/{car}/price:{served}")
-        fails = rng.random() < self.error_rate
-        latency = max(0.0, float(self._draw_latency(rng)))
+        # The same draw as the server's for GET /cars/{car}/price.
+        fails, latency = request_fate(
+            self.seed, f"/cars/{car}/price", served, self.error_rate, self._draw_latency
+        )
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
