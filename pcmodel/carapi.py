@@ -60,7 +60,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     ) from error
 
 from pcmodel._validate import check_int
-from pcmodel.workloads import request_fate
+from pcmodel.workloads import TokenBucket, check_latency, check_probability, check_rate, request_fate
 
 __all__ = [
     "RETRYABLE_ERRORS",
@@ -206,67 +206,6 @@ class ServerStatistics:
         )
 
 
-class _TokenBucket:
-    """A token bucket: `rate` tokens a second, holding at most `burst`; it starts full."""
-
-    __slots__ = ("_burst", "_rate", "_tokens", "_updated")
-
-    def __init__(self, rate: float, burst: int, now: float) -> None:
-        self._rate = rate
-        self._burst = float(burst)
-        self._tokens = float(burst)
-        self._updated = now
-
-    def take(self, now: float) -> float:
-        """Take a token and return 0.0, or return the seconds until one will be there."""
-        tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
-        self._updated = now
-        if tokens >= 1.0:
-            self._tokens = tokens - 1.0
-            return 0.0
-        self._tokens = tokens
-        return (1.0 - tokens) / self._rate
-
-
-def _check_latency(latency: object) -> Callable[[random.Random], float]:
-    if callable(latency):
-        function: Callable[[random.Random], float] = latency
-        return function
-    if not isinstance(latency, tuple) or len(latency) != 2:
-        raise TypeError(
-            f"latency must be a (low, high) tuple of seconds or a function of a random.Random, "
-            f"got {latency!r}"
-        )
-    low, high = latency
-    for bound in (low, high):
-        if isinstance(bound, bool) or not isinstance(bound, int | float):
-            raise TypeError(f"latency bounds must be numbers of seconds, got {latency!r}")
-    if not 0 <= low <= high:
-        raise ValueError(f"latency must be (low, high) with 0 <= low <= high, got {latency!r}")
-    low_s, high_s = float(low), float(high)
-    return lambda rng: rng.uniform(low_s, high_s)
-
-
-def _check_probability(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number from 0 to 1, got {value!r}")
-    if not 0 <= value <= 1:
-        raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
-    return float(value)
-
-
-def _check_rate(rate_limit: object, burst: object) -> tuple[float | None, int]:
-    if rate_limit is None:
-        if burst is not None:
-            raise ValueError(f"burst needs a rate_limit, got burst={burst!r} and rate_limit=None")
-        return None, 1
-    if isinstance(rate_limit, bool) or not isinstance(rate_limit, int | float):
-        raise TypeError(f"rate_limit must be a number of requests per second or None, got {rate_limit!r}")
-    if not (rate_limit > 0 and math.isfinite(rate_limit)):
-        raise ValueError(f"rate_limit must be > 0 requests per second, got {rate_limit!r}")
-    return float(rate_limit), 1 if burst is None else check_int("burst", burst, 1)
-
-
 def _check_host(host: object) -> str:
     if not isinstance(host, str):
         raise TypeError(f"host must be a str, got {host!r}")
@@ -336,12 +275,12 @@ class CarAPIServer:
         port: int = 0,
         shutdown_timeout: float = 1.0,
     ) -> None:
-        self._draw_latency = _check_latency(latency)
+        self._draw_latency = check_latency(latency)
         self.latency = latency
         """The latency knob, as given."""
-        self.error_rate = _check_probability("error_rate", error_rate)
+        self.error_rate = check_probability("error_rate", error_rate)
         """Share of the requests answered 500."""
-        self.rate_limit, self.burst = _check_rate(rate_limit, burst)
+        self.rate_limit, self.burst = check_rate(rate_limit, burst)
         """Requests per second let through (None: no limit), and the bucket's size."""
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {seed!r}")
@@ -452,7 +391,7 @@ class CarAPIServer:
         self._in_flight = self._max_in_flight = self._peak = 0
         self._first = self._last = None
         self._window.clear()
-        self._bucket = None if self.rate_limit is None else _TokenBucket(self.rate_limit, self.burst, now)
+        self._bucket = None if self.rate_limit is None else TokenBucket(self.rate_limit, self.burst, now)
 
     def reset_statistics(self) -> None:
         """Zero the counters and refill the rate limiter, say before the next job of a lesson.

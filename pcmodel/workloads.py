@@ -460,20 +460,68 @@ def request_fate(
     return fails, max(0.0, float(draw_latency(rng)))
 
 
-def _latency_draw(latency: object) -> Callable[[random.Random], float]:
+class TokenBucket:
+    """A token bucket: `rate` tokens a second, holding at most `burst`; it starts full."""
+
+    __slots__ = ("_burst", "_rate", "_tokens", "_updated")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._updated = now
+
+    def take(self, now: float) -> float:
+        """Take a token and return 0.0, or return the seconds until one will be there."""
+        tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
+        self._updated = now
+        if tokens >= 1.0:
+            self._tokens = tokens - 1.0
+            return 0.0
+        self._tokens = tokens
+        return (1.0 - tokens) / self._rate
+
+
+def check_latency(latency: object) -> Callable[[random.Random], float]:
+    """`latency` as a draw: a (low, high) uniform range of seconds, or a function of a random.Random."""
     if callable(latency):
-        draw: Callable[[random.Random], float] = latency
-        return draw
+        function: Callable[[random.Random], float] = latency
+        return function
     if not isinstance(latency, tuple) or len(latency) != 2:
         raise TypeError(
-            f"latency must be a (low, high) tuple of seconds or a function of a random.Random, got {latency!r}"
+            f"latency must be a (low, high) tuple of seconds or a function of a random.Random, "
+            f"got {latency!r}"
         )
     low, high = latency
-    if not all(isinstance(b, int | float) and not isinstance(b, bool) for b in latency):
-        raise TypeError(f"latency bounds must be numbers of seconds, got {latency!r}")
+    for bound in (low, high):
+        if isinstance(bound, bool) or not isinstance(bound, int | float):
+            raise TypeError(f"latency bounds must be numbers of seconds, got {latency!r}")
     if not 0 <= low <= high:
         raise ValueError(f"latency must be (low, high) with 0 <= low <= high, got {latency!r}")
-    return lambda rng: rng.uniform(low, high)
+    low_s, high_s = float(low), float(high)
+    return lambda rng: rng.uniform(low_s, high_s)
+
+
+def check_probability(name: str, value: object) -> float:
+    """`value` as a share from 0 to 1, else a TypeError / ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number from 0 to 1, got {value!r}")
+    if not 0 <= value <= 1:
+        raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def check_rate(rate_limit: object, burst: object) -> tuple[float | None, int]:
+    """`(rate_limit, burst)` checked: a rate > 0 (or None, then no burst) and a burst >= 1."""
+    if rate_limit is None:
+        if burst is not None:
+            raise ValueError(f"burst needs a rate_limit, got burst={burst!r} and rate_limit=None")
+        return None, 1
+    if isinstance(rate_limit, bool) or not isinstance(rate_limit, int | float):
+        raise TypeError(f"rate_limit must be a number of requests per second or None, got {rate_limit!r}")
+    if not (rate_limit > 0 and math.isfinite(rate_limit)):
+        raise ValueError(f"rate_limit must be > 0 requests per second, got {rate_limit!r}")
+    return float(rate_limit), 1 if burst is None else check_int("burst", burst, 1)
 
 
 class SimulatedCarAPI:
@@ -510,23 +558,14 @@ class SimulatedCarAPI:
         burst: int | None = None,
         seed: int = 0,
     ) -> None:
-        self._draw_latency = _latency_draw(latency)
-        if isinstance(error_rate, bool) or not isinstance(error_rate, int | float):
-            raise TypeError(f"error_rate must be a number from 0 to 1, got {error_rate!r}")
-        if not 0 <= error_rate <= 1:
-            raise ValueError(f"error_rate must be between 0 and 1, got {error_rate!r}")
-        if rate_limit is None:
-            if burst is not None:
-                raise ValueError(f"burst needs a rate_limit, got burst={burst!r} and rate_limit=None")
-        elif isinstance(rate_limit, bool) or not isinstance(rate_limit, int | float):
-            raise TypeError(f"rate_limit must be a number of calls per second or None, got {rate_limit!r}")
-        elif not (rate_limit > 0 and math.isfinite(rate_limit)):
-            raise ValueError(f"rate_limit must be > 0 calls per second, got {rate_limit!r}")
+        self._draw_latency = check_latency(latency)
+        error_rate = check_probability("error_rate", error_rate)
+        checked_rate, checked_burst = check_rate(rate_limit, burst)
         self.error_rate = float(error_rate)
         """Share of the calls that fail."""
-        self.rate_limit = None if rate_limit is None else float(rate_limit)
+        self.rate_limit = checked_rate
         """Calls per second let through; None for no limit."""
-        self.burst = 1 if burst is None else check_int("burst", burst, 1)
+        self.burst = checked_burst
         """Calls the token bucket holds."""
         self.seed = _check_seed(seed)
         """Seed of every draw."""
@@ -546,23 +585,15 @@ class SimulatedCarAPI:
         """When each call let through the rate limiter arrived, on the loop's clock."""
         self._served: dict[int, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._tokens = float(self.burst)
-        self._updated = 0.0
+        self._bucket: TokenBucket | None = None
 
     def _take_token(self, loop: asyncio.AbstractEventLoop) -> float:
         """Take a token and return 0.0, or return the seconds until one will be there."""
         now = loop.time()
         if loop is not self._loop:  # a new job's loop, a new clock: start with a full bucket
-            self._loop, self._tokens, self._updated = loop, float(self.burst), now
-        if self.rate_limit is None:
-            return 0.0
-        tokens = min(float(self.burst), self._tokens + (now - self._updated) * self.rate_limit)
-        self._updated = now
-        if tokens >= 1.0:
-            self._tokens = tokens - 1.0
-            return 0.0
-        self._tokens = tokens
-        return (1.0 - tokens) / self.rate_limit
+            self._loop = loop
+            self._bucket = None if self.rate_limit is None else TokenBucket(self.rate_limit, self.burst, now)
+        return 0.0 if self._bucket is None else self._bucket.take(now)
 
     async def __call__(self, car: int) -> int:
         """Ask for the price of car `car` (an int id), in euros.
