@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]], align: str | None = None) -> str:
@@ -33,3 +34,21 @@ def spread(low: float, high: float) -> str:
 def verdict(met: bool) -> str:
     """ "met" or "NOT met"."""
     return "met" if met else "**NOT met**"
+
+
+def throughput_table(first: str, rows: Sequence[Mapping[str, Any]]) -> str:
+    """A throughput table: name, tasks/s, CPU-time ratio and spread, wall-time ratio and spread."""
+    return table(
+        [first, "tasks/s", "ratio", "spread", "ratio (wall)", "spread (wall)"],
+        [
+            [
+                r["name"],
+                rate(r["tasks_per_s"]),
+                ratio(r["ratio"]),
+                spread(*r["spread"]),
+                ratio(r["ratio_wall"]),
+                spread(*r["spread_wall"]),
+            ]
+            for r in rows
+        ],
+    )

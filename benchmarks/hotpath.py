@@ -294,22 +294,7 @@ def section(data: dict[str, Any]) -> str:
     ]
     for label, rows in data["throughput"].items():
         parts.append(f"**Throughput, {label} function** (ratio to the bare pipeline):")
-        parts.append(
-            _format.table(
-                ["version", "tasks/s", "ratio", "spread", "ratio (wall)", "spread (wall)"],
-                [
-                    [
-                        r["name"],
-                        _format.rate(r["tasks_per_s"]),
-                        _format.ratio(r["ratio"]),
-                        _format.spread(*r["spread"]),
-                        _format.ratio(r["ratio_wall"]),
-                        _format.spread(*r["spread_wall"]),
-                    ]
-                    for r in rows
-                ],
-            )
-        )
+        parts.append(_format.throughput_table("version", rows))
     parts.append(f"**Memory**, peak traced bytes per item, {data['memory_items']:,} items from a generator:")
     parts.append(
         _format.table(

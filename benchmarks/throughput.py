@@ -116,22 +116,7 @@ def section(data: dict[str, Any]) -> str:
     ]
     for label, rows in data["functions"].items():
         parts.append(f"**{label}** function:")
-        parts.append(
-            _format.table(
-                ["contender", "tasks/s", "ratio", "spread", "ratio (wall)", "spread (wall)"],
-                [
-                    [
-                        r["name"],
-                        _format.rate(r["tasks_per_s"]),
-                        _format.ratio(r["ratio"]),
-                        _format.spread(*r["spread"]),
-                        _format.ratio(r["ratio_wall"]),
-                        _format.spread(*r["spread_wall"]),
-                    ]
-                    for r in sorted(rows, key=lambda r: -r["tasks_per_s"])
-                ],
-            )
-        )
+        parts.append(_format.throughput_table("contender", sorted(rows, key=lambda r: -r["tasks_per_s"])))
     if data["missing"]:
         parts.append("Not installed here, so not measured: " + ", ".join(data["missing"]) + ".")
     return "\n\n".join(parts)
