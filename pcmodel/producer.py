@@ -66,12 +66,10 @@ def producers(*sources: Iterable[Any] | AsyncIterable[Any]) -> Producers:
 class ProducerReport:
     """What one producer did."""
 
-    items: int = 0
-    """Items put on the work queue."""
     wait: float = 0.0
     """Seconds spent blocked on a full queue."""
     max_depth: int = 0
-    """Deepest the queue was just after one of this producer's puts."""
+    """Deepest the queue was just after one of this producer's puts, or when it found the queue full."""
     blocked: list[tuple[float, float]] | None = field(default=None)
     """(start, end) of each blocked period, relative to the job's start; None without trace."""
     error: Exception | None = None
@@ -99,64 +97,68 @@ async def produce(
         control: the job's stop state; a source that raises stops the job's producing.
     """
     blocked_periods = report.blocked
-    put_nowait = work_queue.put_nowait
+    put, put_nowait = work_queue.put, work_queue.put_nowait
     qsize = work_queue.qsize
-    # Once the queue has been full, no put can make it deeper: stop asking for its size.
+    # A put that finds the queue full proves it held `maxsize` items: the deepest it can be.
+    # From then on no put can make it deeper, so the fast path stops asking for its size.
     full_depth = work_queue.maxsize if work_queue.maxsize > 0 else -1
-    count = 0
     max_depth = 0
     wait = 0.0
+    item: list[Any] | None = None
 
-    async def wait_and_put(item: list[Any]) -> None:
-        """The slow path: wait for room, then stamp the item's enqueue time."""
-        nonlocal count, max_depth, wait
-        blocked_at = now()
-        try:
-            await work_queue.put(item)
-        except asyncio.CancelledError:
-            if control.reason is not None:
-                control.held_back(item[1])  # the job stopped while this item waited
-            raise
-        count += 1
-        # Nothing else runs between the put taking its place and this line, so no worker has
-        # seen the item yet: stamping its enqueue time now is exact.
-        unblocked_at = now()
-        item[2] = unblocked_at - start
-        wait += unblocked_at - blocked_at
-        max_depth = max(max_depth, qsize())
-        if blocked_periods is not None and unblocked_at > blocked_at:
-            blocked_periods.append((blocked_at - start, unblocked_at - start))
-
-    # The two loops are the same, written out twice: a function call per item (a shared
-    # helper) is a large part of the producer's cost.
+    # The two loops are the same, written out twice, slow path included: a function call per
+    # item (a shared helper, or a coroutine for the blocked put) is a large part of the
+    # producer's cost, and on a busy job every item takes the slow path.
+    #
+    # The clock is read once before each put: that reading is the item's enqueue time if the
+    # queue has room, and the start of the blocked period if it has not. A blocked item is a
+    # list so that its enqueue time can be stamped once `put` has placed it: nothing else
+    # runs between the put taking its place and that stamp, so no worker has seen it yet.
     try:
         if isinstance(source, AsyncIterable):
             async for params in source:
                 task_id = next(task_ids)
+                enqueued_at = now() - start
                 try:
-                    put_nowait((task_id, params, now() - start))
+                    put_nowait((task_id, params, enqueued_at))
                 except asyncio.QueueFull:
-                    await wait_and_put([task_id, params, 0.0])
+                    item = [task_id, params, enqueued_at]
+                    await put(item)
+                    item[2] = unblocked_at = now() - start
+                    item = None
+                    wait += unblocked_at - enqueued_at
+                    max_depth = full_depth
+                    if blocked_periods is not None and unblocked_at > enqueued_at:
+                        blocked_periods.append((enqueued_at, unblocked_at))
                     continue
-                count += 1
                 if max_depth != full_depth and (depth := qsize()) > max_depth:
                     max_depth = depth
         else:
-            for params in source:
-                task_id = next(task_ids)
+            # zip takes the item first, so a source that has run dry uses up no task id.
+            for params, task_id in zip(source, task_ids, strict=False):
+                enqueued_at = now() - start
                 try:
-                    put_nowait((task_id, params, now() - start))
+                    put_nowait((task_id, params, enqueued_at))
                 except asyncio.QueueFull:
-                    await wait_and_put([task_id, params, 0.0])
+                    item = [task_id, params, enqueued_at]
+                    await put(item)
+                    item[2] = unblocked_at = now() - start
+                    item = None
+                    wait += unblocked_at - enqueued_at
+                    max_depth = full_depth
+                    if blocked_periods is not None and unblocked_at > enqueued_at:
+                        blocked_periods.append((enqueued_at, unblocked_at))
                     continue
-                count += 1
                 if max_depth != full_depth and (depth := qsize()) > max_depth:
                     max_depth = depth
+    except asyncio.CancelledError:
+        if item is not None and control.reason is not None:
+            control.held_back(item[1])  # the job stopped while this item waited for room
+        raise
     except Exception as error:  # noqa: BLE001 - a broken source ends producing, not the job
         # Only the source can raise here: putting raises nothing but CancelledError.
         report.error = error
         control.source_failed(error)
     finally:
-        report.items = count
         report.max_depth = max_depth
         report.wait = wait

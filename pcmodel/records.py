@@ -13,7 +13,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-__all__ = ["DepthSample", "JobSummary", "TaskResult", "ideal_makespan", "queue_depth"]
+__all__ = ["DepthSample", "JobSummary", "Row", "TaskResult", "ideal_makespan", "queue_depth"]
+
+Row = tuple[Any, ...]
+"""A `TaskResult`'s fields as a plain tuple, in field order: how a result travels from its
+worker to the result handler, which builds the `TaskResult` only if a callback or the trace
+needs one (`tuple.__new__(TaskResult, row)`)."""
 
 
 class TaskResult(NamedTuple):

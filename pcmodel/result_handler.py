@@ -1,7 +1,7 @@
 """The result handler: takes results off the result queue and calls `on_task_complete`.
 
-Workers never call the callback themselves; they put each `TaskResult` on the result queue and
-go back to work. A dedicated handler task calls `on_task_complete(result)`, so a slow callback
+Workers never call the callback themselves; they put each result on the result queue and go
+back to work. A dedicated handler task calls `on_task_complete(result)`, so a slow callback
 delays only the handler (and, once the result queue is full, pushes back on workers) instead
 of holding a worker hostage on every item.
 
@@ -27,13 +27,13 @@ __all__ = ["HandlerReport", "handle_results"]
 
 logger = logging.getLogger("pcmodel")
 
+_new_tuple = tuple.__new__  # builds a TaskResult from a row, without its keyword-parsing __new__
+
 
 @dataclass(slots=True)
 class HandlerReport:
     """What one result handler did."""
 
-    handled: int = 0
-    """Results taken off the result queue."""
     callback_errors: int = 0
     """Exceptions raised by `on_task_complete`."""
 
@@ -46,33 +46,53 @@ async def handle_results(
     """Call `on_task_complete` for every result on `result_queue` until `STOP`.
 
     Args:
-        result_queue: the queue the workers fill.
-        on_task_complete: called once per result, sync or async; None to only collect.
-        trace: if a list, every result is appended to it (the job's trace).
+        result_queue: the queue the workers fill, with rows of `TaskResult` fields.
+        on_task_complete: called once per result with its `TaskResult`, sync or async; None
+            to only collect.
+        trace: if a list, every result's `TaskResult` is appended to it (the job's trace).
     """
     get = result_queue.get
+    report = HandlerReport()
     keep = trace.append if trace is not None else None
-    handled = errors = 0
-    is_async = on_task_complete is not None and is_async_callable(on_task_complete)
-    while (result := await get()) is not STOP:
-        handled += 1
-        if keep is not None:
-            keep(result)
-        if on_task_complete is None:
-            continue
-        try:
-            if is_async:
+    # One loop per kind of callback, so that the loop for each result does only what that
+    # kind needs: this is the hot path of every job. The `TaskResult` is built here, once,
+    # and only if a callback or the trace needs it.
+    if on_task_complete is None:
+        if keep is None:
+            while await get() is not STOP:
+                pass
+        else:
+            while (row := await get()) is not STOP:
+                keep(_new_tuple(TaskResult, row))
+    elif is_async_callable(on_task_complete):
+        while (row := await get()) is not STOP:
+            result = _new_tuple(TaskResult, row)
+            if keep is not None:
+                keep(result)
+            try:
                 await on_task_complete(result)
-            else:
+            except Exception:  # noqa: BLE001 - a failing callback is counted, never fatal
+                _callback_failed(report, result)
+    else:
+        while (row := await get()) is not STOP:
+            result = _new_tuple(TaskResult, row)
+            if keep is not None:
+                keep(result)
+            try:
                 outcome = on_task_complete(result)
                 if outcome is not None and inspect.isawaitable(outcome):
-                    await outcome
-        except Exception:
-            errors += 1
-            if errors == 1:
-                logger.exception(
-                    "on_task_complete raised on task %d; the job goes on (further callback "
-                    "errors are only counted, in JobSummary.callback_errors)",
-                    result.task_id,
-                )
-    return HandlerReport(handled, errors)
+                    await outcome  # a plain function that returned a coroutine, say
+            except Exception:  # noqa: BLE001 - a failing callback is counted, never fatal
+                _callback_failed(report, result)
+    return report
+
+
+def _callback_failed(report: HandlerReport, result: TaskResult) -> None:
+    """Count a callback's exception; log the first one with its traceback."""
+    report.callback_errors += 1
+    if report.callback_errors == 1:
+        logger.exception(
+            "on_task_complete raised on task %d; the job goes on (further callback errors "
+            "are only counted, in JobSummary.callback_errors)",
+            result.task_id,
+        )

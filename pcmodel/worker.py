@@ -1,7 +1,8 @@
 """The worker: takes work items, calls the function, hands each result on.
 
 A job runs a fixed pool of workers. Each one loops: take an item from the work queue, call
-`function(params)`, wrap what happened in a `TaskResult`, put it on the result queue. The
+`function(params)`, record what happened (a `TaskResult`'s fields, as a plain tuple: see
+`records.task_results` for why), put it on the result queue. The
 pool size is the concurrency limit: at most `workers` calls are in flight, however many items
 are waiting.
 
@@ -23,12 +24,10 @@ from typing import Any, NamedTuple
 
 from pcmodel._queues import STOP
 from pcmodel.policies import RateLimiter, Retry, call_with_policies
-from pcmodel.records import TaskResult
+from pcmodel.records import Row
 from pcmodel.stopping import JobControl
 
 __all__ = ["Policies", "WorkerReport", "in_threads", "work"]
-
-_new_result = tuple.__new__  # builds a TaskResult without its keyword-parsing __new__
 
 
 class Policies(NamedTuple):
@@ -76,6 +75,27 @@ def in_threads(
     return call_in_thread
 
 
+class _PolicyCall:
+    """`function` called under `policies`, counting the attempts each call made."""
+
+    __slots__ = ("attempts", "function", "policies", "retries")
+
+    def __init__(self, function: Callable[[Any], Awaitable[Any]], policies: Policies) -> None:
+        self.function = function
+        self.policies = policies
+        self.attempts = [1]
+        """`attempts[0]`: the attempts the latest call made (set by `call_with_policies`)."""
+        self.retries = 0
+        """Attempts beyond the first, summed over every call."""
+
+    async def __call__(self, params: Any) -> Any:
+        attempts = self.attempts
+        try:
+            return await call_with_policies(self.function, params, attempts, *self.policies)
+        finally:
+            self.retries += attempts[0] - 1
+
+
 async def work(
     index: int,
     function: Callable[[Any], Awaitable[Any]],
@@ -93,24 +113,31 @@ async def work(
         function: an async callable of one argument (plain functions are adapted first,
             see `in_threads`).
         work_queue: where items come from, as `(task_id, params, enqueued_at)`.
-        result_queue: where each `TaskResult` goes.
+        result_queue: where each result goes, as a row of `TaskResult` fields.
         now: the job's clock; `start` is the job's start on that clock.
         control: the job's stop state (fail-fast, cancelled calls).
         policies: timeout, retries and rate limit for each call; None for plain calls.
     """
     get, get_nowait = work_queue.get, work_queue.get_nowait
     put_nowait = result_queue.put_nowait
-    fail_fast = control.fail_fast
-    tasks = failed = cancelled = retries = 0
+    report = WorkerReport(index)
+    call: Callable[[Any], Awaitable[Any]] = function
+    attempts = [1]  # stays 1 without policies: one attempt per call
+    policy_call = None
+    if policies is not None:
+        call = policy_call = _PolicyCall(function, policies)
+        attempts = policy_call.attempts
+    tasks = 0
     busy = 0.0
-    attempts = [1]
-    # `last_read` is the latest reading of the clock (`last_read_at`: the same, since the
-    # job's start). It stays the current time until this worker next awaits, so an item
-    # taken without waiting starts then: one clock read per task, not two, and a traced task
-    # shares its start time (the same float) with the finish of the task before it.
-    last_read = now()
-    last_read_at = last_read - start
-    # Invariant: every item taken from the work queue yields exactly one TaskResult on the
+    # `last_at` is the latest reading of the clock, in seconds since the job's start. It
+    # stays the current time until this worker next awaits, so an item taken without waiting
+    # starts then: one clock read per task, not two, and a task's start time is the same
+    # float as the finish time of the task before it on this worker.
+    #
+    # This loop is the hot path of every job: it does only what every task needs. A failed
+    # or cancelled call, a full result queue and the policies each take a branch of their own.
+    last_at = now() - start
+    # Invariant: every item taken from the work queue yields exactly one result on the
     # result queue, whatever the function does (only a hard cancel of the job skips it).
     while True:
         try:
@@ -122,62 +149,63 @@ async def work(
                 if control.absorb_cancel():
                     continue  # a fail-fast stop caught this worker idle: go on to the stop marker
                 raise
-            last_read = now()
-            last_read_at = last_read - start
+            last_at = now() - start
         if item is STOP:
             break
         task_id, params, enqueued_at = item
-        started, started_at = last_read, last_read_at
-        error: BaseException | None = None
+        started_at = last_at
         try:
-            if policies is None:
-                value = await function(params)
-            else:
-                value = await call_with_policies(function, params, attempts, *policies)
+            value = await call(params)
         except Exception as exc:  # noqa: BLE001 - a failing call is an outcome, not a crash
-            value, error = None, exc
+            error: BaseException = exc
         except asyncio.CancelledError as exc:
             if not control.absorb_cancel():
                 raise
-            value, error = None, exc
-            cancelled += 1
-        finished = now()
-        finished_at = finished - start
-        result = _new_result(
-            TaskResult,
-            (
+            error = exc
+            report.cancelled += 1
+        else:
+            last_at = finished_at = now() - start
+            busy += finished_at - started_at
+            tasks += 1
+            result: Row = (
                 task_id,
                 params,
                 value,
-                error,
+                None,
                 index,
                 enqueued_at,
                 started_at,
                 finished_at,
                 attempts[0],
-            ),
-        )
+            )
+            try:
+                put_nowait(result)
+            except asyncio.QueueFull:
+                # The result handlers are behind: wait for room (backpressure on workers).
+                await _put_surely(result_queue, result, control)
+                last_at = now() - start
+            continue
+        # The call failed (or a fail-fast stop cancelled it): report it like any result.
+        last_at = finished_at = now() - start
+        busy += finished_at - started_at
         tasks += 1
-        busy += finished - started
-        last_read, last_read_at = finished, finished_at
-        if policies is not None:
-            retries += attempts[0] - 1
-            attempts[0] = 1
+        report.failed += 1
+        result = (task_id, params, None, error, index, enqueued_at, started_at, finished_at, attempts[0])
         try:
             put_nowait(result)
         except asyncio.QueueFull:
-            # The result handlers are behind: wait for room (backpressure on workers).
             await _put_surely(result_queue, result, control)
-            last_read = now()
-            last_read_at = last_read - start
-        if error is not None:
-            failed += 1
-            if fail_fast:
-                control.task_failed(error)
-    return WorkerReport(index, tasks, failed, busy, cancelled, retries)
+            last_at = now() - start
+        if control.fail_fast:
+            control.task_failed(error)
+    report.tasks = tasks
+    report.busy_time = busy
+    if policy_call is not None:
+        report.retries = policy_call.retries
+    return report
 
 
-async def _put_surely(result_queue: asyncio.Queue[Any], result: TaskResult, control: JobControl) -> None:
+async def _put_surely(result_queue: asyncio.Queue[Any], result: Row, control: JobControl) -> None:
     """Put `result` even if a fail-fast stop cancels this worker while it waits for room."""
     while True:
         try:

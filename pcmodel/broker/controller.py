@@ -71,7 +71,7 @@ from pcmodel.broker.records import BrokerJobSummary, WorkerInfo, WorkerProcess
 from pcmodel.broker.worker import queue_name
 from pcmodel.controller import JobSpec
 from pcmodel.producer import ProducerReport
-from pcmodel.records import TaskResult
+from pcmodel.records import Row, TaskResult
 from pcmodel.result_handler import handle_results
 from pcmodel.stopping import StopReason
 
@@ -79,7 +79,6 @@ __all__ = ["live_workers", "run_job_on_broker", "wait_for_workers"]
 
 logger = logging.getLogger("pcmodel.broker")
 
-_new_result = tuple.__new__  # builds a TaskResult without its keyword-parsing __new__
 _BATCH: Final = 100
 """Most items a producer sends in one round trip."""
 _READ_BATCH: Final = 500
@@ -401,17 +400,15 @@ class _BrokerJob:
             sent += 1
         if sent:
             await _uninterrupted(pipe.execute())
-            report.items += sent
             report.max_depth = max(report.max_depth, len(self.unfinished))
         for task_id, params, reason in rejected:
             error = TypeError(
                 f"the params of task {task_id} cannot travel to a worker process as JSON ({reason}): "
                 "send dicts, lists, strings, numbers, booleans or None"
             )
-            result = _new_result(
-                TaskResult, (task_id, params, None, error, -1, enqueued_at, enqueued_at, enqueued_at, 0)
+            await self._deliver(
+                (task_id, params, None, error, -1, enqueued_at, enqueued_at, enqueued_at, 0), {}
             )
-            await self._deliver(result, {})
 
     # -- the reader -------------------------------------------------------------------------
 
@@ -467,25 +464,22 @@ class _BrokerJob:
         finished = max(finished, started)
         error = decode_error(message["error"], process) if "error" in message else None
         attempts = message.get("attempts", 1)
-        result = _new_result(
-            TaskResult,
-            (
-                -1 if task_id is None else task_id,
-                params,
-                message.get("value"),
-                error,
-                lane,
-                enqueued_at,
-                started,
-                finished,
-                attempts if isinstance(attempts, int) else 1,
-            ),
+        row = (
+            -1 if task_id is None else task_id,
+            params,
+            message.get("value"),
+            error,
+            lane,
+            enqueued_at,
+            started,
+            finished,
+            attempts if isinstance(attempts, int) else 1,
         )
         deliveries = message.get("deliveries", 1)
         if isinstance(deliveries, int) and deliveries > 1:
             self.counts.redelivered += 1
         self.lanes[process].tasks += 1
-        await self._deliver(result, message)
+        await self._deliver(row, message)
         if task_id is not None:
             del self.unfinished[task_id]
             self.space.set()
@@ -500,18 +494,18 @@ class _BrokerJob:
             self.next_lane += slots
         return lanes.first + min(slot, lanes.workers - 1)
 
-    async def _deliver(self, result: TaskResult, message: dict[str, Any]) -> None:
-        """Count `result` and hand it to the result handlers."""
+    async def _deliver(self, row: Row, message: dict[str, Any]) -> None:
+        """Count a result (a row of `TaskResult` fields) and hand it to the result handlers."""
+        error, started, finished, attempts = row[3], row[6], row[7], row[8]
         counts = self.counts
         counts.tasks += 1
-        counts.busy += result.finished_at - result.started_at
-        counts.retries += max(result.attempts - 1, 0)
-        error = result.error
+        counts.busy += finished - started
+        counts.retries += max(attempts - 1, 0)
         if error is not None:
             counts.failed += 1
             if isinstance(error, asyncio.CancelledError):
                 counts.cancelled += 1
-        await self.result_queue.put(result)
+        await self.result_queue.put(row)
         if error is not None and self.spec.fail_fast:
             self._stop("fail_fast", error, drain=True, cancel_in_flight=True)
 
