@@ -19,9 +19,12 @@ Two rules keep virtual time honest:
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import heapq
+import itertools
 import selectors
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar, TypeVarTuple, Unpack, cast
 
 __all__ = ["CLOCKS", "Clock", "DeadlockError", "VirtualTimeLoop", "fail_if_stuck", "loop_factory"]
 
@@ -29,6 +32,11 @@ Clock = Literal["real", "virtual"]
 CLOCKS: tuple[Clock, ...] = ("real", "virtual")
 
 _T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
+
+
+_MAX_JUMP = 24 * 3600.0
+"""The longest single jump of the clock, in seconds (asyncio's own cap on a select timeout)."""
 
 
 class _JumpingSelector:
@@ -37,11 +45,23 @@ class _JumpingSelector:
     def __init__(self, loop: VirtualTimeLoop, real: selectors.BaseSelector) -> None:
         self._loop = loop
         self._real = real
+        self.registered = len(real.get_map())
+        """File objects registered with the real selector; the loop's own self-pipe is one."""
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        key = self._real.register(fileobj, events, data)
+        self.registered = len(self._real.get_map())
+        return key
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        key = self._real.unregister(fileobj)
+        self.registered = len(self._real.get_map())
+        return key
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         loop = self._loop
         # The loop's own self-pipe is always registered; anything more is real I/O.
-        real_io = len(self._real.get_map()) > 1
+        real_io = self.registered > 1
         if loop._threads_busy or (real_io and timeout is None):
             # A thread's result (or a socket) wakes the selector; until then time stands
             # still: work outside the loop takes no virtual time.
@@ -70,11 +90,64 @@ class _JumpingSelector:
         return getattr(self._real, name)
 
 
+def _init_handle(
+    handle: Any,
+    callback: Callable[..., object],
+    args: tuple[Any, ...],
+    loop: asyncio.AbstractEventLoop,
+    context: contextvars.Context | None,
+) -> None:
+    """What asyncio's `Handle.__init__` does outside debug mode, without asking the loop."""
+    handle._callback = callback
+    handle._args = args
+    handle._cancelled = False
+    handle._loop = loop
+    handle._repr = None
+    handle._source_traceback = None
+    handle._context = context if context is not None else contextvars.copy_context()
+
+
+class _Handle(asyncio.Handle):
+    """asyncio's `Handle`, made without asking the loop whether it is in debug mode."""
+
+    __slots__ = ()
+    __init__ = _init_handle
+
+
+class _TimerHandle(asyncio.TimerHandle):
+    """asyncio's `TimerHandle`, made and cancelled without asking the loop about debug mode."""
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        when: float,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        loop: asyncio.AbstractEventLoop,
+        context: contextvars.Context | None,
+    ) -> None:
+        _init_handle(self, callback, args, loop, context)
+        self._when = when
+        self._scheduled = False
+
+    def cancel(self) -> None:
+        this: Any = self
+        if not this._cancelled:
+            if this._scheduled:
+                this._loop._timer_cancelled_count += 1
+            this._cancelled = True
+            this._callback = None
+            this._args = None
+
+
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
     """An event loop whose clock jumps to the next timer whenever nothing is ready to run.
 
     `time()` starts at 0.0. Use it as a loop factory, for example
     `asyncio.Runner(loop_factory=VirtualTimeLoop)`, or through `run_job(..., clock="virtual")`.
+
+    Timers due at the same virtual time fire in the order they were set.
 
     Attributes:
         on_idle: called once (then reset to None) when every task waits and nothing can wake
@@ -86,12 +159,146 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         self._now = 0.0
         self._threads_busy = 0
         self.on_idle: Callable[[], object] | None = None
+        # The timers, as a heap of (when, order, handle): tuples compare in C, where asyncio's
+        # heap of handles calls a Python `__lt__` several times per timer, and `order` makes
+        # timers due at the same time fire first set, first fired.
+        self._timers: list[tuple[float, int, Any]] = []  # Any: the handles' private fields are read
+        self._timer_order = itertools.count()
         # The selector is private to SelectorEventLoop; wrapping it is how the clock jumps.
-        self._selector = cast(selectors.BaseSelector, _JumpingSelector(self, self._selector))  # type: ignore[has-type]
+        this: Any = self
+        self._jumping = _JumpingSelector(self, this._selector)
+        this._selector = self._jumping
 
     def time(self) -> float:
         """The virtual time in seconds since the loop was made."""
         return self._now
+
+    def call_soon(
+        self,
+        callback: Callable[[Unpack[_Ts]], object],
+        *args: *_Ts,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.Handle:
+        this: Any = self
+        if this._closed or this._debug:
+            return super().call_soon(callback, *args, context=context)  # asyncio's checks and errors
+        handle: asyncio.Handle = _Handle(callback, args, self, context)
+        this._ready.append(handle)
+        return handle
+
+    def call_later(
+        self,
+        delay: float,
+        callback: Callable[[Unpack[_Ts]], object],
+        *args: *_Ts,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        if delay is None:
+            raise TypeError("delay must not be None")
+        return self.call_at(self._now + delay, callback, *args, context=context)
+
+    def call_at(
+        self,
+        when: float,
+        callback: Callable[[Unpack[_Ts]], object],
+        *args: *_Ts,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        if when is None:
+            raise TypeError("when cannot be None")
+        this: Any = self
+        timer: Any
+        if this._closed or this._debug:
+            this._check_closed()
+            this._check_thread()
+            this._check_callback(callback, "call_at")
+            timer = asyncio.TimerHandle(when, callback, args, self, context)
+        else:
+            timer = _TimerHandle(when, callback, args, self, context)
+        heapq.heappush(self._timers, (when, next(self._timer_order), timer))
+        timer._scheduled = True
+        return cast(asyncio.TimerHandle, timer)
+
+    def _run_once(self) -> None:
+        """Run ready callbacks and due timers, jumping the clock, until the loop must stop.
+
+        One turn does what a turn of asyncio's own loop does, in the same order: drop
+        cancelled timers, poll for I/O (here: jump the clock), move the timers now due to the
+        ready list, run the callbacks that were ready. While no thread is busy and no real
+        I/O is registered, a turn needs no system call, so this goes on turning until the loop
+        is asked to stop or has nothing left to run; otherwise it does one turn through the
+        real selector, as asyncio does.
+        """
+        this: Any = self
+        ready = this._ready
+        jumping = self._jumping
+        heappop = heapq.heappop
+        while True:
+            timers = self._timers
+            count = len(timers)
+            if count > 100 and this._timer_cancelled_count * 2 > count:
+                # Many cancelled timers (finished timeouts, say): rebuild the heap without them.
+                kept = []
+                for entry in timers:
+                    timer: Any = entry[2]
+                    if timer._cancelled:
+                        timer._scheduled = False
+                    else:
+                        kept.append(entry)
+                heapq.heapify(kept)
+                self._timers = timers = kept
+                this._timer_cancelled_count = 0
+            else:
+                while timers and timers[0][2]._cancelled:
+                    this._timer_cancelled_count -= 1
+                    timer = heappop(timers)[2]
+                    timer._scheduled = False
+            timeout: float | None = None
+            if ready or this._stopping:
+                timeout = 0
+            elif timers:
+                timeout = min(max(0, timers[0][0] - self._now), _MAX_JUMP)
+            jump = timeout is not None and not self._threads_busy and jumping.registered <= 1
+            if jump:
+                if timeout:
+                    self._now += timeout
+            else:
+                this._process_events(jumping.select(timeout))
+            end = self._now + this._clock_resolution
+            while timers and timers[0][0] < end:
+                timer = heappop(timers)[2]
+                timer._scheduled = False
+                ready.append(timer)
+            if this._debug:
+                for _ in range(len(ready)):
+                    handle: Any = ready.popleft()
+                    if not handle._cancelled:
+                        handle._run()
+            else:
+                for _ in range(len(ready)):
+                    handle = ready.popleft()
+                    if handle._cancelled:
+                        continue
+                    # `handle._run()`, written out: one Python call less per callback.
+                    try:
+                        handle._context.run(handle._callback, *handle._args)
+                    except (SystemExit, KeyboardInterrupt):
+                        raise
+                    except BaseException as exc:  # noqa: BLE001 - reported as asyncio reports it
+                        self.call_exception_handler(
+                            {
+                                "message": f"Exception in callback {handle!r}",
+                                "exception": exc,
+                                "handle": handle,
+                            }
+                        )
+            handle = None  # no reference kept to the last callback
+            if not jump or this._stopping:
+                return
+
+    def close(self) -> None:
+        super().close()
+        self._timers.clear()
 
     def run_in_executor(  # type: ignore[override]
         self, executor: Any, func: Callable[..., _T], *args: Any

@@ -33,7 +33,7 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from pcmodel import _validate
-from pcmodel._queues import STOP
+from pcmodel._queues import STOP, JobQueue
 from pcmodel.clock import Clock
 from pcmodel.policies import RateLimiter, Retry
 from pcmodel.producer import ProducerReport, Producers, produce
@@ -153,8 +153,8 @@ async def execute(spec: JobSpec) -> JobSummary:
 
     # The queue depth over time is not sampled while the job runs: `JobSummary.queue_depth`
     # rebuilds it from the trace's enqueue and start times, which costs the hot path nothing.
-    work_queue: asyncio.Queue[Any] = asyncio.Queue(spec.queue_size)
-    result_queue: asyncio.Queue[Any] = asyncio.Queue(spec.result_queue_size)
+    work_queue: asyncio.Queue[Any] = JobQueue(spec.queue_size)
+    result_queue: asyncio.Queue[Any] = JobQueue(spec.result_queue_size)
     results: list[TaskResult] | None = [] if spec.trace else None
     control = JobControl(
         work_queue, fail_fast=spec.fail_fast, trace=spec.trace, since_start=lambda: now() - start
