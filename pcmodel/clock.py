@@ -235,29 +235,34 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         heappop = heapq.heappop
         while True:
             timers = self._timers
-            count = len(timers)
-            if count > 100 and this._timer_cancelled_count * 2 > count:
-                # Many cancelled timers (finished timeouts, say): rebuild the heap without them.
-                kept = []
-                for entry in timers:
-                    timer: Any = entry[2]
-                    if timer._cancelled:
+            if this._timer_cancelled_count:
+                count = len(timers)
+                if count > 100 and this._timer_cancelled_count * 2 > count:
+                    # Many cancelled timers (finished timeouts, say): rebuild the heap without them.
+                    kept = []
+                    for entry in timers:
+                        timer: Any = entry[2]
+                        if timer._cancelled:
+                            timer._scheduled = False
+                        else:
+                            kept.append(entry)
+                    heapq.heapify(kept)
+                    self._timers = timers = kept
+                    this._timer_cancelled_count = 0
+                else:
+                    while timers and timers[0][2]._cancelled:
+                        this._timer_cancelled_count -= 1
+                        timer = heappop(timers)[2]
                         timer._scheduled = False
-                    else:
-                        kept.append(entry)
-                heapq.heapify(kept)
-                self._timers = timers = kept
-                this._timer_cancelled_count = 0
-            else:
-                while timers and timers[0][2]._cancelled:
-                    this._timer_cancelled_count -= 1
-                    timer = heappop(timers)[2]
-                    timer._scheduled = False
             timeout: float | None = None
             if ready or this._stopping:
                 timeout = 0
             elif timers:
-                timeout = min(max(0, timers[0][0] - self._now), _MAX_JUMP)
+                timeout = timers[0][0] - self._now
+                if timeout < 0:
+                    timeout = 0
+                elif timeout > _MAX_JUMP:
+                    timeout = _MAX_JUMP
             jump = timeout is not None and not self._threads_busy and jumping.registered <= 1
             if jump:
                 if timeout:

@@ -153,8 +153,8 @@ async def execute(spec: JobSpec) -> JobSummary:
 
     # The queue depth over time is not sampled while the job runs: `JobSummary.queue_depth`
     # rebuilds it from the trace's enqueue and start times, which costs the hot path nothing.
-    work_queue: asyncio.Queue[Any] = JobQueue(spec.queue_size)
-    result_queue: asyncio.Queue[Any] = JobQueue(spec.result_queue_size)
+    work_queue: JobQueue[Any] = JobQueue(spec.queue_size)
+    result_queue: JobQueue[Any] = JobQueue(spec.result_queue_size)
     results: list[TaskResult] | None = [] if spec.trace else None
     control = JobControl(
         work_queue, fail_fast=spec.fail_fast, trace=spec.trace, since_start=lambda: now() - start

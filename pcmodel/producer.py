@@ -18,6 +18,7 @@ from collections.abc import AsyncIterable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pcmodel._queues import JobQueue
 from pcmodel.stopping import JobControl
 
 __all__ = ["ProducerReport", "Producers", "produce", "producers"]
@@ -78,7 +79,7 @@ class ProducerReport:
 
 async def produce(
     source: Iterable[Any] | AsyncIterable[Any],
-    work_queue: asyncio.Queue[Any],
+    work_queue: JobQueue[Any],
     task_ids: itertools.count[int],
     now: Callable[[], float],
     start: float,
@@ -98,7 +99,7 @@ async def produce(
     """
     blocked_periods = report.blocked
     put, put_nowait = work_queue.put, work_queue.put_nowait
-    qsize = work_queue.qsize
+    qsize, is_full = work_queue.qsize, work_queue.full
     # A put that finds the queue full proves it held `maxsize` items: the deepest it can be.
     # From then on no put can make it deeper, so the fast path stops asking for its size.
     full_depth = work_queue.maxsize if work_queue.maxsize > 0 else -1
@@ -134,23 +135,31 @@ async def produce(
                 if max_depth != full_depth and (depth := qsize()) > max_depth:
                     max_depth = depth
         else:
+            # Nothing else runs while the producer reads a plain iterable, so a queue it left
+            # full is still full at the next item: that item waits at once, without the
+            # attempt (and the exception) that would only tell so.
+            full = False
             # zip takes the item first, so a source that has run dry uses up no task id.
             for params, task_id in zip(source, task_ids, strict=False):
                 enqueued_at = now() - start
-                try:
-                    put_nowait((task_id, params, enqueued_at))
-                except asyncio.QueueFull:
-                    item = [task_id, params, enqueued_at]
-                    await put(item)
-                    item[2] = unblocked_at = now() - start
-                    item = None
-                    wait += unblocked_at - enqueued_at
-                    max_depth = full_depth
-                    if blocked_periods is not None and unblocked_at > enqueued_at:
-                        blocked_periods.append((enqueued_at, unblocked_at))
-                    continue
-                if max_depth != full_depth and (depth := qsize()) > max_depth:
-                    max_depth = depth
+                if not full:
+                    try:
+                        put_nowait((task_id, params, enqueued_at))
+                    except asyncio.QueueFull:
+                        pass
+                    else:
+                        if max_depth != full_depth and (depth := qsize()) > max_depth:
+                            max_depth = depth
+                        continue
+                item = [task_id, params, enqueued_at]
+                await put(item)
+                item[2] = unblocked_at = now() - start
+                item = None
+                wait += unblocked_at - enqueued_at
+                max_depth = full_depth
+                if blocked_periods is not None and unblocked_at > enqueued_at:
+                    blocked_periods.append((enqueued_at, unblocked_at))
+                full = is_full()
     except asyncio.CancelledError:
         if item is not None and control.reason is not None:
             control.held_back(item[1])  # the job stopped while this item waited for room

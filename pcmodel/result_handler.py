@@ -12,14 +12,13 @@ a thread. An exception in the callback is counted and logged once, never fatal.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pcmodel._queues import STOP
+from pcmodel._queues import STOP, JobQueue
 from pcmodel._validate import is_async_callable
 from pcmodel.records import TaskResult
 
@@ -39,7 +38,7 @@ class HandlerReport:
 
 
 async def handle_results(
-    result_queue: asyncio.Queue[Any],
+    result_queue: JobQueue[Any],
     on_task_complete: Callable[[TaskResult], Any] | None,
     trace: list[TaskResult] | None,
 ) -> HandlerReport:

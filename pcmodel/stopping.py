@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pcmodel._queues import STOP
+from pcmodel._queues import STOP, JobQueue
 
 __all__ = ["JobControl", "StopReason", "StopSignal"]
 
@@ -103,7 +103,7 @@ class JobControl:
 
     def __init__(
         self,
-        work_queue: asyncio.Queue[Any],
+        work_queue: JobQueue[Any],
         *,
         fail_fast: bool,
         trace: bool,

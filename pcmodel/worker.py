@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from pcmodel._queues import STOP
+from pcmodel._queues import STOP, JobQueue
 from pcmodel.policies import RateLimiter, Retry, call_with_policies
 from pcmodel.records import Row
 from pcmodel.stopping import JobControl
@@ -99,8 +99,8 @@ class _PolicyCall:
 async def work(
     index: int,
     function: Callable[[Any], Awaitable[Any]],
-    work_queue: asyncio.Queue[Any],
-    result_queue: asyncio.Queue[Any],
+    work_queue: JobQueue[Any],
+    result_queue: JobQueue[Any],
     now: Callable[[], float],
     start: float,
     control: JobControl,
@@ -205,7 +205,7 @@ async def work(
     return report
 
 
-async def _put_surely(result_queue: asyncio.Queue[Any], result: Row, control: JobControl) -> None:
+async def _put_surely(result_queue: JobQueue[Any], result: Row, control: JobControl) -> None:
     """Put `result` even if a fail-fast stop cancels this worker while it waits for room."""
     while True:
         try:

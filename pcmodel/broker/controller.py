@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, Final, TypeVar
 
-from pcmodel._queues import STOP
+from pcmodel._queues import STOP, JobQueue
 from pcmodel._validate import check_int
 from pcmodel.broker._redis import (
     DRAIN_CONSUMER,
@@ -217,7 +217,7 @@ class _BrokerJob:
             unprocessed_params=[] if spec.trace else None, drained=[] if spec.trace else None
         )
         self.results: list[TaskResult] | None = [] if spec.trace else None
-        self.result_queue: asyncio.Queue[Any] = asyncio.Queue(spec.result_queue_size)
+        self.result_queue: JobQueue[Any] = JobQueue(spec.result_queue_size)
         self.lanes: dict[str, _Lanes] = {}
         self.next_lane = 0
         self.malformed_seen: set[str] = set()
