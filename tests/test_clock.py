@@ -97,3 +97,94 @@ def test_a_callback_from_another_thread_is_run() -> None:
         return await future
 
     assert run_virtual(main()) == "hello"
+
+
+def test_timers_due_at_the_same_time_fire_in_the_order_they_were_set() -> None:
+    async def main() -> list[int]:
+        loop = asyncio.get_running_loop()
+        fired: list[int] = []
+        done = loop.create_future()
+        # Set out of time order, with ties at t=2 and t=5: ties must keep their setting order.
+        for index, delay in enumerate([5, 2, 5, 2, 1, 5, 2]):
+            loop.call_later(delay, fired.append, index)
+        loop.call_later(6, done.set_result, None)
+        await done
+        return fired
+
+    assert run_virtual(main()) == [4, 1, 3, 6, 0, 2, 5]
+
+
+def test_cancelled_timers_never_fire_even_when_most_of_the_heap_is_cancelled() -> None:
+    # Over half of 300 timers cancelled: the loop rebuilds its heap without them.
+    async def main() -> tuple[list[int], float]:
+        loop = asyncio.get_running_loop()
+        fired: list[int] = []
+        handles = [loop.call_later(1 + n, fired.append, n) for n in range(300)]
+        for handle in handles:
+            if handle.when() % 3:  # cancels 200 of 300
+                handle.cancel()
+        await asyncio.sleep(400)
+        return fired, loop.time()
+
+    fired, now = run_virtual(main())  # type: ignore[misc]
+    assert fired == [n for n in range(300) if (1 + n) % 3 == 0]
+    assert now == 400.0
+
+
+def test_a_callback_that_raises_is_reported_to_the_exception_handler_and_the_loop_goes_on() -> None:
+    seen: list[dict[str, object]] = []
+
+    def broken() -> None:
+        raise ValueError("broken callback")
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: seen.append(context))
+        loop.call_soon(broken)
+        loop.call_later(2, broken)
+        await asyncio.sleep(3)
+        return loop.time()
+
+    assert run_virtual(main()) == 3.0
+    assert [type(context["exception"]) for context in seen] == [ValueError, ValueError]
+    assert all("Exception in callback" in str(context["message"]) for context in seen)
+
+
+def test_debug_mode_runs_the_same_virtual_schedule() -> None:
+    async def main() -> tuple[float, list[float]]:
+        loop = asyncio.get_running_loop()
+        ends: list[float] = []
+
+        async def nap(seconds: float) -> None:
+            await asyncio.sleep(seconds)
+            ends.append(loop.time())
+
+        await asyncio.gather(nap(3), nap(1), nap(2))
+        return loop.time(), ends
+
+    with asyncio.Runner(loop_factory=VirtualTimeLoop, debug=True) as runner:
+        assert runner.run(main()) == (3.0, [1.0, 2.0, 3.0])
+
+
+def test_a_callback_from_another_thread_runs_while_the_clock_jumps() -> None:
+    async def main() -> tuple[str, float]:
+        loop = asyncio.get_running_loop()
+        arrived = loop.create_future()
+        thread = threading.Thread(target=lambda: loop.call_soon_threadsafe(arrived.set_result, "hello"))
+        sleeper = asyncio.ensure_future(asyncio.sleep(60))
+        thread.start()
+        value = await arrived
+        thread.join()
+        await sleeper
+        return value, loop.time()
+
+    assert run_virtual(main()) == ("hello", 60.0)
+
+
+def test_a_closed_loop_refuses_new_callbacks_and_timers() -> None:
+    loop = VirtualTimeLoop()
+    loop.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        loop.call_soon(print)
+    with pytest.raises(RuntimeError, match="closed"):
+        loop.call_later(1, print)
