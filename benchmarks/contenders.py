@@ -6,7 +6,9 @@ flight and hands every result to `on_result`. They differ only in the tool that 
 - pcmodel, with `trace=True` and `trace=False`;
 - a bare, hand-written `asyncio.Queue` pipeline of the same shape as pcmodel (a producer, a
   bounded work queue, `limit` workers, a result queue, one result handler), using the same
-  queue calls as pcmodel: what pcmodel adds on top of it is its bookkeeping;
+  queue calls as pcmodel: the reference every ratio is taken against;
+- the same bare pipeline on pcmodel's own queue (`JobQueue`), which is what pcmodel runs on:
+  what pcmodel adds on top of that one is its bookkeeping alone;
 - the same bare pipeline written the way most people first write it (`await queue.put`
   everywhere), for context;
 - `asyncio.gather` and `asyncio.TaskGroup` with a `Semaphore`;
@@ -103,10 +105,30 @@ async def bare_pipeline(function: AsyncFunction, params: Params, on_result: OnRe
 
     The queue calls are pcmodel's: `put_nowait` first and `await put` only when the queue is
     full, `get_nowait` first and `await get` only when it is empty. Results are plain tuples;
-    nothing is timed or counted.
+    nothing is timed or counted. The queues are `asyncio.Queue`s.
     """
-    work_queue: asyncio.Queue[Any] = asyncio.Queue(100)
-    result_queue: asyncio.Queue[Any] = asyncio.Queue(100)
+    await _bare_pipeline(asyncio.Queue, function, params, on_result, limit)
+
+
+async def bare_pipeline_on_job_queue(
+    function: AsyncFunction, params: Params, on_result: OnResult, limit: int
+) -> None:
+    """The same bare pipeline on pcmodel's own queue (`pcmodel._queues.JobQueue`).
+
+    pcmodel runs on that queue, so this is the pipeline to compare it with to see what its
+    bookkeeping alone costs; the bare pipeline on `asyncio.Queue` is what a hand-written one
+    costs.
+    """
+    from pcmodel._queues import JobQueue
+
+    await _bare_pipeline(JobQueue, function, params, on_result, limit)
+
+
+async def _bare_pipeline(
+    make_queue: Callable[[int], Any], function: AsyncFunction, params: Params, on_result: OnResult, limit: int
+) -> None:
+    work_queue = make_queue(100)
+    result_queue = make_queue(100)
 
     async def produce() -> None:
         put, put_nowait = work_queue.put, work_queue.put_nowait
@@ -119,11 +141,16 @@ async def bare_pipeline(function: AsyncFunction, params: Params, on_result: OnRe
                     await put((task_id, item))
                 task_id += 1
         else:
+            full = False  # as pcmodel: a queue left full is still full at the next item
             for task_id, item in enumerate(params):
-                try:
-                    put_nowait((task_id, item))
-                except asyncio.QueueFull:
-                    await put((task_id, item))
+                if not full:
+                    try:
+                        put_nowait((task_id, item))
+                        continue
+                    except asyncio.QueueFull:
+                        pass
+                await put((task_id, item))
+                full = work_queue.full()
 
     async def work() -> None:
         get, get_nowait = work_queue.get, work_queue.get_nowait
@@ -337,6 +364,7 @@ async def anyio_stream(function: AsyncFunction, params: Params, on_result: OnRes
 PCMODEL_FALSE = Contender("pcmodel trace=False", pcmodel_runner(False))
 PCMODEL_TRUE = Contender("pcmodel trace=True", pcmodel_runner(True))
 BARE = Contender("bare asyncio pipeline", bare_pipeline)
+BARE_JOB_QUEUE = Contender("bare pipeline on pcmodel's JobQueue", bare_pipeline_on_job_queue)
 BARE_PLAIN = Contender("bare pipeline, await put/get", bare_pipeline_plain)
 GATHER = Contender("gather + Semaphore", gather_semaphore, accepts_async_params=False)
 TASKGROUP = Contender("TaskGroup + Semaphore", taskgroup_semaphore)
@@ -354,5 +382,5 @@ PCMODEL_TRUE_UVLOOP = Contender("pcmodel trace=True [uvloop]", pcmodel_runner(Tr
 PCMODEL = (PCMODEL_FALSE, PCMODEL_TRUE)
 LIBRARIES = (GATHER, TASKGROUP, AIOMETER_EACH, AIOMETER_AMAP, AIOJOBS, ANYIO)
 """The other ways to run the job (not pcmodel, not the bare pipelines)."""
-ALL = (BARE, *PCMODEL, BARE_PLAIN, *LIBRARIES)
+ALL = (BARE, BARE_JOB_QUEUE, *PCMODEL, BARE_PLAIN, *LIBRARIES)
 UVLOOP = (BARE_UVLOOP, PCMODEL_FALSE_UVLOOP, PCMODEL_TRUE_UVLOOP)

@@ -1,13 +1,15 @@
-"""Measurement 7: the hot path before and after the changes in `patches/hotpath.diff`.
+"""Measurement 7: the hot path, before and after: earlier versions of pcmodel run beside it.
 
-The patch is applied to a copy of the current `pcmodel/` in a temporary folder; both copies
-are imported under other names (`pcmodel_before`, `pcmodel_after`) so that they run side by
-side in one process, in interleaved rounds, beside the bare pipeline. If the patch no longer
-applies (it has been merged, or the files moved on), the section says so and measures
-nothing.
+Each earlier version is `pcmodel/` as it was at a commit of this repository (taken with
+`git archive`, so the measurement needs the repository's history; a version that cannot be
+taken is left out and the section says why). Every version is imported under a name of its
+own (`pcmodel_original`, `pcmodel_previous`, `pcmodel_now`), so all of them run side by side
+in one process, in interleaved rounds, beside the bare pipelines: throughput, memory per
+task, and the virtual clock each version ships.
 
-The section also prints a short profile of each version (the functions with the most own
-time under cProfile, for a traced job), so the numbers come with the reason.
+The section also prints a short profile of the first and the last version (the functions
+with the most own time under cProfile, for a traced job), so the numbers come with the
+reason.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import tracemalloc
 from pathlib import Path
@@ -29,10 +32,14 @@ from typing import Any
 
 from benchmarks import _format
 from benchmarks._harness import interleaved, load_average, median, rates
-from benchmarks.contenders import BARE, Contender, pcmodel_runner
+from benchmarks.contenders import BARE, BARE_JOB_QUEUE, Contender, pcmodel_runner
 
 ROOT = Path(__file__).resolve().parent.parent
-PATCH = Path(__file__).resolve().parent / "patches" / "hotpath.diff"
+VERSIONS = {
+    "original": ("8e43e42", "before any hot-path work: queue depth sampled on every put and get"),
+    "previous": ("d9decf9", "after the first round: depth rebuilt from the trace, one clock read per task"),
+}
+"""Earlier versions measured: name -> (commit, what it was). The current `pcmodel/` is "now"."""
 SIZES = {
     "full": {
         "tasks": 50_000,
@@ -46,41 +53,49 @@ SIZES = {
 LIMIT = 50
 
 FINDINGS = """\
-What the profile of the traced job showed before the changes, and what each change does:
+What the profiles showed, and what each change did (in order; "first round" is the previous
+version, "second round" is now):
 
-1. **Queue-depth sampling** (`DepthRecordingQueue`): two Python-level hooks per task (a
-   `_put` and a `_get` override, each calling the clock through a closure and building a
-   `DepthSample` through its keyword `__new__`), plus two retained samples per task (about
-   200 bytes). It was the largest item in the traced profile, and the reason `trace=True`
-   ran at less than half the bare pipeline's speed. The trace already holds the same facts:
-   an item is in the queue from `enqueued_at` to `started_at`. The patch drops the sampling
-   and makes `JobSummary.queue_depth` a property that rebuilds the depth from the results
-   when it is asked for (one sample per instant at which the depth changed).
-2. **The clock**: `loop.time()` of the standard loop is a Python method around
-   `time.monotonic()`; the controller now hands the pieces `time.monotonic` itself when the
-   loop's `time` is the stock one (the virtual loop and uvloop keep their own).
-3. **The producer's per-item helper**: `offer()` was a Python call per item; the patch
-   writes the fast path inline in the two loops (sync and async source), and stops asking
-   the queue's size once it has been full (no put can make it deeper).
-4. **The worker's clock reads and waits**: an item taken with `get_nowait()` (no wait)
-   starts at the clock reading the worker took when the previous task finished (nothing
-   ran in between), so the worker reads the clock once per task instead of twice, and
-   the start time of one task is the same float object as the finish time of the one
-   before (24 bytes less per traced task). `await get()` only when the queue is empty.
-5. **The result handler**: `inspect.isawaitable()` is only asked when a plain callback
-   returned something other than None.
+1. **Queue-depth sampling** (first round): two Python-level hooks per task and two kept
+   samples per task. The trace already holds the same facts (an item waits from
+   `enqueued_at` to `started_at`), so `JobSummary.queue_depth` is rebuilt from it on demand.
+2. **Clock reads** (first round): `time.monotonic` itself instead of the loop's Python
+   `time()` method; one read per task in the worker (a task taken without waiting starts at
+   the finish time of the one before).
+3. **Producer and worker loops** (both rounds): the producer's fast and slow paths are written
+   out in its loop (a coroutine per blocked put cost more than the put); a plain iterable
+   that left the queue full waits at once at the next item instead of raising `QueueFull`
+   first; the worker has one branch per outcome, and timeouts, retries and rate limits live in
+   a wrapper that only jobs using them pay for.
+4. **Results travel as plain tuples** (second round): the worker puts a row of the
+   `TaskResult`'s fields on the result queue and the handler builds the `TaskResult` once,
+   only if a callback or the trace needs one. A job with neither builds none.
+5. **pcmodel's own queue, `JobQueue`** (second round): `asyncio.Queue.put_nowait` is five
+   Python calls (`full`, `qsize`, `_put`, `_wakeup_next`, `Event.clear` for `join()`),
+   `get_nowait` four; a job makes four such calls per task. `JobQueue` keeps asyncio's
+   behaviour for the calls a job makes (first come, first served; a cancelled waiter hands
+   its wake-up on; checked against `asyncio.Queue` in `tests/test_queues.py`) in one call
+   each, and drops `join()`/`task_done()`, which a job never uses. This is the largest single
+   gain, and the reason pcmodel now outruns the bare pipeline on `asyncio.Queue`; the bare
+   pipeline on `JobQueue` isolates what the bookkeeping still costs.
+6. **The virtual clock** (second round): `VirtualTimeLoop` turns without asyncio's select step
+   while no thread is busy and no real I/O is registered, keeps its timers in a heap of
+   `(when, order, handle)` tuples (compared in C; asyncio's heap of handles calls a Python
+   `__lt__` about seven times per timer), and makes its handles without asking for debug
+   mode each time.
 
-What is left (measured by removing one piece at a time in a scratch copy, one-await
-function, 50,000 tasks, CPU time): building the `TaskResult` named tuple costs about 6% of
-the bare pipeline's throughput (a tuple subclass does not use the tuple free list, and its
-deallocation goes through the generic subtype path); the remaining clock reads (one in the
-producer, one or two in the worker) about 5%; the ids and counters the summary needs about
-3%; the job controls added since (timeout, retries, rate limit, fail-fast: a few checks per
-task even when they are off) about 2%. A traced job also pays for keeping every result: a
-`TaskResult` is a tuple subclass, which CPython's collector never untracks (it untracks only
-exact tuples), so every full collection walks every kept result; and the allocations cannot
-be recycled from free lists. Reaching 0.90 and 0.80 would need a record built in C, fewer
-per-task fields, or a worker loop of its own for jobs without controls.
+What is left, measured by taking one piece out at a time in a scratch copy (50,000 tasks, CPU
+time): building the `TaskResult` costs about 6% of the bare pipeline's throughput (a tuple
+subclass is built through `tuple.__new__`, does not use the tuple free list, and its
+deallocation takes the generic path); the two clock reads per task (the producer's enqueue
+time, the worker's finish time) about 8% together; everything else (ids, counters, the
+checks for the job controls) about 4%. With `trace=True` a job also keeps every result: the
+memory it allocates cannot come from free lists, and a `TaskResult` is a tuple subclass,
+which CPython's collector never untracks (it untracks only exact tuples), so collections walk
+the kept results (measured: keeping plain tuples instead and building the records at the end
+cost more than it saved). On the virtual clock each task is four callbacks of asyncio's own
+(the timer, and the wake-ups of the worker, the result handler and the producer), which is
+most of what is left.
 """
 
 
@@ -92,29 +107,45 @@ def _rename(package_dir: Path, name: str) -> None:
         path.write_text(pattern.sub(lambda m: f"{m.group(1)}{m.group(2)} {name}", text))
 
 
-def prepare(scratch: Path) -> tuple[ModuleType, ModuleType] | str:
-    """Copies of pcmodel before and after the patch, imported; or why there are none."""
-    if not PATCH.exists():
-        return f"no patch at {PATCH.relative_to(ROOT)}"
-    source = ROOT / "pcmodel"
-    work = scratch / "apply"
-    shutil.copytree(source, work / "pcmodel", ignore=shutil.ignore_patterns("__pycache__"))
-    check = subprocess.run(
-        ["git", "apply", "-C1", "--check", str(PATCH)], cwd=work, capture_output=True, text=True, check=False
-    )
-    if check.returncode != 0:
-        return (
-            "the patch does not apply to the current pcmodel/ (merged already, or the files moved on):\n"
-            + (check.stderr.strip())
-        )
-    subprocess.run(["git", "apply", "-C1", str(PATCH)], cwd=work, check=True)
+def _checkout(commit: str, target: Path) -> str | None:
+    """`pcmodel/` at `commit` into `target`; None, or why it could not be taken."""
+    archive = target.with_suffix(".tar")
+    try:
+        with archive.open("wb") as out:
+            subprocess.run(
+                ["git", "archive", "--format=tar", commit, "pcmodel"],
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.PIPE,
+                check=True,
+            )
+    except (OSError, subprocess.CalledProcessError) as error:
+        detail = getattr(error, "stderr", b"") or b""
+        return f"commit {commit} is not in this clone ({detail.decode(errors='replace').strip() or error})"
+    with tarfile.open(archive) as tar:
+        tar.extractall(target.parent / "extract", filter="data")
+    shutil.move(str(target.parent / "extract" / "pcmodel"), target)
+    return None
+
+
+def prepare(scratch: Path) -> tuple[dict[str, ModuleType], dict[str, str]]:
+    """Every version that can be had, imported: (name -> module, name -> why it is missing)."""
     packages = scratch / "packages"
-    shutil.copytree(source, packages / "pcmodel_before", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(work / "pcmodel", packages / "pcmodel_after")
-    _rename(packages / "pcmodel_before", "pcmodel_before")
-    _rename(packages / "pcmodel_after", "pcmodel_after")
+    packages.mkdir()
+    missing: dict[str, str] = {}
+    names: list[str] = []
+    for name, (commit, _what) in VERSIONS.items():
+        problem = _checkout(commit, packages / f"pcmodel_{name}")
+        if problem is not None:
+            missing[name] = problem
+            continue
+        names.append(name)
+    shutil.copytree(ROOT / "pcmodel", packages / "pcmodel_now", ignore=shutil.ignore_patterns("__pycache__"))
+    names.append("now")
+    for name in names:
+        _rename(packages / f"pcmodel_{name}", f"pcmodel_{name}")
     sys.path.insert(0, str(packages))
-    return importlib.import_module("pcmodel_before"), importlib.import_module("pcmodel_after")
+    return {name: importlib.import_module(f"pcmodel_{name}") for name in names}, missing
 
 
 async def noop(params: Any) -> Any:
@@ -178,7 +209,7 @@ def _virtual(modules: dict[str, ModuleType], tasks: int, rounds: int) -> list[di
 
     trials = interleaved(contenders, rounds, job)
     return [
-        {"name": c.name, "tasks_per_s": tasks / median([t.wall for t in trials[c.name]])} for c in contenders
+        {"name": c.name, "tasks_per_s": tasks / median([t.cpu for t in trials[c.name]])} for c in contenders
     ]
 
 
@@ -210,31 +241,32 @@ def run(quick: bool) -> dict[str, Any]:
     size = SIZES["quick" if quick else "full"]
     load_before = load_average()
     with tempfile.TemporaryDirectory() as scratch:
-        prepared = prepare(Path(scratch))
-        if isinstance(prepared, str):
-            return {"applied": False, "reason": prepared, "load": [load_before, load_average()]}
-        before, after = prepared
+        modules, missing = prepare(Path(scratch))
         contenders = [
             BARE,
-            Contender("before: pcmodel trace=False", pcmodel_runner(False, before)),
-            Contender("after: pcmodel trace=False", pcmodel_runner(False, after)),
-            Contender("before: pcmodel trace=True", pcmodel_runner(True, before)),
-            Contender("after: pcmodel trace=True", pcmodel_runner(True, after)),
+            BARE_JOB_QUEUE,
+            *(
+                Contender(f"{name}: pcmodel trace={trace}", pcmodel_runner(trace, module))
+                for trace in (False, True)
+                for name, module in modules.items()
+            ),
         ]
         throughput = _throughput(contenders, size["tasks"], size["rounds"])
         memory = [
-            {
-                "name": f"{label} trace={trace}",
-                "bytes_per_item": _memory(module, size["memory_items"], trace),
-            }
-            for label, module in (("before", before), ("after", after))
+            {"name": f"{name} trace={trace}", "bytes_per_item": _memory(module, size["memory_items"], trace)}
+            for name, module in modules.items()
             for trace in (False, True)
         ]
-        virtual = _virtual({"before": before, "after": after}, size["virtual_tasks"], size["virtual_rounds"])
-        profiles = {"before": _profile(before, size["tasks"]), "after": _profile(after, size["tasks"])}
+        virtual = _virtual(modules, size["virtual_tasks"], size["virtual_rounds"])
+        first, last = next(iter(modules)), "now"
+        profiles = {
+            first: _profile(modules[first], size["tasks"]),
+            last: _profile(modules[last], size["tasks"]),
+        }
         sys.path[:] = [p for p in sys.path if not p.startswith(scratch)]
     return {
-        "applied": True,
+        "versions": {name: list(VERSIONS[name]) for name in modules if name in VERSIONS},
+        "missing": missing,
         "tasks": size["tasks"],
         "rounds": size["rounds"],
         "memory_items": size["memory_items"],
@@ -247,53 +279,25 @@ def run(quick: bool) -> dict[str, Any]:
     }
 
 
-def targets(data: dict[str, Any]) -> list[tuple[str, str, bool]]:
-    """(target, measured, met) for pcmodel with the patch applied."""
-    if not data["applied"]:
-        return []
-    found = []
-    for label in ("one await", "no-op"):
-        rows = {r["name"]: r for r in data["throughput"][label]}
-        for trace, goal in (("False", 0.90), ("True", 0.80)):
-            value = rows[f"after: pcmodel trace={trace}"]["ratio"]
-            found.append(
-                (
-                    f"with the patch, {label} function: pcmodel trace={trace} >= {goal:.2f} x bare pipeline",
-                    f"{value:.2f}",
-                    value >= goal,
-                )
-            )
-    memory = {r["name"]: r["bytes_per_item"] for r in data["memory"]}
-    per = memory["after trace=True"]
-    found.append(
-        (
-            f"with the patch: trace=True <= 250 bytes per task ({data['memory_items']:,} items)",
-            f"{per:.0f} B",
-            per <= 250,
-        )
-    )
-    virtual = {r["name"]: r["tasks_per_s"] for r in data["virtual"]}
-    rate = virtual["after trace=False"]
-    found.append(
-        ("with the patch: virtual clock >= 100,000 simulated tasks/s", f"{rate:,.0f}", rate >= 100_000)
-    )
-    return found
-
-
 def section(data: dict[str, Any]) -> str:
     """The Markdown section for RESULTS.md."""
-    if not data["applied"]:
-        return f"Not measured: {data['reason']}\n\n{FINDINGS}"
+    versions = [
+        f"- **{name}**: `pcmodel/` at commit {commit}, {what};"
+        for name, (commit, what) in data["versions"].items()
+    ]
+    versions.append("- **now**: `pcmodel/` as it is.")
+    versions += [f"- *{name}*: not measured, {why}." for name, why in data["missing"].items()]
     parts = [
         (
-            f"`benchmarks/patches/hotpath.diff` applied to a copy of the current `pcmodel/`; both "
-            f"copies run side by side with the bare pipeline, {data['tasks']:,} tasks, "
-            f"{data['rounds']} interleaved rounds, medians."
+            f"Every version runs side by side with the bare pipelines, {data['tasks']:,} tasks, "
+            f"{data['rounds']} interleaved rounds, medians; the ratios are to the bare pipeline on "
+            "`asyncio.Queue`, on CPU time."
         ),
+        "\n".join(versions),
         FINDINGS,
     ]
     for label, rows in data["throughput"].items():
-        parts.append(f"**Throughput, {label} function** (ratio to the bare pipeline):")
+        parts.append(f"**Throughput, {label} function**:")
         parts.append(_format.throughput_table("version", rows))
     parts.append(f"**Memory**, peak traced bytes per item, {data['memory_items']:,} items from a generator:")
     parts.append(
@@ -301,7 +305,10 @@ def section(data: dict[str, Any]) -> str:
             ["version", "bytes / item"], [[r["name"], f"{r['bytes_per_item']:.1f}"] for r in data["memory"]]
         )
     )
-    parts.append(f"**Virtual clock**, {data['virtual_tasks']:,} simulated tasks:")
+    parts.append(
+        f"**Virtual clock**, {data['virtual_tasks']:,} simulated tasks, each version on its own "
+        "`VirtualTimeLoop`:"
+    )
     parts.append(
         _format.table(
             ["version", "simulated tasks/s (CPU)"],
@@ -309,5 +316,5 @@ def section(data: dict[str, Any]) -> str:
         )
     )
     for label, text in data["profiles"].items():
-        parts.append(f"Profile {label} (traced job, one-await function, own time):\n\n```\n{text}\n```")
+        parts.append(f"Profile, {label} (traced job, one-await function, own time):\n\n```\n{text}\n```")
     return "\n\n".join(parts)

@@ -25,7 +25,7 @@ TITLES = {
     "virtual_clock": "4. Virtual clock",
     "growth": "5. Growth",
     "latency": "6. Latency",
-    "hotpath": "7. Hot path: profile, proposed changes, before and after",
+    "hotpath": "7. Hot path: earlier versions side by side, profiles, what changed",
 }
 
 
@@ -121,8 +121,9 @@ def results_markdown(data: dict[str, Any], plot_files: list[str], results_dir: P
         "",
         "## Targets",
         "",
-        "pcmodel as it is in `pcmodel/`, then (rows starting *with the patch*) with the changes",
-        "proposed in `benchmarks/patches/hotpath.diff` (section 7).",
+        "pcmodel as it is in `pcmodel/`. Rows marked *bookkeeping alone* compare it with the bare",
+        "pipeline on pcmodel's own queue instead of `asyncio.Queue` (see section 7): they are not",
+        "targets of their own, they show what pcmodel's bookkeeping costs by itself.",
         "",
         summary_table(data),
         "",

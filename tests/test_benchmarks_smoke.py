@@ -85,10 +85,11 @@ def test_results_markdown_has_every_section_and_the_targets(quick_run: tuple[Pat
         assert f"## {title}" in markdown
     assert "- Python: " in markdown
     hotpath = data["results"]["hotpath"]
-    if hotpath["applied"]:
-        assert "after: pcmodel trace=True" in markdown
-    else:
-        assert "Not measured" in markdown
+    assert "now: pcmodel trace=True" in markdown
+    for name in hotpath["versions"]:
+        assert f"{name}: pcmodel trace=True" in markdown
+    for name in hotpath["missing"]:
+        assert f"*{name}*: not measured" in markdown
 
 
 def test_the_plots_are_png_files(quick_run: tuple[Path, dict[str, Any]]) -> None:
