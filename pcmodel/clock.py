@@ -22,11 +22,21 @@ import asyncio
 import contextvars
 import heapq
 import itertools
+import select
 import selectors
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar, TypeVarTuple, Unpack, cast
 
-__all__ = ["CLOCKS", "Clock", "DeadlockError", "VirtualTimeLoop", "fail_if_stuck", "loop_factory"]
+__all__ = [
+    "CLOCKS",
+    "Clock",
+    "DeadlockError",
+    "VirtualTimeLoop",
+    "fail_if_stuck",
+    "loop_factory",
+    "real_time_loop",
+]
 
 Clock = Literal["real", "virtual"]
 CLOCKS: tuple[Clock, ...] = ("real", "virtual")
@@ -317,11 +327,54 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         self._threads_busy -= 1
 
 
+if sys.platform == "linux":
+
+    class _PreciseEpollSelector(selectors.EpollSelector):
+        """An epoll selector whose timed waits end on time, not up to a millisecond late.
+
+        epoll takes its timeout in whole milliseconds, and Python rounds it up, so every timer on
+        asyncio's stock Linux loop fires up to 1 ms late (2% of a 50 ms task). Here a timed wait
+        first waits on the epoll file descriptor itself with `select()`, whose timeout has
+        microsecond resolution (the descriptor becomes readable when any registered one is
+        ready), then collects the events without waiting. A descriptor number too large for
+        `select()` (1024 and up) falls back to epoll's own wait.
+        """
+
+        def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+            if timeout is not None and timeout > 0:
+                try:
+                    readable, _, _ = select.select([self.fileno()], [], [], timeout)
+                except ValueError:  # a descriptor number select() cannot take
+                    return super().select(timeout)
+                if not readable:
+                    return []
+                timeout = 0
+            return super().select(timeout)
+
+
+def real_time_loop() -> asyncio.AbstractEventLoop:
+    """A new event loop for real time: asyncio's default one, with on-time timers on Linux.
+
+    Where asyncio's default loop would wait with epoll (Linux, no event loop policy of the
+    user's), the loop waits with `_PreciseEpollSelector`; anywhere else (another platform,
+    uvloop or another policy installed) it is exactly the loop `asyncio.new_event_loop()`
+    makes.
+    """
+    policy = asyncio.get_event_loop_policy()
+    if (
+        sys.platform == "linux"
+        and type(policy) is asyncio.DefaultEventLoopPolicy
+        and issubclass(selectors.DefaultSelector, selectors.EpollSelector)
+    ):
+        return asyncio.SelectorEventLoop(_PreciseEpollSelector())
+    return asyncio.new_event_loop()
+
+
 def loop_factory(clock: Clock) -> Callable[[], asyncio.AbstractEventLoop]:
-    """The loop factory for `clock`: a `VirtualTimeLoop` or asyncio's default loop."""
+    """The loop factory for `clock`: a `VirtualTimeLoop`, or `real_time_loop`."""
     if clock == "virtual":
         return VirtualTimeLoop
-    return asyncio.new_event_loop
+    return real_time_loop
 
 
 class DeadlockError(RuntimeError):

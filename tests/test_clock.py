@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 import asyncio
+import select
+import socket
+import sys
 import threading
 import time
 
 import pytest
 
 from pcmodel import VirtualTimeLoop
+from pcmodel.clock import real_time_loop
 
 
 def run_virtual(coro: object) -> object:
@@ -186,3 +190,64 @@ def test_a_closed_loop_refuses_new_callbacks_and_timers() -> None:
         loop.call_soon(print)
     with pytest.raises(RuntimeError, match="closed"):
         loop.call_later(1, print)
+
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="epoll is Linux's")
+
+
+@linux_only
+def test_run_jobs_real_time_loop_waits_with_the_precise_epoll_selector() -> None:
+    loop = real_time_loop()
+    try:
+        assert type(loop._selector).__name__ == "_PreciseEpollSelector"  # type: ignore[attr-defined]
+    finally:
+        loop.close()
+
+
+def test_another_event_loop_policy_is_respected() -> None:
+    class Policy(asyncio.DefaultEventLoopPolicy):
+        def new_event_loop(self) -> asyncio.AbstractEventLoop:
+            loop = super().new_event_loop()
+            loop.made_by_policy = True  # type: ignore[attr-defined]
+            return loop
+
+    previous = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(Policy())
+    try:
+        loop = real_time_loop()
+        assert getattr(loop, "made_by_policy", False)
+        loop.close()
+    finally:
+        asyncio.set_event_loop_policy(previous)
+
+
+@linux_only
+@pytest.mark.parametrize("select_fails", [False, True], ids=["select", "epoll-fallback"])
+def test_the_real_time_loop_serves_sockets_and_timers(
+    select_fails: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if select_fails:
+        # As for a descriptor number of 1024 and up: select() refuses, epoll's own wait is used.
+        def refuse(*_args: object) -> object:
+            raise ValueError("filedescriptor out of range in select()")
+
+        monkeypatch.setattr(select, "select", refuse)
+
+    async def main() -> tuple[bytes, bool]:
+        loop = asyncio.get_running_loop()
+        left, right = socket.socketpair()
+        left.setblocking(False)
+        right.setblocking(False)
+        try:
+            started = time.monotonic()
+            loop.call_later(0.02, right.send, b"ping")
+            data = await asyncio.wait_for(loop.sock_recv(left, 10), timeout=5)
+            await asyncio.sleep(0.01)
+            # A timer never fires early: both waits together took at least what they asked for.
+            return data, time.monotonic() - started >= 0.03
+        finally:
+            left.close()
+            right.close()
+
+    with asyncio.Runner(loop_factory=real_time_loop) as runner:
+        assert runner.run(main()) == (b"ping", True)
