@@ -205,7 +205,15 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     ) -> asyncio.TimerHandle:
         if delay is None:
             raise TypeError("delay must not be None")
-        return self.call_at(self._now + delay, callback, *args, context=context)
+        this: Any = self
+        when = self._now + delay
+        if this._closed or this._debug:
+            return self.call_at(when, callback, *args, context=context)
+        # call_at's own path, written out: every asyncio.sleep comes through here.
+        timer: Any = _TimerHandle(when, callback, args, self, context)
+        heapq.heappush(self._timers, (when, next(self._timer_order), timer))
+        timer._scheduled = True
+        return cast(asyncio.TimerHandle, timer)
 
     def call_at(
         self,
