@@ -1,10 +1,10 @@
 """The worker: takes work items, calls the function, hands each result on.
 
 A job runs a fixed pool of workers. Each one loops: take an item from the work queue, call
-`function(params)`, record what happened (a `TaskResult`'s fields, as a plain tuple: see
-`records.task_results` for why), put it on the result queue. The
-pool size is the concurrency limit: at most `workers` calls are in flight, however many items
-are waiting.
+`function(params)`, record what happened (the fields of its `TaskResult`, as a plain tuple,
+`records.Row`: the result handler builds the record only if someone needs it), put it on the
+result queue. The pool size is the concurrency limit: at most `workers` calls are in flight,
+however many items are waiting.
 
 A failing call never kills its worker: the exception becomes the result's `error` and the
 worker takes the next item. (A hand-written worker that lets the exception escape before it
