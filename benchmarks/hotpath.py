@@ -89,7 +89,11 @@ time): building the `TaskResult` costs about 6% of the bare pipeline's throughpu
 subclass is built through `tuple.__new__`, does not use the tuple free list, and its
 deallocation takes the generic path); the two clock reads per task (the producer's enqueue
 time, the worker's finish time) about 8% together; everything else (ids, counters, the
-checks for the job controls) about 4%. With `trace=True` a job also keeps every result: the
+checks for the job controls) about 4%. Against the bare pipeline on the same queue that
+leaves pcmodel at about 0.82 (`trace=False`), short of 0.90: getting there would take a
+record built in C (a compiled extension, which this package does not ship) and an enqueue
+time shared by a burst of items instead of one per item (which loses per-item times in the
+trace). With `trace=True` a job also keeps every result: the
 memory it allocates cannot come from free lists, and a `TaskResult` is a tuple subclass,
 which CPython's collector never untracks (it untracks only exact tuples), so collections walk
 the kept results (measured: keeping plain tuples instead and building the records at the end

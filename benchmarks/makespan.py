@@ -157,6 +157,7 @@ def section(data: dict[str, Any]) -> str:
         "so each sleep ends up to 1 ms late. *x actual ideal* removes that: against the sleeps "
         "as they really lasted, pcmodel's schedule is within half a percent. The loop `run_job` "
         "and `start_job` make (*run_job's loop*) does its timed waits with `select()` on the "
-        "epoll descriptor and gets the timers on time; `run_job_async` runs on the caller's loop."
+        "epoll descriptor and gets the timers on time; `run_job_async` runs on the caller's loop, "
+        "which can be made the same way: `asyncio.Runner(loop_factory=pcmodel.clock.real_time_loop)`."
     )
     return f"{intro}\n\n{table}\n\n{note}"
