@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pcmodel import TaskResult, run_job, run_job_async
+from pcmodel import TaskResult, result_handler, run_job, run_job_async
 from pcmodel.workloads import seed_job
 
 from .conftest import ConcurrencySpy
@@ -112,3 +112,39 @@ async def test_an_async_on_job_complete_is_awaited() -> None:
 
     await run_job_async(ConcurrencySpy(seconds=0.0), range(3), on_job_complete=on_job_complete)
     assert got == [3]
+
+
+@pytest.mark.parametrize(
+    ("with_callback", "trace", "records"),
+    [(False, False, 0), (False, True, 12), (True, False, 12), (True, True, 12)],
+)
+def test_a_task_result_is_built_once_per_task_and_only_if_needed(
+    with_callback: bool, trace: bool, records: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[TaskResult] = []
+    make = result_handler._new_tuple
+
+    def counting(cls: type[TaskResult], row: tuple[Any, ...]) -> TaskResult:
+        record: TaskResult = make(cls, row)
+        built.append(record)
+        return record
+
+    monkeypatch.setattr(result_handler, "_new_tuple", counting)
+    received: list[TaskResult] = []
+    summary = run_job(
+        ConcurrencySpy(seconds=1.0),
+        range(12),
+        workers=3,
+        on_task_complete=received.append if with_callback else None,
+        trace=trace,
+        clock="virtual",
+    )
+    assert summary.tasks == 12
+    assert len(built) == records
+    if with_callback:
+        # The callback gets the very records that were built, and the trace keeps the same ones.
+        assert [id(r) for r in received] == [id(r) for r in built]
+    if trace:
+        assert summary.results is not None
+        assert {id(r) for r in summary.results} == {id(r) for r in built}
+        assert [r.task_id for r in summary.results] == list(range(12))
