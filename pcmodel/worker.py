@@ -134,8 +134,8 @@ async def work(
     # starts then: one clock read per task, not two, and a task's start time is the same
     # float as the finish time of the task before it on this worker.
     #
-    # This loop is the hot path of every job: it does only what every task needs. A failed
-    # or cancelled call, a full result queue and the policies each take a branch of their own.
+    # This loop is the hot path of every job: timeouts, retries and rate limits live in a
+    # wrapper (`_PolicyCall`) that only jobs using them pay for.
     last_at = now() - start
     # Invariant: every item taken from the work queue yields exactly one result on the
     # result queue, whatever the function does (only a hard cancel of the job skips it).
@@ -156,48 +156,38 @@ async def work(
         started_at = last_at
         try:
             value = await call(params)
+            error: BaseException | None = None
         except Exception as exc:  # noqa: BLE001 - a failing call is an outcome, not a crash
-            error: BaseException = exc
+            value, error = None, exc
         except asyncio.CancelledError as exc:
             if not control.absorb_cancel():
                 raise
-            error = exc
+            value, error = None, exc  # a fail-fast stop cancelled this call: report it like any result
             report.cancelled += 1
-        else:
-            last_at = finished_at = now() - start
-            busy += finished_at - started_at
-            tasks += 1
-            result: Row = (
-                task_id,
-                params,
-                value,
-                None,
-                index,
-                enqueued_at,
-                started_at,
-                finished_at,
-                attempts[0],
-            )
-            try:
-                put_nowait(result)
-            except asyncio.QueueFull:
-                # The result handlers are behind: wait for room (backpressure on workers).
-                await _put_surely(result_queue, result, control)
-                last_at = now() - start
-            continue
-        # The call failed (or a fail-fast stop cancelled it): report it like any result.
         last_at = finished_at = now() - start
         busy += finished_at - started_at
         tasks += 1
-        report.failed += 1
-        result = (task_id, params, None, error, index, enqueued_at, started_at, finished_at, attempts[0])
+        result: Row = (
+            task_id,
+            params,
+            value,
+            error,
+            index,
+            enqueued_at,
+            started_at,
+            finished_at,
+            attempts[0],
+        )
         try:
             put_nowait(result)
         except asyncio.QueueFull:
+            # The result handlers are behind: wait for room (backpressure on workers).
             await _put_surely(result_queue, result, control)
             last_at = now() - start
-        if control.fail_fast:
-            control.task_failed(error)
+        if error is not None:
+            report.failed += 1
+            if control.fail_fast:
+                control.task_failed(error)
     report.tasks = tasks
     report.busy_time = busy
     if policy_call is not None:
