@@ -173,24 +173,7 @@ async def _bare_pipeline(
             except asyncio.QueueFull:
                 await put(result)
 
-    async def handle() -> None:
-        get = result_queue.get
-        failures = 0
-        while (result := await get()) is not _STOP:
-            try:
-                on_result(result)
-            except Exception:  # noqa: BLE001 - a failing callback is counted, never fatal
-                failures += 1
-
-    async with asyncio.TaskGroup() as group:
-        handler = group.create_task(handle())
-        workers = [group.create_task(work()) for _ in range(limit)]
-        await produce()
-        for _ in workers:
-            await work_queue.put(_STOP)
-        await asyncio.wait(workers)
-        await result_queue.put(_STOP)
-        await handler
+    await _run_pipeline(produce, work, work_queue, result_queue, on_result, limit)
 
 
 async def bare_pipeline_plain(
@@ -216,9 +199,23 @@ async def bare_pipeline_plain(
                 result = (task_id, None, error)
             await result_queue.put(result)
 
+    await _run_pipeline(produce, work, work_queue, result_queue, on_result, limit)
+
+
+async def _run_pipeline(
+    produce: Callable[[], Coroutine[Any, Any, None]],
+    work: Callable[[], Coroutine[Any, Any, None]],
+    work_queue: Any,
+    result_queue: Any,
+    on_result: OnResult,
+    limit: int,
+) -> None:
+    """Both bare pipelines' wiring: one handler, `limit` workers, the producer, stop markers."""
+
     async def handle() -> None:
+        get = result_queue.get
         failures = 0
-        while (result := await result_queue.get()) is not _STOP:
+        while (result := await get()) is not _STOP:
             try:
                 on_result(result)
             except Exception:  # noqa: BLE001 - a failing callback is counted, never fatal
