@@ -71,6 +71,7 @@ class JobSpec:
     fail_fast: bool = False
     stop: StopSignal | None = None
     broker: Broker | None = None
+    stall_after: float | None = 60.0
 
 
 def make_spec(
@@ -92,6 +93,7 @@ def make_spec(
     fail_fast: object = False,
     stop: object = None,
     broker: object = None,
+    stall_after: object = 60.0,
 ) -> JobSpec:
     """Check a job's arguments and return them as a `JobSpec`.
 
@@ -129,6 +131,7 @@ def make_spec(
         fail_fast=_validate.check_bool("fail_fast", fail_fast),
         stop=stop,
         broker=checked_broker,
+        stall_after=_validate.check_seconds("stall_after", stall_after),
     )
 
 

@@ -59,6 +59,7 @@ def run_job(
     fail_fast: bool = False,
     stop: StopSignal | None = None,
     broker: str | Broker | None = None,
+    stall_after: float | None = 60.0,
 ) -> JobSummary:
     """Run `function` on every item of `params` with a pool of workers, and wait for the end.
 
@@ -114,6 +115,9 @@ def run_job(
             `python -m pcmodel worker --broker URL --function module:name --workers 50`
             (needs `pcmodel[redis]`). Params and values travel as JSON; the callbacks run
             here, once per item; `workers` is then each worker process's `--workers`.
+        stall_after: seconds without any task finishing after which a real-time job logs one
+            warning saying what is in flight (which tasks, on which workers, for how long)
+            and what the producers and the result handler wait for; None for no warning.
 
     Returns:
         The `JobSummary`.
@@ -154,6 +158,7 @@ async def run_job_async(
     fail_fast: bool = False,
     stop: StopSignal | None = None,
     broker: str | Broker | None = None,
+    stall_after: float | None = 60.0,
 ) -> JobSummary:
     """Run a job on the running event loop and return its `JobSummary`: the primary API.
 
@@ -189,6 +194,7 @@ def start_job(
     fail_fast: bool = False,
     stop: StopSignal | None = None,
     broker: str | Broker | None = None,
+    stall_after: float | None = 60.0,
 ) -> asyncio.Task[JobSummary]:
     """Start a job in the background on the running loop and return its task at once.
 
