@@ -130,13 +130,11 @@ def run_job(
         KeyboardInterrupt: the job was interrupted; it is cancelled and unwound first.
     """
     spec = make_spec(**locals())  # first line: locals() holds exactly the arguments
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        # No loop in this thread: an ordinary Runner (which turns Ctrl-C into a cancel).
-        with asyncio.Runner(loop_factory=loop_factory(spec.clock)) as runner:
-            return runner.run(_execute_guarded(spec))
-    return _JobThread(spec).run_blocking()
+    if _loop_running():
+        return _JobThread(spec).run_blocking()
+    # No loop in this thread: an ordinary Runner (which turns Ctrl-C into a cancel).
+    with asyncio.Runner(loop_factory=loop_factory(spec.clock)) as runner:
+        return runner.run(_execute_guarded(spec))
 
 
 async def run_job_async(
@@ -215,6 +213,20 @@ def start_job(
             "cell, or use run_job(...) in a script"
         ) from None
     return loop.create_task(_execute_anywhere(spec), name="pcmodel-job")
+
+
+def _loop_running() -> bool:
+    """Whether an event loop runs in this thread.
+
+    The job must never run inside the `except` block that asks: every exception raised
+    while it runs, in any task, would carry `RuntimeError('no running event loop')` as its
+    `__context__`, and every logged traceback would start with it.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 async def _execute_anywhere(spec: JobSpec) -> JobSummary:
