@@ -236,15 +236,30 @@ def _draw_tasks(ax: Axes, summary: JobSummary, bar: float, calls: Sequence[Call]
             handles.append(Patch(facecolor=color, hatch=hatch, label=name))
     limited = [call for call in calls if call.outcome == "rate-limited"]
     if limited:
-        # A 429 takes no time: a marker where it came back.
+        # A 429 takes no time: a marker where it came back. Turned-away calls come back within
+        # microseconds of each other, so those too close to tell apart share one marker and
+        # a count: nine markers on one spot would read as one.
+        clusters = _clusters([(call.worker, call.started_at) for call in limited], _span(summary) * 0.012)
         ax.plot(
-            [call.started_at for call in limited],
-            [call.worker for call in limited],
+            [start for _, start, _ in clusters],
+            [lane for lane, _, _ in clusters],
             linestyle="none",
             marker="v",
-            markersize=5,
+            markersize=6,
             color=RATE_LIMITED_COLOR,
         )
+        for lane, start, count in clusters:
+            if count > 1:
+                ax.annotate(
+                    f"{count}{_TIMES}",
+                    (start, lane),
+                    xytext=(4, 1),
+                    textcoords="offset points",
+                    fontsize=8,
+                    fontweight="bold",
+                    color=RATE_LIMITED_COLOR,
+                    va="bottom",
+                )
         handles.append(
             Line2D(
                 [],
@@ -252,10 +267,48 @@ def _draw_tasks(ax: Axes, summary: JobSummary, bar: float, calls: Sequence[Call]
                 linestyle="none",
                 marker="v",
                 color=RATE_LIMITED_COLOR,
-                label="429: wait Retry-After",
+                label=f"429: wait Retry-After ({_TIMES}n: n at once)",
             )
         )
     return handles
+
+
+def _span(summary: JobSummary) -> float:
+    """The length of a job's time axis, to size gaps and labels by."""
+    return max(summary.elapsed, 1e-9)
+
+
+def _clusters(points: Sequence[tuple[int, float]], gap: float) -> list[tuple[int, float, int]]:
+    """Group (lane, time) points closer than `gap` in the same lane: (lane, first time, count)."""
+    clusters: list[tuple[int, float, int]] = []
+    for lane, time in sorted(points):
+        if clusters and clusters[-1][0] == lane and time - clusters[-1][1] < gap:
+            first_lane, first, count = clusters[-1]
+            clusters[-1] = (first_lane, first, count + 1)
+        else:
+            clusters.append((lane, time, 1))
+    return clusters
+
+
+def _window_labels(results: Sequence[TaskResult], span: float) -> list[tuple[int, float, str]]:
+    """Task labels at their windows' starts, (lane, x, text), joined where they would overprint.
+
+    With calls drawn, a label sits at its window's start, in small print; windows that start
+    a few milliseconds apart (workers turned away by a 429 race through the queue) would
+    print their labels on top of each other, so those share one label: "11,12,13".
+    """
+    char = span * 0.0068  # one character of 6.5-point text on a 10-inch-wide timeline
+    labels: list[tuple[int, float, str]] = []
+    end = float("-inf")
+    for result in sorted(results, key=lambda r: (r.worker, r.started_at, r.task_id)):
+        text = str(result.task_id) if result.attempts == 1 else f"{result.task_id} {_TIMES}{result.attempts}"
+        if labels and labels[-1][0] == result.worker and result.started_at < end:
+            lane, x, joined = labels[-1]
+            labels[-1] = (lane, x, f"{joined},{text}")
+        else:
+            labels.append((result.worker, result.started_at, text))
+        end = labels[-1][1] + char * (len(labels[-1][2]) + 1.5)
+    return labels
 
 
 def _draw_lanes(
@@ -268,34 +321,34 @@ def _draw_lanes(
     label = len(results) <= _MAX_LABELLED_TASKS
     bar = 0.7 if summary.workers <= 60 else 1.0
     task_handles = _draw_tasks(ax, summary, bar, calls)
-    if label:
+    if label and calls is None:
         for result in results:
             text = (
                 str(result.task_id) if result.attempts == 1 else f"{result.task_id} {_TIMES}{result.attempts}"
             )
-            if calls is None:
-                ax.text(
-                    result.started_at + result.duration / 2,
-                    result.worker,
-                    text,
-                    ha="center",
-                    va="center",
-                    fontsize=8,
-                    color="white",
-                    clip_on=True,
-                )
-            else:
-                # Above the calls, at the window's start: the calls fill the middle.
-                ax.text(
-                    result.started_at,
-                    result.worker - bar / 2,
-                    f" {text}",
-                    ha="left",
-                    va="top",
-                    fontsize=6.5,
-                    color="#222222",
-                    clip_on=True,
-                )
+            ax.text(
+                result.started_at + result.duration / 2,
+                result.worker,
+                text,
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white",
+                clip_on=True,
+            )
+    elif label:
+        # Above the calls, at the window's start: the calls fill the middle.
+        for lane, x, text in _window_labels(results, _span(summary)):
+            ax.text(
+                x,
+                lane - bar / 2,
+                f" {text}",
+                ha="left",
+                va="top",
+                fontsize=6.5,
+                color="#222222",
+                clip_on=True,
+            )
     ideal = summary.ideal_makespan
     if ideal is not None and results:
         ax.axvline(ideal, color="black", linestyle="--", linewidth=1, label=f"ideal makespan {ideal:.3f} s")
@@ -326,7 +379,7 @@ def _draw_lanes(
         + ([Patch(facecolor=HANDLER_COLOR, label="on_task_complete")] if handler is not None else [])
         + handles
     )
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.005, 1), fontsize=8, frameon=False)
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.005, 1), fontsize=9, frameon=False)
     ax.set_ylim(lanes - 0.5, -0.5)  # worker 0 on top
     if lanes <= 30:
         names = [f"worker {w}" for w in range(summary.workers)]
@@ -384,7 +437,7 @@ def _draw_depth(ax: Axes, summary: JobSummary) -> None:
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # a depth is a count of items
     ax.set_ylabel("work queue")
     ax.set_xlabel("seconds since the job started")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1), fontsize=8, frameon=False)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1), fontsize=9, frameon=False)
     ax.grid(alpha=0.3)
 
 
@@ -417,6 +470,7 @@ def plot_timelines(
     handler: Mapping[str, Sequence[tuple[float, float]]] | None = None,
     calls: Mapping[str, Sequence[Call]] | None = None,
     sharex: bool = True,
+    figures: bool = True,
 ) -> Figure:
     """Draw several jobs' worker lanes one above the other, on one time axis, to compare them.
 
@@ -429,6 +483,10 @@ def plot_timelines(
         calls: for some of the titles, every call of the job (`CallLog.calls(summary)`),
             drawn inside the task windows as in `plot_timeline`.
         sharex: one time axis for every panel (True), so equal lengths mean equal times.
+        figures: each panel's title gives the job's figures (`describe`); False for its
+            elapsed time only. Use False when the designs compared do different work per
+            task: a save done inside the called function counts as task time, so the slower
+            design would show the higher "speedup".
 
     Returns:
         The figure.
@@ -451,7 +509,8 @@ def plot_timelines(
     axes = fig.subplots(len(jobs), 1, sharex=sharex, squeeze=False, gridspec_kw={"height_ratios": heights})
     for ax, (title, summary) in zip(axes[:, 0], jobs.items(), strict=True):
         _draw_lanes(ax, summary, handler.get(title), (calls or {}).get(title))
-        ax.set_title(f"{title}: {describe(summary)}", fontsize=10, loc="left")
+        figures_text = describe(summary) if figures else f"elapsed {summary.elapsed:.3f} s"
+        ax.set_title(f"{title}: {figures_text}", fontsize=11, loc="left")
     if sharex:
         end = max(
             max([s.elapsed] + [stop for _, stop in handler.get(title, ())]) for title, s in jobs.items()
@@ -512,8 +571,8 @@ def plot_queue_sweep(sweeps: Mapping[str, Sequence[QueuePoint]], *, title: str |
 
     Three panels share the capacity axis: memory (peak requests held and the measured peak
     memory), the producer's blocked time, and the requests' mean wait in the queue and mean
-    latency from arrival to done. An unbounded queue (`queue_size=0`) is drawn at the right
-    end, past the largest bounded size.
+    latency from arrival to done. The sizes measured are evenly spaced, each with its tick, and
+    an unbounded queue (`queue_size=0`) is drawn at the right end, as "inf".
 
     Args:
         sweeps: a label (the kind of traffic) mapped to its sweep.
@@ -527,18 +586,18 @@ def plot_queue_sweep(sweeps: Mapping[str, Sequence[QueuePoint]], *, title: str |
     from matplotlib.figure import Figure
 
     bounded = sorted({p.queue_size for points in sweeps.values() for p in points if p.queue_size})
-    unbounded_at = bounded[-1] * 2 if bounded else 1
+    sizes = [*bounded, 0] if any(not p.queue_size for points in sweeps.values() for p in points) else bounded
+    # One evenly spaced place per size measured, each with its tick: on a log axis 16 and 20
+    # sat too close to label both, and the size that matches a burst is the one to read.
+    where = {size: index for index, size in enumerate(sizes)}
 
-    def where(size: int) -> int:
-        return size if size else unbounded_at
-
-    fig = Figure(figsize=(11, 3.8), layout="constrained")
+    fig = Figure(figsize=(12, 4.6), layout="constrained")
     memory_ax, wait_ax, latency_ax = fig.subplots(1, 3, sharex=True)
     colors = [OK_COLOR, _BLOCKED_COLOR, HANDLER_COLOR, FAILED_COLOR]
     for index, (label, points) in enumerate(sweeps.items()):
         color = colors[index % len(colors)]
-        ordered = sorted(points, key=lambda p: where(p.queue_size))
-        x = [where(p.queue_size) for p in ordered]
+        ordered = sorted(points, key=lambda p: where[p.queue_size])
+        x = [where[p.queue_size] for p in ordered]
         memory_ax.plot(x, [p.peak_memory / 1e6 for p in ordered], "o-", color=color, label=label)
         wait_ax.plot(x, [p.producer_wait for p in ordered], "o-", color=color, label=label)
         latency_ax.plot(
@@ -552,27 +611,20 @@ def plot_queue_sweep(sweeps: Mapping[str, Sequence[QueuePoint]], *, title: str |
             alpha=0.6,
             label=f"{label}: arrival to done",
         )
-    memory_ax.set_ylabel("peak memory (MB)")
-    memory_ax.set_title("memory held", fontsize=10)
-    wait_ax.set_ylabel("seconds")
-    wait_ax.set_title("producer blocked (total)", fontsize=10)
-    latency_ax.set_ylabel("seconds")
-    latency_ax.set_title("request wait (mean)", fontsize=10)
-    # Label the sizes, skipping any too close to the previous label to be read on a log axis.
-    labelled: list[int] = []
-    for size in bounded:
-        if not labelled or size >= labelled[-1] * 1.5:
-            labelled.append(size)
-    ticks = [*labelled, unbounded_at]
+    memory_ax.set_ylabel("peak memory (MB)", fontsize=11)
+    memory_ax.set_title("memory held", fontsize=12)
+    wait_ax.set_ylabel("seconds", fontsize=11)
+    wait_ax.set_title("producer blocked (total)", fontsize=12)
+    latency_ax.set_ylabel("seconds", fontsize=11)
+    latency_ax.set_title("request wait (mean)", fontsize=12)
     for ax in (memory_ax, wait_ax, latency_ax):
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(ticks, [str(t) for t in labelled] + ["inf"])
-        ax.minorticks_off()
-        ax.set_xlabel("queue_size")
+        ax.set_xticks(range(len(sizes)), [str(size) if size else "inf" for size in sizes])
+        ax.tick_params(labelsize=10)
+        ax.set_xlabel("queue_size (evenly spaced)", fontsize=11)
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(title or "What the work queue's capacity costs and saves", fontsize=11)
+        ax.legend(fontsize=10)
+    fig.suptitle(title or "What the work queue's capacity costs and saves", fontsize=13)
     return fig
 
 
@@ -605,7 +657,7 @@ def plot_pipeline() -> Figure:
     def arrow(start: tuple[float, float], end: tuple[float, float], text: str = "") -> None:
         ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=14, color="#333333"))
         if text:
-            ax.text((start[0] + end[0]) / 2, (start[1] + end[1]) / 2 + 1.6, text, ha="center", fontsize=7.5)
+            ax.text((start[0] + end[0]) / 2, (start[1] + end[1]) / 2 + 1.6, text, ha="center", fontsize=8)
 
     def queue(x: float, y: float, slots: int, filled: int, label: str) -> None:
         for slot in range(slots):
@@ -654,15 +706,17 @@ def plot_pipeline() -> Figure:
     box(91, 15, 15, 8, "result handler\nresult_handler.py", "#D5EBD9")
     arrow((15.8, 19), (19.4, 19))
     arrow((32.6, 19), (36.4, 19))
-    ax.text(34.5, 25.5, "put: waits\nwhen full", ha="center", fontsize=7.5)
+    ax.text(34.5, 25.5, "put: waits\nwhen full", ha="center", fontsize=8)
     for y in lane_y:
         arrow((53, 19), (58.4, y + 2.5))
         arrow((70.6, y + 2.5), (74.4, 19))
-    ax.text(76, 25.5, "TaskResult", ha="left", fontsize=7.5)
+    # Workers put a row of fields (records.Row); the handler builds the TaskResult from it.
+    ax.text(75, 25.5, "row of fields\n(value or error, times)", ha="left", fontsize=8)
     arrow((88.4, 19), (90.4, 19))
     box(86, 40, 22, 4.5, "on_task_complete(result)", "#D5EBD9", size=8.5)
     box(52, 40, 28, 4.5, "JobSummary -> on_job_complete(summary)", "#EFE3C8", size=8.5)
     arrow((98.5, 23.8), (97, 39.3))
+    ax.text(96.8, 31.5, "builds a\nTaskResult", ha="right", va="center", fontsize=8)
     arrow((55, 36.8), (60, 39.3))
     ax.text(64.5, 31.5, "function(params)", ha="center", fontsize=8, style="italic")
     fig.suptitle("pcmodel: the producer-consumer pipeline", fontsize=12)

@@ -13,10 +13,11 @@ from matplotlib.collections import PolyCollection
 from matplotlib.colors import to_hex, to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.text import Annotation
 
 import pcmodel
 from pcmodel import sweeps, timeline, workloads
-from pcmodel.records import JobSummary
+from pcmodel.records import JobSummary, TaskResult
 
 
 def _run(workers: int = 3, **kwargs: object) -> JobSummary:
@@ -138,8 +139,16 @@ def test_plot_queue_sweep_draws_three_panels_with_unbounded_last() -> None:
     assert len(fig.axes) == 3
     memory_ax = fig.axes[0]
     line = memory_ax.get_lines()[0]
-    assert np.asarray(line.get_xdata(), dtype=float).tolist() == [2, 8, 16]
+    # Evenly spaced, one tick per size measured, unbounded last.
+    assert np.asarray(line.get_xdata(), dtype=float).tolist() == [0, 1, 2]
     assert [tick.get_text() for tick in memory_ax.get_xticklabels()] == ["2", "8", "inf"]
+
+
+def test_plot_queue_sweep_labels_every_size_even_close_ones() -> None:
+    traffic = workloads.bursty(40, size=10, pause=2.0, payload_bytes=1000)
+    points = sweeps.sweep_queue_size(traffic, [16, 20, 32], workers=3)
+    ticks = [t.get_text() for t in timeline.plot_queue_sweep({"bursty": points}).axes[0].get_xticklabels()]
+    assert ticks == ["16", "20", "32"]
     with pytest.raises(ValueError, match="at least one"):
         timeline.plot_queue_sweep({})
 
@@ -147,6 +156,9 @@ def test_plot_queue_sweep_draws_three_panels_with_unbounded_last() -> None:
 def test_plot_pipeline_names_every_piece() -> None:
     fig = timeline.plot_pipeline()
     text = " ".join(t.get_text() for t in fig.axes[0].texts)
+    # The workers put rows of fields; the handler builds the TaskResult (as worker.py says).
+    assert "builds a\nTaskResult" in text
+    assert "row of fields" in text
     for piece in (
         "producer.py",
         "work queue",
@@ -258,13 +270,25 @@ def test_calls_are_drawn_inside_their_tasks_windows() -> None:
     markers = [line for line in lanes.get_lines() if line.get_marker() == "v"]
     assert len(markers) == 1
     limited = [c for c in calls if c.outcome == "rate-limited"]
-    assert np.asarray(markers[0].get_xdata(), dtype=float).tolist() == pytest.approx(
-        [c.started_at for c in limited]
+    drawn = sorted(
+        zip(
+            np.asarray(markers[0].get_ydata(), dtype=float).tolist(),
+            np.asarray(markers[0].get_xdata(), dtype=float).tolist(),
+            strict=True,
+        )
     )
+    counts = {
+        (round(t.xy[1]), t.xy[0]): int(t.get_text().rstrip("\N{MULTIPLICATION SIGN}"))
+        for t in lanes.texts
+        if isinstance(t, Annotation) and t.get_text().endswith("\N{MULTIPLICATION SIGN}")
+    }
+    # Every 429 is counted once: by its own marker or in its cluster's count.
+    assert sum(counts.get((round(lane), x), 1) for lane, x in drawn) == len(limited)
+    assert {c.started_at for c in limited} >= {x for _, x in drawn}
     legend = _legend(lanes)
     for label in ("task ok (pale: waiting)", "call ok", "call failed", "call cut off (timeout or cancel)"):
         assert label in legend
-    assert "429: wait Retry-After" in legend
+    assert "429: wait Retry-After (\N{MULTIPLICATION SIGN}n: n at once)" in legend
 
 
 def test_plot_timelines_draws_the_calls_of_the_jobs_that_have_them() -> None:
@@ -274,3 +298,38 @@ def test_plot_timelines_draws_the_calls_of_the_jobs_that_have_them() -> None:
     )
     with_calls, without = fig.axes
     assert len(_bars(with_calls)) > len(_bars(without)) == len(summary.results or ())
+
+
+def test_429s_too_close_to_tell_apart_share_a_marker_with_their_count() -> None:
+    assert timeline._clusters([(0, 0.0), (2, 0.001), (0, 0.002), (0, 0.5), (2, 0.0015)], 0.01) == [
+        (0, 0.0, 2),
+        (0, 0.5, 1),
+        (2, 0.001, 2),
+    ]
+
+
+def test_window_labels_that_would_overprint_are_joined() -> None:
+    def result(task_id: int, worker: int, start: float, attempts: int = 1) -> TaskResult:
+        return TaskResult(task_id, None, 1, None, worker, 0.0, start, start + 0.01, attempts)
+
+    results = [
+        result(11, 2, 0.050),
+        result(12, 2, 0.051),
+        result(13, 2, 0.052, 2),
+        result(14, 2, 0.6),
+        result(1, 0, 0.05),
+    ]
+    assert timeline._window_labels(results, span=1.2) == [
+        (0, 0.05, "1"),
+        (2, 0.05, "11,12,13 \N{MULTIPLICATION SIGN}2"),
+        (2, 0.6, "14"),
+    ]
+
+
+def test_plot_timelines_can_title_each_job_with_its_elapsed_time_only() -> None:
+    one, three = _run(1), _run(3)
+    fig = timeline.plot_timelines({"one": one, "three": three}, figures=False)
+    assert [ax.get_title(loc="left") for ax in fig.axes] == [
+        f"one: elapsed {one.elapsed:.3f} s",
+        f"three: elapsed {three.elapsed:.3f} s",
+    ]
