@@ -139,8 +139,12 @@ def test_cells_that_fail_on_purpose_are_tagged() -> None:
             assert bool(errors) == tagged, f"{name}: {cell.source!r}"
 
 
-def _exercises(notebook: Any) -> list[tuple[str, Any, Any]]:
-    """(heading, answer cell, check cell) for each `### Exercise` of a notebook."""
+STARS = re.compile(r"\*\*(★+)☆*\s+(easy|medium|hard) · about (\d+) minutes · (core|optional)")
+CORE_MINUTES = 45  # 07's slot in the three-hour agenda (docs/instructor-guide.md), core exercises only
+
+
+def _exercises(notebook: Any) -> list[tuple[str, Any, Any, Any]]:
+    """(heading, statement cell, answer cell, check cell) for each `### Exercise` of a notebook."""
     cells = notebook.cells
     found = []
     for index, cell in enumerate(cells):
@@ -148,8 +152,16 @@ def _exercises(notebook: Any) -> list[tuple[str, Any, Any]]:
             heading = cell.source.splitlines()[0]
             answer, check = cells[index + 1], cells[index + 2]
             assert answer.cell_type == check.cell_type == "code", heading
-            found.append((heading, answer, check))
+            found.append((heading, cell, answer, check))
     return found
+
+
+def _label(heading: str, statement: Any) -> tuple[int, int, str]:
+    """(stars, minutes, "core" or "optional") from an exercise's label line."""
+    match = STARS.search(statement.source)
+    assert match, f"{heading}: no label such as **★☆☆ easy · about 4 minutes · core**"
+    stars, _, minutes, kind = match.groups()
+    return len(stars), int(minutes), kind
 
 
 def test_there_are_at_least_six_exercises_across_the_stages() -> None:
@@ -160,23 +172,64 @@ def test_there_are_at_least_six_exercises_across_the_stages() -> None:
         assert f"]({stage})" in statements, f"no exercise points to {stage}"
 
 
-def test_each_exercise_has_an_empty_cell_and_a_check_that_says_not_yet() -> None:
-    for heading, answer, check in _exercises(_read(EXERCISES)):
-        assert answer.source.strip() == "", f"{heading}: the answer cell must be empty"
+def test_exercises_are_labelled_and_ordered_from_easy_to_hard() -> None:
+    labels = [_label(heading, statement) for heading, statement, _, _ in _exercises(_read(EXERCISES))]
+    stars = [label[0] for label in labels]
+    assert stars == sorted(stars), f"difficulty should never go down: {stars}"
+    assert stars[-1] == 3, "the hardest exercise comes last"
+    core = [minutes for _, minutes, kind in labels if kind == "core"]
+    assert 0 < sum(core) <= CORE_MINUTES, f"the core exercises take {sum(core)} min, more than 07's slot"
+
+
+def test_each_exercise_has_hints_and_a_link_to_its_explained_solution() -> None:
+    solutions = {heading: statement for heading, statement, _, _ in _exercises(_read(SOLUTIONS))}
+    for heading, statement, _, _ in _exercises(_read(EXERCISES)):
+        hints = re.findall(r"<details><summary>Hint \d</summary>", statement.source)
+        assert len(hints) >= 2, f"{heading}: two folded hints, please"
+        assert statement.source.count("<details>") == statement.source.count("</details>"), heading
+        link = re.search(r"\]\((solutions/07-workshop-solutions\.ipynb#[\w-]+)\)", statement.source)
+        assert link, f"{heading}: no link to its solution"
+        assert heading in solutions, f"{heading}: not in the solutions notebook"
+
+
+def test_each_exercise_has_a_stub_and_a_check_that_says_not_yet() -> None:
+    for heading, _, answer, check in _exercises(_read(EXERCISES)):
+        assert answer.source.strip(), f"{heading}: the answer cell holds a stub to start from"
+        assert "pass  #" in answer.source or "# run" in answer.source, f"{heading}: the stub says what to do"
         assert "check(" in check.source, heading
-        assert _text(check).startswith("✗ "), f"{heading}: an empty answer must not pass its check"
+        assert _text(check).startswith("✗ "), f"{heading}: the stub must not pass its check"
 
 
-def test_each_exercise_has_a_solution_that_passes_the_same_check() -> None:
+def test_each_exercise_has_a_solution_that_passes_the_same_check_and_says_why() -> None:
     exercises = _exercises(_read(EXERCISES))
-    solutions = _exercises(_read(SOLUTIONS))
-    assert [heading for heading, _, _ in solutions] == [heading for heading, _, _ in exercises]
-    for (heading, _, check), (_, solution, solved_check) in zip(exercises, solutions, strict=True):
-        assert solution.source.strip(), f"{heading}: no solution"
+    notebook = _read(SOLUTIONS)
+    solutions = _exercises(notebook)
+    assert [heading for heading, *_ in solutions] == [heading for heading, *_ in exercises]
+    for (heading, _, stub, check), (_, _, solution, solved_check) in zip(exercises, solutions, strict=True):
+        assert solution.source.strip() != stub.source.strip(), f"{heading}: no solution"
         assert solved_check.source == check.source, f"{heading}: the solution must be checked the same way"
         assert _text(solved_check).startswith("✓ "), (
             f"{heading}: the solution does not pass: {_text(solved_check)}"
         )
+        after = notebook.cells[notebook.cells.index(solved_check) + 1]
+        assert after.cell_type == "markdown", heading
+        assert after.source.startswith("**Why it works.**"), f"{heading}: say why the solution works"
+
+
+def test_an_exercise_practises_timeouts_and_retries() -> None:
+    solutions = "\n".join(answer.source for _, _, answer, _ in _exercises(_read(SOLUTIONS)))
+    assert "asyncio.timeout(" in solutions
+    assert "raise" in solutions
+
+
+@pytest.mark.parametrize("name", [EXERCISES, SOLUTIONS])
+def test_the_exercise_checks_leave_nothing_behind(name: str) -> None:
+    """A check must retrieve every task it starts: an exception never retrieved is logged
+    later, in whichever cell happens to run then."""
+    for cell in _code_cells(_read(name)):
+        for output in cell.outputs:
+            assert output.get("name") != "stderr", f"{name}: {cell.source[:60]!r} wrote to stderr"
+            assert "never retrieved" not in output.get("text", ""), name
 
 
 def test_the_solutions_link_back_to_the_exercises() -> None:
