@@ -51,6 +51,10 @@ class JobQueue(Generic[_T]):
         """Items in the queue."""
         return len(self._items)
 
+    def count(self, item: object) -> int:
+        """How many times `item` is in the queue (`STOP` markers, say)."""
+        return self._items.count(item)  # type: ignore[arg-type]
+
     def empty(self) -> bool:
         """True if there is nothing to take."""
         return not self._items

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pcmodel.clock import CLOCKS, Clock
@@ -36,8 +36,30 @@ def check_callable(name: str, value: object, *, optional: bool = False) -> None:
         raise TypeError(f"{name} must be {rule}, got {value!r} ({type(value).__name__})")
 
 
+def check_function(value: object) -> None:
+    """A TypeError unless `value` can be a job's function: a callable that is not a generator.
+
+    An `async def` with `yield` in it is an async generator function: calling it returns a
+    generator without running any of its code, so every task would "succeed" at once.
+    """
+    check_callable("function", value)
+    if inspect.isasyncgenfunction(value) or inspect.isgeneratorfunction(value):
+        kind = "an async generator" if inspect.isasyncgenfunction(value) else "a generator"
+        raise TypeError(
+            f"function must return its result, got {kind} function {value!r:.60}: calling it only "
+            "makes a generator, without running its code. Use `return` instead of `yield`, or, "
+            "to feed a job from a generator, pass the generator as params"
+        )
+
+
 def check_source(name: str, value: object) -> Iterable[Any] | AsyncIterable[Any]:
     """`value` if it is an iterable or async iterable of items, else a TypeError naming `name`."""
+    if isinstance(value, Mapping):
+        raise TypeError(
+            f"{name} must be an iterable of items, got a {type(value).__name__} ({value!r:.40}); "
+            f"iterating it would give only its keys: pass {name}.values(), {name}.items() or "
+            f"{name}.keys() to say which"
+        )
     if isinstance(value, str | bytes | bytearray):
         raise TypeError(
             f"{name} must be an iterable of items, got a {type(value).__name__} ({value!r:.40}); "
@@ -99,6 +121,19 @@ def check_seconds(name: str, value: object) -> float | None:
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0 or None, got {value!r}")
     return float(value)
+
+
+def check_rate(name: str, value: object) -> float | None:
+    """`value` as a rate (calls per second) no slower than `MIN_RATE`, or None."""
+    from pcmodel.policies import MIN_RATE
+
+    rate = check_seconds(name, value)
+    if rate is not None and rate < MIN_RATE:
+        raise ValueError(
+            f"{name} must be >= {MIN_RATE:g} (one call every {1 / MIN_RATE / 86400:.1f} days) or None, "
+            f"got {value!r}: no job could finish at that rate"
+        )
+    return rate
 
 
 def check_retries(value: object) -> Retry | None:

@@ -22,24 +22,26 @@ cancellation, means a piece only ever stops between two items, and nothing has t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import itertools
 import logging
 import time
 from collections.abc import AsyncIterable, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from pcmodel import _validate
 from pcmodel._queues import STOP, JobQueue
+from pcmodel._stall import watch_for_stalls
+from pcmodel._threads import JobThreads
 from pcmodel.clock import Clock
 from pcmodel.policies import RateLimiter, Retry
 from pcmodel.producer import ProducerReport, Producers, produce
 from pcmodel.records import JobSummary, TaskResult
 from pcmodel.result_handler import HandlerReport, handle_results
-from pcmodel.stopping import JobControl, StopSignal
+from pcmodel.stopping import Interrupted, JobControl, StopSignal, cancelled_by_others
 from pcmodel.worker import Policies, WorkerReport, in_threads, work
 
 if TYPE_CHECKING:
@@ -101,7 +103,7 @@ def make_spec(
         TypeError: an argument has the wrong type.
         ValueError: an argument has a value out of range.
     """
-    _validate.check_callable("function", function)
+    _validate.check_function(function)
     sources = params.sources if isinstance(params, Producers) else (_validate.check_source("params", params),)
     _validate.check_callable("on_task_complete", on_task_complete, optional=True)
     _validate.check_callable("on_job_complete", on_job_complete, optional=True)
@@ -126,7 +128,7 @@ def make_spec(
         trace=_validate.check_bool("trace", trace),
         timeout=_validate.check_seconds("timeout", timeout),
         retry=_validate.check_retries(retries),
-        max_per_second=_validate.check_seconds("max_per_second", max_per_second),
+        max_per_second=_validate.check_rate("max_per_second", max_per_second),
         burst=_validate.check_int("burst", burst, 1),
         fail_fast=_validate.check_bool("fail_fast", fail_fast),
         stop=stop,
@@ -169,16 +171,17 @@ async def execute(spec: JobSpec) -> JobSummary:
             limiter = RateLimiter(spec.max_per_second, spec.burst, time=now)
         policies = Policies(spec.timeout, spec.retry, limiter)
 
-    executor: ThreadPoolExecutor | None = None
+    threads: JobThreads | None = None
     function = spec.function
     if not _validate.is_async_callable(function):
-        # One thread per worker at most: asyncio's default executor has far fewer.
-        executor = ThreadPoolExecutor(spec.workers, thread_name_prefix="pcmodel-worker")
-        function = in_threads(function, executor)
+        # A thread per call in flight (asyncio's default executor has far fewer), and a new
+        # one in place of a thread whose call was abandoned (see pcmodel._threads).
+        threads = JobThreads()
+        function = in_threads(function, threads)
 
     task_ids = itertools.count()
     producer_reports = [ProducerReport(blocked=[] if spec.trace else None) for _ in spec.sources]
-    finished = False
+    worker_reports = [WorkerReport(index) for index in range(spec.workers)]
     if spec.stop is not None:
         spec.stop._listen(loop, control.request_stop)
     try:
@@ -192,10 +195,10 @@ async def execute(spec: JobSpec) -> JobSummary:
             ]
             control.workers = workers = [
                 group.create_task(
-                    work(index, function, work_queue, result_queue, now, start, control, policies),
+                    work(index, function, work_queue, result_queue, now, start, control, policies, report),
                     name=f"pcmodel-worker-{index}",
                 )
-                for index in range(spec.workers)
+                for index, report in enumerate(worker_reports)
             ]
             control.producers = producers = [
                 group.create_task(
@@ -204,6 +207,15 @@ async def execute(spec: JobSpec) -> JobSummary:
                 )
                 for index, (source, report) in enumerate(zip(spec.sources, producer_reports, strict=True))
             ]
+            watchdog = None
+            if spec.stall_after is not None and spec.clock == "real":
+                watchdog = group.create_task(
+                    watch_for_stalls(
+                        spec.stall_after, worker_reports, producers, handlers, work_queue, result_queue,
+                        since_start=control.since_start,
+                    ),
+                    name="pcmodel-stall-watch",
+                )  # fmt: skip
             # asyncio.wait never raises a piece's error here: if a piece fails, the group
             # cancels this body and raises the error itself. A stop cancels the producers,
             # which ends this wait too.
@@ -213,21 +225,20 @@ async def execute(spec: JobSpec) -> JobSummary:
             await asyncio.wait(workers)
             for _ in handlers:
                 await result_queue.put(STOP)
+            await asyncio.wait(handlers)
+            if watchdog is not None:
+                watchdog.cancel()
         elapsed = now() - start
-        finished = True
     except BaseExceptionGroup as group_error:
-        # A piece that failed for a reason of its own is re-raised as itself, not wrapped
-        # in a group the caller would have to unpack.
-        if len(group_error.exceptions) == 1:
-            raise group_error.exceptions[0] from None
-        raise
+        _raise_from_group(group_error)
     finally:
         if spec.stop is not None:
             spec.stop._forget(control.request_stop)
-        if executor is not None:
-            # After a cancel, calls already running in threads cannot be stopped; do not
-            # wait for them, and start no new ones.
-            executor.shutdown(wait=finished, cancel_futures=True)
+        if threads is not None:
+            # Calls still running in threads cannot be stopped (after a cancel, or a timeout
+            # that abandoned them): never wait for those; start no new ones.
+            threads.shutdown(wait=True, cancel_futures=True)
+            _report_abandoned(threads)
 
     if control.reason == "source_error":
         logger.error("a params source raised, so the job stopped producing: %r", control.error)
@@ -235,15 +246,59 @@ async def execute(spec: JobSpec) -> JobSummary:
         spec,
         elapsed,
         producer_reports,
-        [task.result() for task in workers],
+        worker_reports,
         [task.result() for task in handlers],
         control,
         results,
+        abandoned_threads=threads.abandoned if threads is not None else 0,
     )
     if spec.on_job_complete is not None:
-        outcome = spec.on_job_complete(summary)
+        summary = await _call_on_job_complete(spec.on_job_complete, summary)
+    return summary
+
+
+def _raise_from_group(group_error: BaseExceptionGroup[BaseException]) -> None:
+    """Raise what ended the job's task group as the caller should see it.
+
+    A KeyboardInterrupt or SystemExit that a piece carried out (see `Interrupted`) is raised
+    again as itself; a piece that failed for a reason of its own is raised as itself too, not
+    wrapped in a group the caller would have to unpack.
+    """
+    for error in group_error.exceptions:
+        if isinstance(error, Interrupted):
+            raise error.interrupt from None
+    if len(group_error.exceptions) == 1:
+        raise group_error.exceptions[0] from None
+    raise group_error
+
+
+def _report_abandoned(threads: JobThreads) -> None:
+    """Log once if calls still run in threads the job gave up on."""
+    if threads.running:
+        logger.warning(
+            "%d call(s) of the plain function still run in threads the job abandoned (a timeout "
+            "or a stop gave up on them; threads cannot be killed): they end when the calls return, "
+            "and nothing waits for them",
+            threads.running,
+        )
+
+
+async def _call_on_job_complete(
+    on_job_complete: Callable[[JobSummary], Any], summary: JobSummary
+) -> JobSummary:
+    """Call `on_job_complete(summary)`; if it raises, log it and count it in the summary."""
+    try:
+        outcome = on_job_complete(summary)
         if inspect.isawaitable(outcome):
             await outcome
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as error:
+        task = asyncio.current_task()
+        if isinstance(error, asyncio.CancelledError) and task is not None and cancelled_by_others(task):
+            raise  # the job itself was cancelled while the callback ran
+        logger.error("on_job_complete raised; the summary is returned all the same", exc_info=error)
+        return dataclasses.replace(summary, callback_errors=summary.callback_errors + 1)
     return summary
 
 
@@ -255,6 +310,8 @@ def _summarize(
     handler_reports: list[HandlerReport],
     control: JobControl,
     results: list[TaskResult] | None,
+    *,
+    abandoned_threads: int,
 ) -> JobSummary:
     """Add up what every piece reported into the job's summary."""
     if results is not None:
@@ -285,4 +342,5 @@ def _summarize(
         unprocessed=control.unprocessed,
         unprocessed_params=tuple(unprocessed_params) if unprocessed_params is not None else None,
         drained=tuple(control.drained) if control.drained is not None else None,
+        abandoned_threads=abandoned_threads,
     )

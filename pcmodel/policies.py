@@ -15,7 +15,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["RateLimiter", "Retry", "call_with_policies"]
+__all__ = ["MIN_RATE", "RateLimiter", "Retry", "call_with_policies"]
+
+MIN_RATE = 1e-6
+"""The slowest rate limit accepted, in calls per second (one call every 11.6 days): a slower one
+would leave a job waiting for longer than any job runs (1e-300 would be 3e292 years)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +64,18 @@ class Retry:
             raise TypeError(
                 f"Retry on must be a tuple of exception types or a function of the exception, got {self.on!r}"
             )
-        for name in ("backoff", "multiplier", "max_backoff"):
+        for name in ("backoff", "multiplier", "max_backoff", "jitter"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"Retry {name} must be a number, got {value!r} ({type(value).__name__})")
+            if name != "jitter" and (not math.isfinite(value) or value < 0):
                 raise ValueError(f"Retry {name} must be a finite number >= 0, got {value!r}")
         if not 0 <= self.jitter <= 1:
             raise ValueError(f"Retry jitter must be between 0 and 1, got {self.jitter!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise TypeError(
+                f"Retry seed must be an int or None, got {self.seed!r} ({type(self.seed).__name__})"
+            )
         object.__setattr__(self, "_random", random.Random(self.seed))
 
     def wanted(self, error: BaseException) -> bool:
@@ -74,9 +84,23 @@ class Retry:
             return isinstance(error, self.on)
         return bool(self.on(error))
 
+    def _backoff(self, retry: int) -> float:
+        """`backoff * multiplier ** (retry - 1)`, capped at `max_backoff` before it can overflow."""
+        if self.backoff == 0 or self.multiplier <= 1:
+            return min(self.max_backoff, self.backoff * self.multiplier ** (retry - 1))
+        # The wait reaches the cap after `n` steps, where backoff * multiplier ** n = max_backoff:
+        # from then on it is the cap, and the power (which overflows a float for a large
+        # retry count or multiplier) is never computed.
+        steps_to_cap = (
+            math.log(self.max_backoff / self.backoff, self.multiplier) if self.max_backoff > 0 else 0
+        )
+        if retry - 1 >= steps_to_cap:
+            return self.max_backoff
+        return min(self.max_backoff, self.backoff * self.multiplier ** (retry - 1))
+
     def delay(self, retry: int, error: BaseException | None = None) -> float:
         """Seconds to wait before retry number `retry` (1-based) after `error`."""
-        wait = min(self.max_backoff, self.backoff * self.multiplier ** (retry - 1))
+        wait = self._backoff(retry)
         retry_after = getattr(error, "retry_after", None)
         if isinstance(retry_after, int | float) and not isinstance(retry_after, bool) and retry_after > wait:
             # The server said when: never earlier, and spread upwards, or every worker told
@@ -99,15 +123,17 @@ class RateLimiter:
     __slots__ = ("_interval", "_next", "_time", "_tolerance", "burst", "rate")
 
     def __init__(self, rate: float, burst: int = 1, *, time: Callable[[], float]) -> None:
-        if (
-            not isinstance(rate, int | float)
-            or isinstance(rate, bool)
-            or not rate > 0
-            or not math.isfinite(rate)
-        ):
-            raise ValueError(f"max_per_second must be a finite number > 0, got {rate!r}")
-        if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
-            raise ValueError(f"burst must be an int >= 1, got {burst!r}")
+        if isinstance(rate, bool) or not isinstance(rate, int | float):
+            raise TypeError(f"max_per_second must be a number, got {rate!r} ({type(rate).__name__})")
+        if not math.isfinite(rate) or rate < MIN_RATE:
+            raise ValueError(
+                f"max_per_second must be a finite number >= {MIN_RATE:g} (one call every "
+                f"{1 / MIN_RATE / 86400:.1f} days), got {rate!r}"
+            )
+        if isinstance(burst, bool) or not isinstance(burst, int):
+            raise TypeError(f"burst must be an int, got {burst!r} ({type(burst).__name__})")
+        if burst < 1:
+            raise ValueError(f"burst must be >= 1, got {burst!r}")
         self.rate = float(rate)
         self.burst = burst
         self._interval = 1.0 / rate

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pcmodel._queues import JobQueue
-from pcmodel.stopping import JobControl
+from pcmodel.stopping import Interrupted, JobControl, cancelled_by_others
 
 __all__ = ["ProducerReport", "Producers", "produce", "producers"]
 
@@ -73,7 +73,7 @@ class ProducerReport:
     """Deepest the queue was just after one of this producer's puts, or when it found the queue full."""
     blocked: list[tuple[float, float]] | None = field(default=None)
     """(start, end) of each blocked period, relative to the job's start; None without trace."""
-    error: Exception | None = None
+    error: BaseException | None = None
     """The exception the source raised, if it did."""
 
 
@@ -160,12 +160,16 @@ async def produce(
                 if blocked_periods is not None and unblocked_at > enqueued_at:
                     blocked_periods.append((enqueued_at, unblocked_at))
                 full = is_full()
-    except asyncio.CancelledError:
-        if item is not None and control.reason is not None:
-            control.held_back(item[1])  # the job stopped while this item waited for room
-        raise
-    except Exception as error:  # noqa: BLE001 - a broken source ends producing, not the job
-        # Only the source can raise here: putting raises nothing but CancelledError.
+    except (KeyboardInterrupt, SystemExit) as interrupt:
+        raise Interrupted(interrupt) from None  # stops the job; run_job raises it again
+    except BaseException as error:
+        task = asyncio.current_task()
+        if isinstance(error, asyncio.CancelledError) and task is not None and cancelled_by_others(task):
+            if item is not None and control.reason is not None:
+                control.held_back(item[1])  # the job stopped while this item waited for room
+            raise
+        # Only the source can raise here (putting raises nothing but a cancel): a broken
+        # source ends producing, not the job.
         report.error = error
         control.source_failed(error)
     finally:

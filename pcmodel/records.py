@@ -152,7 +152,9 @@ class JobSummary:
     producer_wait: float
     """Seconds producers spent blocked on a full work queue (summed over producers)."""
     callback_errors: int
-    """Exceptions raised by `on_task_complete` (counted, never fatal)."""
+    """Exceptions raised by `on_task_complete`, or by `on_job_complete` (counted, never fatal:
+    a failing `on_job_complete` is logged, and the summary it was given is returned with this
+    count one higher)."""
     queue_size: int = 0
     """Capacity of the work queue (0: unbounded)."""
     clock: str = "real"
@@ -176,6 +178,10 @@ class JobSummary:
     drained: tuple[tuple[float, float], ...] | None = field(default=None, repr=False)
     """(enqueued_at, stopped_at) of each item a stop took back out of the work queue; None
     unless `trace=True`."""
+    abandoned_threads: int = 0
+    """Calls of a plain function given up while still running in their thread (a timeout, or a
+    stop that cancelled them). Threads cannot be killed: each such call goes on until it
+    returns by itself, in a daemon thread that neither the job nor the program waits for."""
 
     @property
     def queue_depth(self) -> tuple[DepthSample, ...] | None:
@@ -222,6 +228,7 @@ class JobSummary:
             "retries": self.retries,
             "cancelled": self.cancelled,
             "unprocessed": self.unprocessed,
+            "abandoned_threads": self.abandoned_threads,
             "stop_reason": self.stop_reason,
             "error": None if self.error is None else repr(self.error),
             "clock": self.clock,
@@ -237,4 +244,6 @@ class JobSummary:
         )
         if self.stop_reason is not None:
             text += f"; stopped early ({self.stop_reason}), {self.unprocessed} items unprocessed"
+        if self.abandoned_threads:
+            text += f"; {self.abandoned_threads} calls abandoned in their threads"
         return text

@@ -12,6 +12,7 @@ a thread. An exception in the callback is counted and logged once, never fatal.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from typing import Any
 from pcmodel._queues import STOP, JobQueue
 from pcmodel._validate import is_async_callable
 from pcmodel.records import TaskResult
+from pcmodel.stopping import Interrupted, cancelled_by_others
 
 __all__ = ["HandlerReport", "handle_results"]
 
@@ -72,6 +74,8 @@ async def handle_results(
                 await on_task_complete(result)
             except Exception:  # noqa: BLE001 - a failing callback is counted, never fatal
                 _callback_failed(report, result)
+            except BaseException as error:  # noqa: BLE001 - sorted out by _odd_callback_error
+                _odd_callback_error(error, report, result)
     else:
         while (row := await get()) is not STOP:
             result = _new_tuple(TaskResult, row)
@@ -83,7 +87,24 @@ async def handle_results(
                     await outcome  # a plain function that returned a coroutine, say
             except Exception:  # noqa: BLE001 - a failing callback is counted, never fatal
                 _callback_failed(report, result)
+            except BaseException as error:  # noqa: BLE001 - sorted out by _odd_callback_error
+                _odd_callback_error(error, report, result)
     return report
+
+
+def _odd_callback_error(error: BaseException, report: HandlerReport, result: TaskResult) -> None:
+    """Sort out a callback's exception that is not an `Exception`.
+
+    A cancel of the handler itself (the job was cancelled) goes on up; KeyboardInterrupt and
+    SystemExit stop the job (see `Interrupted`). Anything else, a CancelledError the callback
+    raised of its own included, is counted like any failing callback.
+    """
+    if isinstance(error, KeyboardInterrupt | SystemExit):
+        raise Interrupted(error) from None
+    task = asyncio.current_task()
+    if isinstance(error, asyncio.CancelledError) and task is not None and cancelled_by_others(task):
+        raise error
+    _callback_failed(report, result)
 
 
 def _callback_failed(report: HandlerReport, result: TaskResult) -> None:

@@ -24,9 +24,32 @@ from typing import Any, Literal
 
 from pcmodel._queues import STOP, JobQueue
 
-__all__ = ["JobControl", "StopReason", "StopSignal"]
+__all__ = ["Interrupted", "JobControl", "StopReason", "StopSignal", "cancelled_by_others"]
 
 StopReason = Literal["stop", "fail_fast", "source_error"]
+
+
+class Interrupted(Exception):
+    """Carries a KeyboardInterrupt or SystemExit out of a piece of the job.
+
+    Raised as themselves inside a task, those two escape the event loop at once and leave the
+    job's other tasks behind. Wrapped in this ordinary exception, they make the job's
+    `TaskGroup` cancel every piece and wait for it; the controller then raises the original.
+    """
+
+    def __init__(self, interrupt: KeyboardInterrupt | SystemExit) -> None:
+        super().__init__(interrupt)
+        self.interrupt = interrupt
+
+
+def cancelled_by_others(task: asyncio.Task[Any]) -> bool:
+    """True if a CancelledError caught in `task` means someone cancelled `task`.
+
+    False means the code that `task` awaited raised a CancelledError of its own (it awaited a
+    future or a task that something else cancelled): an outcome of that code, not a request
+    to stop.
+    """
+    return task.cancelling() > 0
 
 
 class StopSignal:

@@ -16,16 +16,15 @@ after the producers are done, behind every real item.
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from pcmodel._queues import STOP, JobQueue
+from pcmodel._threads import in_threads
 from pcmodel.policies import RateLimiter, Retry, call_with_policies
 from pcmodel.records import Row
-from pcmodel.stopping import JobControl
+from pcmodel.stopping import Interrupted, JobControl, cancelled_by_others
 
 __all__ = ["Policies", "WorkerReport", "in_threads", "work"]
 
@@ -54,25 +53,8 @@ class WorkerReport:
     """Calls cancelled by a fail-fast stop (counted in `failed` too)."""
     retries: int = 0
     """Attempts beyond the first, summed over its tasks."""
-
-
-def in_threads(
-    function: Callable[[Any], Any], executor: ThreadPoolExecutor
-) -> Callable[[Any], Awaitable[Any]]:
-    """Adapt a plain function so each call runs in `executor` and can be awaited.
-
-    A plain function called on the event loop would block every other task while it runs;
-    in a thread it only blocks that thread. If the function returns an awaitable (a lambda
-    that returns a coroutine, say), the awaitable is awaited on the loop.
-    """
-
-    async def call_in_thread(params: Any) -> Any:
-        value = await asyncio.get_running_loop().run_in_executor(executor, function, params)
-        if inspect.isawaitable(value):
-            value = await value
-        return value
-
-    return call_in_thread
+    running: tuple[int, float] | None = None
+    """The task it is calling now and when that call started (job time); None between calls."""
 
 
 class _PolicyCall:
@@ -105,6 +87,7 @@ async def work(
     start: float,
     control: JobControl,
     policies: Policies | None = None,
+    report: WorkerReport | None = None,
 ) -> WorkerReport:
     """Run items from `work_queue` through `function` until `STOP`; report what was done.
 
@@ -117,17 +100,21 @@ async def work(
         now: the job's clock; `start` is the job's start on that clock.
         control: the job's stop state (fail-fast, cancelled calls).
         policies: timeout, retries and rate limit for each call; None for plain calls.
+        report: where the counts go, kept up to date while the worker runs (the controller
+            reads it to tell what a stalled job is doing); None for a new one.
     """
+    me = asyncio.current_task()
+    assert me is not None, "work() runs as a task"
     get, get_nowait = work_queue.get, work_queue.get_nowait
     put_nowait = result_queue.put_nowait
-    report = WorkerReport(index)
+    if report is None:
+        report = WorkerReport(index)
     call: Callable[[Any], Awaitable[Any]] = function
     attempts = [1]  # stays 1 without policies: one attempt per call
     policy_call = None
     if policies is not None:
         call = policy_call = _PolicyCall(function, policies)
         attempts = policy_call.attempts
-    tasks = 0
     busy = 0.0
     # `last_at` is the latest reading of the clock, in seconds since the job's start. It
     # stays the current time until this worker next awaits, so an item taken without waiting
@@ -154,19 +141,30 @@ async def work(
             break
         task_id, params, enqueued_at = item
         started_at = last_at
+        report.running = (task_id, started_at)
         try:
             value = await call(params)
             error: BaseException | None = None
         except Exception as exc:  # noqa: BLE001 - a failing call is an outcome, not a crash
             value, error = None, exc
         except asyncio.CancelledError as exc:
-            if not control.absorb_cancel():
-                raise
-            value, error = None, exc  # a fail-fast stop cancelled this call: report it like any result
-            report.cancelled += 1
+            if cancelled_by_others(me):
+                # Someone cancelled this worker: the whole job (the error goes on up), or a
+                # fail-fast stop (the call is reported like any result).
+                if not control.absorb_cancel():
+                    raise
+                report.cancelled += 1
+            # Otherwise the function raised a CancelledError of its own (it awaited something
+            # that was cancelled): that is the call's outcome, and the worker goes on.
+            value, error = None, exc
+        except (KeyboardInterrupt, SystemExit) as exc:
+            raise Interrupted(exc) from None  # stops the job; run_job raises `exc` again
+        except BaseException as exc:  # noqa: BLE001 - any other odd exception is an outcome too
+            value, error = None, exc
         last_at = finished_at = now() - start
         busy += finished_at - started_at
-        tasks += 1
+        report.running = None
+        report.tasks += 1
         result: Row = (
             task_id,
             params,
@@ -188,7 +186,6 @@ async def work(
             report.failed += 1
             if control.fail_fast:
                 control.task_failed(error)
-    report.tasks = tasks
     report.busy_time = busy
     if policy_call is not None:
         report.retries = policy_call.retries
