@@ -7,7 +7,10 @@ result queue. The pool size is the concurrency limit: at most `workers` calls ar
 however many items are waiting.
 
 A failing call never kills its worker: the exception becomes the result's `error` and the
-worker takes the next item. (A hand-written worker that lets the exception escape before it
+worker takes the next item. That holds for any exception, odd ones included: a CancelledError
+the function raised of its own (it awaited something that was cancelled) is an outcome, told
+apart from a cancel of the worker itself by `cancelled_by_others`. Only KeyboardInterrupt and
+SystemExit stop the job, as they stop any program. (A hand-written worker that lets the exception escape before it
 calls `task_done()` leaves `queue.join()` waiting forever; the notebooks show that bug.)
 The worker stops when it takes the `STOP` marker, which the controller puts once per worker
 after the producers are done, behind every real item.
