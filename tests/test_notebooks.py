@@ -29,6 +29,7 @@ COURSE = [
 ]
 EXERCISES = "07-workshop-exercises.ipynb"
 SOLUTIONS = "solutions/07-workshop-solutions.ipynb"
+SETUP_CHECK = "setup-check.ipynb"  # run before the course: not numbered, not part of the chain
 WIDGET = "application/vnd.jupyter.widget-view+json"
 LINK = re.compile(r"\]\(([^)\s]+\.ipynb)\)")
 nbformat: Any = _nbformat  # no type hints: a dynamic module
@@ -103,7 +104,7 @@ def test_each_notebook_has_a_widget_and_a_figure(name: str) -> None:
     assert "image/png" in kinds, f"{name} has no static figure"
 
 
-@pytest.mark.parametrize("name", [*COURSE, SOLUTIONS])
+@pytest.mark.parametrize("name", [*COURSE, SOLUTIONS, SETUP_CHECK])
 def test_each_notebook_is_committed_executed_and_stripped(name: str) -> None:
     notebook = _read(name)
     nbformat.validate(notebook)
@@ -120,15 +121,40 @@ def test_each_notebook_is_committed_executed_and_stripped(name: str) -> None:
     assert counts[0] == 1, f"{name}: not run from a fresh kernel"
 
 
-@pytest.mark.parametrize("name", [*COURSE, SOLUTIONS])
-def test_only_real_clock_cells_skip_the_output_check(name: str) -> None:
+@pytest.mark.parametrize("name", [*COURSE, SOLUTIONS, SETUP_CHECK])
+def test_nbval_markers_are_cell_tags(name: str) -> None:
+    """Learners read the code: nbval's markers go in the cell's tags, not in comments."""
     for cell in _code_cells(_read(name)):
-        if "NBVAL_IGNORE_OUTPUT" in cell.source:
-            # nbval honours the marker only as a comment line of its own; the next line says why.
-            first, why = cell.source.splitlines()[:2]
-            assert first == "# NBVAL_IGNORE_OUTPUT"
-            assert why.startswith("# ("), why
-            assert "real clock" in why or "memory" in why, why
+        assert "NBVAL_" not in cell.source, f"{name}: tag the cell instead: {cell.source[:60]!r}"
+
+
+def test_the_setup_check_prints_ok_lines_and_no_versions() -> None:
+    """Its saved output is what a ready machine prints, and the same on every machine."""
+    notebook = _read(SETUP_CHECK)
+    checked = [
+        cell for cell in _code_cells(notebook) if "nbval-ignore-output" not in cell.metadata.get("tags", [])
+    ]
+    printed = "".join(
+        output.text for cell in checked for output in cell.outputs if output.output_type == "stream"
+    )
+    lines = printed.splitlines()
+    assert any(line.startswith("OK: Python is 3.11") for line in lines)
+    assert lines[-1].startswith("All set"), lines[-1]
+    for line in lines[:-1]:
+        assert line.startswith("OK: "), line
+        assert not re.search(r"\d+\.\d+\.\d+", line), f"a version differs between machines: {line}"
+    kinds = {key for cell in checked for output in cell.outputs for key in output.get("data", {})}
+    assert {WIDGET, "image/png"} <= kinds, "the check shows a widget and a figure, to see them render"
+
+
+def test_the_setup_check_says_how_to_fix_each_problem() -> None:
+    source = "\n".join(cell.source for cell in _code_cells(_read(SETUP_CHECK)))
+    assert "Fix: {fix}" in source
+    checks = re.findall(r"^report\(", source, re.MULTILINE) + re.findall(
+        r"^    report\(", source, re.MULTILINE
+    )
+    assert len(checks) >= 6
+    assert 'report(True, "await works in a cell", "")' in source  # the only check that cannot fail quietly
 
 
 def test_cells_that_fail_on_purpose_are_tagged() -> None:
