@@ -238,8 +238,9 @@ def _draw_tasks(ax: Axes, summary: JobSummary, bar: float, calls: Sequence[Call]
     if limited:
         # A 429 takes no time: a marker where it came back. Turned-away calls come back within
         # microseconds of each other, so those too close to tell apart share one marker and
-        # a count: nine markers on one spot would read as one.
-        clusters = _clusters([(call.worker, call.started_at) for call in limited], _span(summary) * 0.012)
+        # a count: nine markers on one spot would read as one. A cluster spans 4% of the
+        # axis at most, room for its count before the next marker.
+        clusters = _clusters([(call.worker, call.started_at) for call in limited], _span(summary) * 0.04)
         ax.plot(
             [start for _, start, _ in clusters],
             [lane for lane, _, _ in clusters],
@@ -253,12 +254,12 @@ def _draw_tasks(ax: Axes, summary: JobSummary, bar: float, calls: Sequence[Call]
                 ax.annotate(
                     f"{count}{_TIMES}",
                     (start, lane),
-                    xytext=(4, 1),
+                    xytext=(5, -3),  # below and right: the task labels sit above the calls
                     textcoords="offset points",
                     fontsize=8,
                     fontweight="bold",
                     color=RATE_LIMITED_COLOR,
-                    va="bottom",
+                    va="top",
                 )
         handles.append(
             Line2D(
@@ -484,9 +485,10 @@ def plot_timelines(
             drawn inside the task windows as in `plot_timeline`.
         sharex: one time axis for every panel (True), so equal lengths mean equal times.
         figures: each panel's title gives the job's figures (`describe`); False for its
-            elapsed time only. Use False when the designs compared do different work per
-            task: a save done inside the called function counts as task time, so the slower
-            design would show the higher "speedup".
+            elapsed time and the time its last call was done (when the workers were free)
+            only. Use False when the designs compared do different work per task, or hold
+            calls up: a save done inside the called function, or a call held up by a blocked
+            loop, counts as task time, so the worse design would show the higher "speedup".
 
     Returns:
         The figure.
@@ -509,7 +511,7 @@ def plot_timelines(
     axes = fig.subplots(len(jobs), 1, sharex=sharex, squeeze=False, gridspec_kw={"height_ratios": heights})
     for ax, (title, summary) in zip(axes[:, 0], jobs.items(), strict=True):
         _draw_lanes(ax, summary, handler.get(title), (calls or {}).get(title))
-        figures_text = describe(summary) if figures else f"elapsed {summary.elapsed:.3f} s"
+        figures_text = describe(summary) if figures else _elapsed_and_calls_done(summary)
         ax.set_title(f"{title}: {figures_text}", fontsize=11, loc="left")
     if sharex:
         end = max(
@@ -519,6 +521,12 @@ def plot_timelines(
             ax.set_xlabel("")
         axes[0, 0].set_xlim(0, max(end, 1e-9) * 1.02)
     return fig
+
+
+def _elapsed_and_calls_done(summary: JobSummary) -> str:
+    """The job's elapsed time, and when its last task was done: the workers' part of it."""
+    done = max((r.finished_at for r in summary.results or ()), default=0.0)
+    return f"elapsed {summary.elapsed:.3f} s · calls done at {done:.3f} s"
 
 
 def plot_speedup(points: Sequence[WorkersPoint], *, title: str | None = None) -> Figure:

@@ -326,10 +326,15 @@ def test_window_labels_that_would_overprint_are_joined() -> None:
     ]
 
 
-def test_plot_timelines_can_title_each_job_with_its_elapsed_time_only() -> None:
-    one, three = _run(1), _run(3)
-    fig = timeline.plot_timelines({"one": one, "three": three}, figures=False)
+def test_plot_timelines_can_title_each_job_with_its_elapsed_time_and_calls_done_only() -> None:
+    save = workloads.slow_callback(0.4)
+    job = workloads.car_prices(6, seed=1)
+    handled = pcmodel.run_job(job.function, job.params, workers=3, clock="virtual", on_task_complete=save)
+    three = _run(3)
+    fig = timeline.plot_timelines({"handled": handled, "three": three}, figures=False)
+    calls_done = max(r.finished_at for r in handled.results or ())
+    assert calls_done < handled.elapsed  # the handler's saves went on after the last call
     assert [ax.get_title(loc="left") for ax in fig.axes] == [
-        f"one: elapsed {one.elapsed:.3f} s",
-        f"three: elapsed {three.elapsed:.3f} s",
+        f"handled: elapsed {handled.elapsed:.3f} s · calls done at {calls_done:.3f} s",
+        f"three: elapsed {three.elapsed:.3f} s · calls done at {three.elapsed:.3f} s",
     ]
