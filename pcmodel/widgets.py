@@ -18,10 +18,13 @@ ipywidgets and matplotlib are imported by this module only.
 from __future__ import annotations
 
 import asyncio
+import base64
 import html
+import inspect
 import io
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -49,30 +52,89 @@ def figure_png(figure: Figure, *, dpi: int = _DPI) -> bytes:
     return buffer.getvalue()
 
 
-def _control(name: str, spec: Any) -> Any:
-    """A widget for `spec`: a widget as is, (min, max, value) as a slider, a list as buttons."""
+_NO_DEFAULT = inspect.Parameter.empty
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _control(name: str, spec: Any, default: Any = _NO_DEFAULT) -> Any:
+    """A widget for `spec`, read as ipywidgets' `interact` reads it.
+
+    A widget is used as is; `(min, max)` or `(min, max, step)` becomes a slider (an int one
+    if every number is an int), starting at `default` (the draw function's default for this
+    argument) or, without one, halfway; a list becomes toggle buttons, starting at `default`
+    or the first option.
+    """
     if isinstance(spec, ipywidgets.ValueWidget):
         return spec
-    if isinstance(spec, tuple) and len(spec) == 3:
-        low, high, value = spec
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in spec):
-            return ipywidgets.IntSlider(
-                value=value, min=low, max=high, description=name, continuous_update=False
-            )
-        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in spec):
-            return ipywidgets.FloatSlider(
-                value=value,
-                min=low,
-                max=high,
-                step=(high - low) / 100,
-                description=name,
-                continuous_update=False,
-            )
+    if isinstance(spec, tuple) and len(spec) in (2, 3) and all(_number(v) for v in spec):
+        if len(spec) == 3 and default is _NO_DEFAULT:
+            return _legacy_slider(name, spec)
+        return _slider(name, spec, default)
     if isinstance(spec, list) and spec:
-        return ipywidgets.ToggleButtons(options=spec, value=spec[0], description=name)
+        if default is not _NO_DEFAULT and default not in spec:
+            raise ValueError(
+                f"control {name}: the draw function's default {default!r} is not one of the options "
+                f"{spec!r}; make it one of them, or drop the default to start at the first"
+            )
+        value = spec[0] if default is _NO_DEFAULT else default
+        return ipywidgets.ToggleButtons(options=spec, value=value, description=name)
     raise TypeError(
-        f"control {name} must be a widget, a (min, max, value) tuple of numbers or a non-empty "
-        f"list of options, got {spec!r}"
+        f"control {name} must be a widget, a (min, max) or (min, max, step) tuple of numbers, or a "
+        f"non-empty list of options, got {spec!r}"
+    )
+
+
+def _slider(name: str, spec: tuple[Any, ...], default: Any) -> Any:
+    """`(min, max[, step])` as `interact` reads it, starting at `default` or halfway."""
+    low, high = spec[0], spec[1]
+    integer = all(isinstance(v, int) for v in spec)
+    step = spec[2] if len(spec) == 3 else (1 if integer else (high - low) / 100)
+    if not low < high:
+        raise ValueError(f"control {name}: min must be < max, got {spec!r}")
+    if not step > 0:
+        raise ValueError(f"control {name}: step must be > 0, got {spec!r}")
+    if default is _NO_DEFAULT:
+        steps = int((high - low) / step) // 2
+        value = low + steps * step
+    else:
+        value = default
+        if not _number(value) or not low <= value <= high:
+            raise ValueError(
+                f"control {name}: the draw function's default {value!r} must be a number from "
+                f"{low} to {high}, the slider's range {spec!r}"
+            )
+        if integer and (value - low) % step:
+            raise ValueError(
+                f"control {name}: the draw function's default {value!r} is not on the slider's "
+                f"steps (min {low} plus a multiple of step {step}), so the slider could not show it"
+            )
+    kind = ipywidgets.IntSlider if integer else ipywidgets.FloatSlider
+    return kind(value=value, min=low, max=high, step=step, description=name, continuous_update=False)
+
+
+def _legacy_slider(name: str, spec: tuple[Any, ...]) -> Any:
+    """The old `(min, max, value)` reading, kept for a transition: see `explore`."""
+    warnings.warn(
+        f"explore() read {name}={spec!r} as (min, max, value) because the draw function gives "
+        f"{name} no default. ipywidgets' interact reads a 3-tuple as (min, max, step), and so will "
+        f"explore: give the draw function the initial value as a default "
+        f"(def draw({name}={spec[2]!r}, ...)) and pass (min, max, step), or pass a slider widget",
+        PendingDeprecationWarning,
+        stacklevel=4,
+    )
+    low, high, value = spec
+    if all(isinstance(v, int) for v in spec):
+        return ipywidgets.IntSlider(value=value, min=low, max=high, description=name, continuous_update=False)
+    return ipywidgets.FloatSlider(
+        value=value,
+        min=low,
+        max=high,
+        step=(high - low) / 100,
+        description=name,
+        continuous_update=False,
     )
 
 
@@ -82,6 +144,11 @@ class Explorer(ipywidgets.VBox):  # type: ignore[misc]
     Build one with `explore`. The draw function runs synchronously in the kernel when a
     control changes, so it should be quick: a virtual-time job and a plot take a fraction of a
     second. If it raises, the error is shown under the controls instead of the image.
+
+    Displayed, the view also carries its first figure as a static `image/png` beside the
+    widget: JupyterLab, with a kernel, shows the live widget; GitHub, nbviewer and any page
+    without the widget's state show that image instead, so a saved notebook never has a hole
+    where a slider was.
     """
 
     def __init__(self, draw: Callable[..., Figure], controls: dict[str, Any], *, dpi: int = _DPI) -> None:
@@ -94,6 +161,8 @@ class Explorer(ipywidgets.VBox):  # type: ignore[misc]
         for control in controls.values():
             control.observe(self._changed, names="value")
         self.redraw()
+        # The figure for the first values: what a page without a kernel shows in the view's place.
+        self.first_frame = bytes(self.image.value)
 
     @property
     def values(self) -> dict[str, Any]:
@@ -114,39 +183,80 @@ class Explorer(ipywidgets.VBox):  # type: ignore[misc]
     def _changed(self, _change: dict[str, Any]) -> None:
         self.redraw()
 
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
+        """The widget view, plus the first figure as a static image for pages without a kernel.
+
+        A front end picks the richest type it can render: JupyterLab the widget, nbviewer and
+        GitHub (which have no widget state in a saved notebook) the image.
+        """
+        bundle: dict[str, Any] | None = super()._repr_mimebundle_(**kwargs)
+        if bundle is not None and self.first_frame:
+            bundle["image/png"] = base64.b64encode(self.first_frame).decode("ascii")
+        return bundle
+
     def __repr__(self) -> str:
         values = ", ".join(f"{name}={value!r}" for name, value in self.values.items())
         return f"Explorer({values})"
 
 
+def _defaults(draw: Callable[..., Any]) -> dict[str, Any]:
+    """The draw function's default argument values, by name (none if it has no signature)."""
+    try:
+        parameters = inspect.signature(draw).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+
+
 def explore(draw: Callable[..., Figure], *, dpi: int = _DPI, **controls: Any) -> Explorer:
     """Show `draw(**values)` and redraw it whenever a control changes: `interact`, made safe.
 
+    The controls follow ipywidgets' `interact`: `(min, max, step)` makes a slider, and the
+    slider starts at the draw function's default for that argument (halfway without one).
+
     Example:
-        >>> def draw(workers):
+        >>> def draw(workers=5):  # the default is where the slider starts
         ...     summary = pcmodel.run_job(job.function, job.params, workers=workers, clock="virtual")
         ...     return pcmodel.plot_timeline(summary)
-        >>> explore(draw, workers=(1, 10, 5))  # doctest: +SKIP
+        >>> explore(draw, workers=(1, 10, 1))  # doctest: +SKIP
+
+    Unlike `interact`, the view redraws a figure (it never prints into the cell, which is
+    unsafe under nbval and from threads), sliders update on release, and the saved notebook
+    carries the first figure as a static image for GitHub and nbviewer.
 
     Args:
         draw: a plain function returning a matplotlib `Figure`; called with one keyword
-            argument per control. Make it a function of the controls only, and fast.
+            argument per control. Make it a function of the controls only, and fast. Its
+            default argument values set the controls' initial values.
         dpi: resolution of the rendered image.
-        **controls: one control per argument of `draw`: an ipywidgets value widget, a
-            `(min, max, value)` tuple (an int or a float slider, updated on release), or a list
-            of options (toggle buttons, the first one selected).
+        **controls: one control per argument of `draw`, in `interact`'s forms:
+            - `(min, max, step)` or `(min, max)`: a slider (an int slider if all are ints,
+              else a float one; step 1, or a hundredth of the range, when left out), starting
+              at `draw`'s default for the argument, or halfway without one;
+            - a non-empty list: toggle buttons, starting at `draw`'s default or the first option;
+            - any ipywidgets value widget, used as is (set its `value` yourself).
+
+            Deprecated: a 3-tuple for an argument `draw` gives no default is still read the
+            old way, as `(min, max, value)`, with a `PendingDeprecationWarning`; this reading
+            will go, and the tuple will then mean `(min, max, step)` there too.
 
     Returns:
         The `Explorer` widget (display it, or leave it as a cell's last expression).
 
     Raises:
         TypeError: `draw` is not callable, or a control is not one of the forms above.
+        ValueError: a slider's range is empty or its step not positive, or `draw`'s default
+            lies outside its control's range or between its steps.
     """
     if not callable(draw):
         raise TypeError(f"draw must be a function returning a Figure, got {draw!r}")
     if not controls:
-        raise TypeError("explore() needs at least one control, such as workers=(1, 10, 5)")
-    return Explorer(draw, {name: _control(name, spec) for name, spec in controls.items()}, dpi=dpi)
+        raise TypeError("explore() needs at least one control, such as workers=(1, 10, 1)")
+    defaults = _defaults(draw)
+    built = {}
+    for name, spec in controls.items():  # a loop, not a comprehension: the warning's stacklevel
+        built[name] = _control(name, spec, defaults.get(name, _NO_DEFAULT))
+    return Explorer(draw, built, dpi=dpi)
 
 
 def summary_so_far(results: Sequence[TaskResult], *, workers: int, clock: str = "real") -> JobSummary:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import threading
+from pathlib import Path
 from typing import Any
 
 import ipywidgets as _ipywidgets
+import nbformat as _nbformat
 import pytest
 from matplotlib.figure import Figure
 
@@ -16,6 +19,9 @@ from pcmodel.records import TaskResult
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ipywidgets: Any = _ipywidgets  # no type hints: a dynamic module
+nbformat: Any = _nbformat
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 def _timeline(workers: int) -> Figure:
@@ -32,36 +38,128 @@ def test_figure_png_renders_png_bytes() -> None:
 def test_explore_draws_once_and_redraws_on_every_change() -> None:
     calls: list[int] = []
 
-    def draw(workers: int) -> Figure:
+    def draw(workers: int = 5) -> Figure:
         calls.append(workers)
         return _timeline(workers)
 
-    view = widgets.explore(draw, workers=(1, 10, 5))
+    view = widgets.explore(draw, workers=(1, 10, 1))
     assert calls == [5]
     first = bytes(view.image.value)
     assert first.startswith(PNG_SIGNATURE)
     slider = view.controls["workers"]
     assert isinstance(slider, ipywidgets.IntSlider)
-    assert (slider.min, slider.max, slider.value, slider.continuous_update) == (1, 10, 5, False)
+    assert (slider.min, slider.max, slider.step, slider.value, slider.continuous_update) == (
+        1,
+        10,
+        1,
+        5,
+        False,
+    )
     slider.value = 2
     assert calls == [5, 2]
     assert bytes(view.image.value) != first
     assert view.values == {"workers": 2}
 
 
+def test_explore_reads_a_tuple_as_interact_does_min_max_step_from_the_draw_default() -> None:
+    def draw(queue_size: int = 16, seconds: float = 0.25) -> Figure:
+        return Figure(figsize=(1, 1))
+
+    view = widgets.explore(draw, queue_size=(0, 32, 8), seconds=(0.0, 1.0, 0.05))
+    size, seconds = view.controls["queue_size"], view.controls["seconds"]
+    assert (size.min, size.max, size.step, size.value) == (0, 32, 8, 16)
+    assert isinstance(seconds, ipywidgets.FloatSlider)
+    assert (seconds.min, seconds.max, seconds.step, seconds.value) == (0.0, 1.0, 0.05, 0.25)
+
+
+def test_explore_starts_halfway_without_a_default_as_interact_does() -> None:
+    def draw(workers: int, seconds: float) -> Figure:
+        return Figure(figsize=(1, 1))
+
+    view = widgets.explore(draw, workers=(1, 10), seconds=(0.0, 2.0))
+    assert view.values == {"workers": 5, "seconds": 1.0}
+    assert view.controls["workers"].step == 1
+    assert view.controls["seconds"].step == pytest.approx(0.02)
+
+
+def test_explore_still_reads_the_old_min_max_value_form_with_a_pending_deprecation() -> None:
+    def draw(workers: int) -> Figure:  # no default: the old reading, for now
+        return Figure(figsize=(1, 1))
+
+    with pytest.warns(
+        PendingDeprecationWarning, match=r"read workers=\(1, 10, 4\) as \(min, max, value\)"
+    ) as seen:
+        view = widgets.explore(draw, workers=(1, 10, 4))
+    assert seen[0].filename == __file__  # pointed at the caller's line, not at pcmodel
+    slider = view.controls["workers"]
+    assert (slider.min, slider.max, slider.step, slider.value) == (1, 10, 1, 4)
+
+
+def test_explore_toggle_buttons_start_at_the_draw_default() -> None:
+    def draw(traffic: str = "steady") -> Figure:
+        return Figure(figsize=(1, 1))
+
+    view = widgets.explore(draw, traffic=["bursty", "steady"])
+    assert view.values == {"traffic": "steady"}
+
+
+@pytest.mark.parametrize(
+    ("default", "spec", "message"),
+    [
+        (12, (1, 10, 1), r"default 12 must be a number from 1 to 10"),
+        (4, (0, 32, 8), r"default 4 is not on the slider's steps"),
+        (5, (10, 1, 1), r"min must be < max, got \(10, 1, 1\)"),
+        (5, (1, 10, 0), r"step must be > 0, got \(1, 10, 0\)"),
+        ("many", (1, 10, 1), r"default 'many' must be a number"),
+    ],
+)
+def test_explore_rejects_a_default_its_slider_cannot_show(
+    default: object, spec: tuple[int, ...], message: str
+) -> None:
+    def draw(workers: object = default) -> Figure:
+        return Figure(figsize=(1, 1))
+
+    with pytest.raises(ValueError, match=f"control workers: .*{message}"):
+        widgets.explore(draw, workers=spec)
+
+
+def test_explore_rejects_a_default_that_is_not_an_option() -> None:
+    def draw(traffic: str = "calm") -> Figure:
+        return Figure(figsize=(1, 1))
+
+    with pytest.raises(ValueError, match=r"default 'calm' is not one of the options \['bursty', 'steady'\]"):
+        widgets.explore(draw, traffic=["bursty", "steady"])
+
+
 def test_explore_repr_shows_the_values_not_the_image() -> None:
-    view = widgets.explore(
-        lambda workers, clock: _timeline(workers), workers=(1, 10, 4), clock=["virtual", "real"]
-    )
+    def draw(workers: int = 4, clock: str = "virtual") -> Figure:
+        return _timeline(workers)
+
+    view = widgets.explore(draw, workers=(1, 10, 1), clock=["virtual", "real"])
     assert repr(view) == "Explorer(workers=4, clock='virtual')"
     view.controls["clock"].value = "real"
     assert repr(view) == "Explorer(workers=4, clock='real')"
 
 
+def test_explore_displays_its_first_figure_as_a_static_image_beside_the_widget() -> None:
+    def draw(workers: int = 5) -> Figure:
+        return _timeline(workers)
+
+    view = widgets.explore(draw, workers=(1, 10, 1))
+    first = bytes(view.image.value)
+    view.controls["workers"].value = 2
+    bundle = view._repr_mimebundle_()
+    assert bundle is not None
+    assert bundle["text/plain"] == "Explorer(workers=2)"
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == view.model_id
+    # The static image is the first frame, the one the saved notebook's text describes.
+    assert base64.b64decode(bundle["image/png"]) == first != bytes(view.image.value)
+
+
 def test_explore_accepts_widgets_and_float_ranges() -> None:
     seen: list[tuple[int, float]] = []
 
-    def draw(workers: int, seconds: float) -> Figure:
+    def draw(workers: int, seconds: float = 0.25) -> Figure:
         seen.append((workers, seconds))
         return Figure(figsize=(1, 1))
 
@@ -73,7 +171,7 @@ def test_explore_accepts_widgets_and_float_ranges() -> None:
 
 
 def test_explore_shows_an_error_instead_of_raising() -> None:
-    def draw(workers: int) -> Figure:
+    def draw(workers: int = 1) -> Figure:
         if workers == 0:
             raise ValueError("workers must be >= 1, got 0")
         return Figure(figsize=(1, 1))
@@ -89,7 +187,13 @@ def test_explore_shows_an_error_instead_of_raising() -> None:
 
 @pytest.mark.parametrize(
     ("controls", "message"),
-    [({}, "at least one control"), ({"workers": "many"}, "control workers must be")],
+    [
+        ({}, "at least one control"),
+        ({"workers": "many"}, "control workers must be"),
+        ({"workers": (1, 2, 3, 4)}, r"a \(min, max\) or \(min, max, step\) tuple"),
+        ({"workers": (1, "10")}, "control workers must be"),
+        ({"workers": []}, "non-empty list"),
+    ],
 )
 def test_explore_rejects_bad_controls(controls: dict[str, object], message: str) -> None:
     with pytest.raises(TypeError, match=message):
@@ -99,6 +203,31 @@ def test_explore_rejects_bad_controls(controls: dict[str, object], message: str)
 def test_explore_rejects_a_draw_that_is_not_callable() -> None:
     with pytest.raises(TypeError, match="draw must be a function"):
         widgets.explore(42, workers=(1, 2, 1))  # type: ignore[arg-type]
+
+
+def _explorer_outputs() -> list[tuple[str, int, Any]]:
+    """(notebook, cell, output) for every saved output of an `Explorer` in notebooks/."""
+    found = []
+    for path in sorted(NOTEBOOKS.rglob("*.ipynb")):
+        notebook = nbformat.read(path, as_version=4)
+        for index, cell in enumerate(notebook.cells):
+            for output in cell.get("outputs", []):
+                if output.get("data", {}).get("text/plain", "").startswith("Explorer("):
+                    found.append((str(path.relative_to(NOTEBOOKS)), index, output))
+    return found
+
+
+def test_every_saved_explorer_carries_a_static_first_figure() -> None:
+    """Without a kernel (GitHub, nbviewer) the image stands where JupyterLab shows the slider."""
+    outputs = _explorer_outputs()
+    assert len({name for name, _, _ in outputs}) >= 7, "the course's notebooks have slider views"
+    missing = [
+        f"{name} cell {index}"
+        for name, index, output in outputs
+        if not base64.b64decode(output.data.get("image/png", "")).startswith(PNG_SIGNATURE)
+        or WIDGET_VIEW not in output.data
+    ]
+    assert missing == [], "re-run these cells: their saved view has no static figure"
 
 
 def test_summary_so_far_counts_what_came_in() -> None:
