@@ -14,6 +14,12 @@ Two rules keep virtual time honest:
 - If every task waits and nothing can ever wake one (no timer, no thread, no socket), the
   loop calls its `on_idle` hook once; the job runner uses it to end a stuck job with a clear
   error instead of hanging.
+
+And the clock never spins: it jumps straight to the next timer however far ahead it is
+(`asyncio.sleep(1e300)` is one jump, not 10^295 jumps of a day). A timer due at infinity
+(`asyncio.sleep(math.inf)`, or a time too large for a float) can never fire, so it counts as
+no timer: a job whose tasks wait only on such timers is stuck. A NaN delay is refused with a
+`ValueError`, as no clock can reach it.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import itertools
 import select
 import selectors
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar, TypeVarTuple, Unpack, cast
 
@@ -45,8 +52,12 @@ _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
 
 
-_MAX_JUMP = 24 * 3600.0
-"""The longest single jump of the clock, in seconds (asyncio's own cap on a select timeout)."""
+_MAX_SELECT = 24 * 3600.0
+"""The longest real wait in one `select()` call, in seconds (asyncio's own cap): the clock's
+jumps have no cap, but the operating system refuses very long timeouts."""
+
+_NEVER = float("inf")
+"""When a timer at infinity is due: never."""
 
 
 class _JumpingSelector:
@@ -73,6 +84,13 @@ class _JumpingSelector:
         # The loop's own self-pipe is always registered; anything more is real I/O.
         real_io = self.registered > 1
         if loop._threads_busy or (real_io and timeout is None):
+            if loop._follows_real_time and timeout:
+                # The loop is closing and waits for threads with a limit in real seconds
+                # (see `shutdown_default_executor`): the clock moves as much as real time.
+                started = time.monotonic()
+                ready = self._real.select(timeout)
+                loop._now += time.monotonic() - started
+                return ready
             # A thread's result (or a socket) wakes the selector; until then time stands
             # still: work outside the loop takes no virtual time.
             return self._real.select(0 if timeout == 0 else None)
@@ -90,7 +108,8 @@ class _JumpingSelector:
                 return []
             return self._real.select(None)
         if timeout > 0:
-            loop._now += timeout
+            # Straight to the next timer, which `timeout` (capped for a real select) may not reach.
+            loop._now = loop._timers[0][0]
         # Callbacks queued by other threads are already on the ready list; the byte they
         # wrote to the self-pipe is read the next time the loop really selects. Skipping the
         # system call here is what makes a jump cheap.
@@ -168,6 +187,7 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         super().__init__(selector)
         self._now = 0.0
         self._threads_busy = 0
+        self._follows_real_time = False
         self.on_idle: Callable[[], object] | None = None
         # The timers, as a heap of (when, order, handle): tuples compare in C, where asyncio's
         # heap of handles calls a Python `__lt__` several times per timer, and `order` makes
@@ -207,6 +227,8 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
             raise TypeError("delay must not be None")
         this: Any = self
         when = self._now + delay
+        if when != when:  # noqa: PLR0124 - NaN, the one float not equal to itself (cheaper than isnan)
+            raise ValueError(f"a timer's delay must be a number of seconds, got {delay!r}")
         if this._closed or this._debug:
             return self.call_at(when, callback, *args, context=context)
         # call_at's own path, written out: every asyncio.sleep comes through here.
@@ -224,6 +246,8 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     ) -> asyncio.TimerHandle:
         if when is None:
             raise TypeError("when cannot be None")
+        if when != when:  # noqa: PLR0124 - NaN, the one float not equal to itself (cheaper than isnan)
+            raise ValueError(f"a timer's time must be a number of seconds, got {when!r}")
         this: Any = self
         timer: Any
         if this._closed or this._debug:
@@ -275,20 +299,23 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
             timeout: float | None = None
             if ready or this._stopping:
                 timeout = 0
-            elif timers:
+            elif timers and timers[0][0] < _NEVER:  # a timer at infinity is no timer
                 timeout = timers[0][0] - self._now
-                if timeout < 0:
-                    timeout = 0
-                elif timeout > _MAX_JUMP:
-                    timeout = _MAX_JUMP
+                timeout = max(timeout, 0)
             jump = timeout is not None and not self._threads_busy and jumping.registered <= 1
             if jump:
                 if timeout:
-                    self._now += timeout
+                    # Straight to the timer, however far: one jump, and no rounding can leave
+                    # the clock a hair short of it.
+                    self._now = timers[0][0]
             else:
+                if timeout is not None and timeout > _MAX_SELECT:
+                    timeout = _MAX_SELECT
                 this._process_events(jumping.select(timeout))
+            # `<=`, where asyncio has `<`: far out, `now + resolution` rounds to `now`, and a
+            # timer due exactly now would never be taken.
             end = self._now + this._clock_resolution
-            while timers and timers[0][0] < end:
+            while timers and timers[0][0] <= end:
                 timer = heappop(timers)[2]
                 timer._scheduled = False
                 ready.append(timer)
@@ -322,6 +349,28 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def close(self) -> None:
         super().close()
         self._timers.clear()
+
+    async def shutdown_default_executor(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - asyncio's signature
+        """asyncio's own, but the wait for the default executor's threads is a real wait.
+
+        `asyncio.Runner.close()` (so `asyncio.run` and `run_job`) calls this with a limit of
+        300 s. Python 3.13 measures that limit with a timer on the loop's clock, and virtual
+        time would jump straight to it: the threads (of `asyncio.to_thread`, say) would get
+        no time to finish, and asyncio would warn "The executor did not finishing joining its
+        threads within 300 seconds". So the wait counts as a busy thread, and while it lasts
+        the clock follows real time: the limit means 300 real seconds, as on a real-time
+        loop. (Python 3.11 and 3.12 wait as long as the threads take, on any loop.)
+        """
+        self._threads_busy += 1
+        self._follows_real_time = True
+        try:
+            if sys.version_info >= (3, 12):
+                await super().shutdown_default_executor(timeout)
+            else:
+                await super().shutdown_default_executor()
+        finally:
+            self._follows_real_time = False
+            self._threads_busy -= 1
 
     def run_in_executor(  # type: ignore[override]
         self, executor: Any, func: Callable[..., _T], *args: Any
