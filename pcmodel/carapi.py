@@ -41,19 +41,21 @@ import collections
 import contextlib
 import email.utils
 import ipaddress
+import logging
 import math
 import random
+import re
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, NoReturn, Self
 
 try:
     import aiohttp
-    from aiohttp import web
+    from aiohttp import hdrs, web
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError(
         "pcmodel.carapi needs aiohttp, which is not installed: pip install 'pcmodel[api]'"
@@ -81,6 +83,14 @@ Latency = tuple[float, float] | Callable[[random.Random], float]
 
 _MAX_CAR_ID: Final = 10**9
 _RATE_WINDOW: Final = 1.0  # seconds: the window of `ServerStatistics.peak_per_second`
+# A token may take at most a day to come back: a slower rate would ask clients to wait for
+# ages (or, below about 1e-308 per second, forever, which no header can say).
+_MIN_RATE: Final = 1 / 86_400
+_MAX_BURST: Final = 10**9
+_SERVER_NAME: Final = "pcmodel-carapi"
+"""The `Server` header of every answer: no Python or aiohttp version for a scanner to match."""
+
+_log = logging.getLogger(__name__)
 
 # Model, base price in euros when new.
 _MODELS: Final = (
@@ -207,23 +217,150 @@ class ServerStatistics:
 
 
 def _check_host(host: object) -> str:
+    """`host` as the loopback address to bind: 'localhost' is 127.0.0.1, other names are refused."""
     if not isinstance(host, str):
         raise TypeError(f"host must be a str, got {host!r}")
+    # "localhost" is loopback by definition (RFC 6761), whatever a hosts file says: bind the
+    # IPv4 loopback address rather than whatever the name resolves to, so one port is bound.
+    if host.lower().rstrip(".") == "localhost":
+        return "127.0.0.1"
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
         address = None
     if address is None or not address.is_loopback:
         raise ValueError(
-            f"host must be a loopback address such as '127.0.0.1', got {host!r}: "
+            f"host must be 'localhost' or a loopback address such as '127.0.0.1' or '::1', got {host!r}: "
             "this API is a test double, never to be reachable from another machine"
         )
     return host
 
 
+def _is_finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _check_seconds(name: str, value: object, *, zero: bool) -> float:
+    """`value` as a finite number of seconds, > 0 (or >= 0 when `zero`), else an error naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    if not _is_finite(value) or value < 0 or (value == 0 and not zero):
+        rule = ">= 0" if zero else "> 0"
+        raise ValueError(f"{name} must be a finite number of seconds {rule}, got {value!r}")
+    return float(value)
+
+
 def _retry_after_headers(wait: float) -> dict[str, str]:
     # Retry-After takes whole seconds: round up, never invite a client back too early.
     return {"Retry-After": str(math.ceil(wait)), "Retry-After-Ms": str(math.ceil(wait * 1000))}
+
+
+def _one_line(text: object, limit: int = 200) -> str:
+    """`text` on one line (a client's bytes may hold newlines), cut to `limit` characters."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+class _Connection(web.RequestHandler):
+    """aiohttp's handler of one client connection, with a deadline for idle and slow clients.
+
+    aiohttp closes a keep-alive connection that stays idle after an answer, but its versions
+    before 3.14 never closed one that has not completed a request: a client that connects
+    and says nothing, or sends its headers a byte at a time (slowloris), held a socket for
+    good. Here a connection with no request being served is closed once `idle_timeout`
+    seconds have passed since it opened or since its last answer, whatever bytes trickle in.
+
+    A malformed request (a bad request line or header, headers too large) is answered 4xx in
+    JSON and logged in one line, instead of aiohttp's traceback per request; and no answer
+    names the Python or aiohttp version in its `Server` header.
+    """
+
+    def __init__(
+        self, manager: web.Server, *, loop: asyncio.AbstractEventLoop, idle_timeout: float, **kwargs: Any
+    ) -> None:
+        super().__init__(manager, loop=loop, **kwargs)
+        self._clock = loop
+        self._idle_timeout = idle_timeout
+        self._serving = 0
+        self._quiet_since = loop.time()
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._quiet_since = self._clock.time()
+        self._idle_timer = self._clock.call_at(self._quiet_since + self._idle_timeout, self._check_idle)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        super().connection_lost(exc)
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[None]:
+        """Mark a request as being served: the connection is not idle until it is answered."""
+        self._serving += 1
+        try:
+            yield
+        finally:
+            self._serving -= 1
+            self._quiet_since = self._clock.time()
+
+    def _check_idle(self) -> None:
+        now = self._clock.time()
+        # While a request is served, look again later; a timer may fire a hair early (the
+        # loop's clock resolution), hence the millisecond of slack.
+        due = (now if self._serving else self._quiet_since) + self._idle_timeout
+        if due - now > 1e-3:
+            self._idle_timer = self._clock.call_at(due, self._check_idle)
+            return
+        self._idle_timer = None
+        _log.debug("closing a connection idle for %.3g s", now - self._quiet_since)
+        self.force_close()
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """Answer a request that failed: 4xx for a malformed one (one log line), 500 for a bug."""
+        if status >= 500:
+            # A bug in a handler: aiohttp logs it with its traceback, which is what it needs.
+            response = super().handle_error(request, status, exc, message)
+        else:
+            reason = _one_line(getattr(exc, "message", None) or message or exc or "")
+            _log.warning("malformed request from %s: %d %s", request.remote, status, reason)
+            response = web.json_response({"error": f"malformed request: {reason}"}, status=status)
+            response.force_close()
+        response.headers[hdrs.SERVER] = _SERVER_NAME
+        return response
+
+
+class _Server(web.Server):
+    """aiohttp's low-level server, whose connections are `_Connection`s."""
+
+    def __init__(
+        self,
+        handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+        *,
+        idle_timeout: float,
+        **options: Any,
+    ) -> None:
+        # handler_cancellation: a client that hangs up (a timed-out call) stops its request
+        # here too, so `in_flight` counts only requests someone still waits for.
+        super().__init__(handler, handler_cancellation=True, **options)
+        self._idle_timeout = idle_timeout
+        self._options = options
+
+    def __call__(self) -> web.RequestHandler:
+        return _Connection(
+            self, loop=asyncio.get_running_loop(), idle_timeout=self._idle_timeout, **self._options
+        )
 
 
 class CarAPIServer:
@@ -255,9 +392,16 @@ class CarAPIServer:
         burst: requests the bucket holds (it starts full); default 1, no bursts. Needs
             `rate_limit`.
         seed: seed of every latency and error draw.
-        host: a loopback address to bind (default "127.0.0.1"); other hosts are refused.
+        host: a loopback address to bind (default "127.0.0.1"), or "localhost", which binds
+            127.0.0.1; other hosts are refused.
         port: the port to bind; 0 (default) lets the system pick a free one.
         shutdown_timeout: seconds `stop()` lets requests in flight finish before it cancels them.
+        idle_timeout: seconds a connection may stay open with no request being served, from
+            the moment it opens or its last answer: after that it is closed. This bounds idle
+            keep-alive connections and clients that send their request too slowly
+            (slowloris), whatever bytes trickle in meanwhile. A request being served is never
+            cut short. The default, 30 s, is longer than aiohttp's client keeps an idle
+            connection (15 s), so a client never reuses a connection the server is closing.
 
     Raises:
         TypeError, ValueError: a bad knob, checked when the server is made.
@@ -274,7 +418,13 @@ class CarAPIServer:
         host: str = "127.0.0.1",
         port: int = 0,
         shutdown_timeout: float = 1.0,
+        idle_timeout: float = 30.0,
     ) -> None:
+        if isinstance(latency, tuple) and not all(
+            isinstance(bound, bool) or not isinstance(bound, int | float) or _is_finite(bound)
+            for bound in latency
+        ):
+            raise ValueError(f"latency bounds must be finite numbers of seconds, got {latency!r}")
         self._draw_latency = check_latency(latency)
         self.latency = latency
         """The latency knob, as given."""
@@ -282,6 +432,12 @@ class CarAPIServer:
         """Share of the requests answered 500."""
         self.rate_limit, self.burst = check_rate(rate_limit, burst)
         """Requests per second let through (None: no limit), and the bucket's size."""
+        if self.rate_limit is not None and self.rate_limit < _MIN_RATE:
+            raise ValueError(
+                f"rate_limit must be >= 1/86400 requests per second (one a day), got {rate_limit!r}"
+            )
+        if self.burst > _MAX_BURST:
+            raise ValueError(f"burst must be <= {_MAX_BURST}, got {burst!r}")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {seed!r}")
         self.seed = seed
@@ -291,12 +447,10 @@ class CarAPIServer:
         self._port = check_int("port", port, 0)
         if self._port > 65535:
             raise ValueError(f"port must be <= 65535, got {port!r}")
-        if isinstance(shutdown_timeout, bool) or not isinstance(shutdown_timeout, int | float):
-            raise TypeError(f"shutdown_timeout must be a number of seconds, got {shutdown_timeout!r}")
-        if shutdown_timeout < 0:
-            raise ValueError(f"shutdown_timeout must be >= 0, got {shutdown_timeout!r}")
-        self._shutdown_timeout = float(shutdown_timeout)
-        self._runner: web.AppRunner | None = None
+        self._shutdown_timeout = _check_seconds("shutdown_timeout", shutdown_timeout, zero=True)
+        self.idle_timeout = _check_seconds("idle_timeout", idle_timeout, zero=False)
+        """Seconds a connection may stay open with no request being served."""
+        self._runner: web.BaseRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._served: dict[str, int] = {}
         self._stopped_at: float | None = None
@@ -330,16 +484,11 @@ class CarAPIServer:
         """Bind the port and start serving on the running loop; return the server."""
         if self._runner is not None:
             raise RuntimeError(f"the server is already running at {self.url}")
-        app = web.Application()
-        app.router.add_get("/cars/{car_id}/price", self._price)
-        app.router.add_get("/cars/{car_id}", self._car)
-        app.router.add_get("/stats", self._stats)
-        app.router.add_get("/health", self._health)
-        # handler_cancellation: a client that hangs up (a timed-out call) stops its request
-        # here too, so `in_flight` counts only requests someone still waits for.
-        runner = web.AppRunner(
-            app, access_log=None, handler_cancellation=True, shutdown_timeout=self._shutdown_timeout
-        )
+        # aiohttp's low-level server with a router of four routes (`_route`): it lets each
+        # connection be a `_Connection`, which closes idle and slow clients and answers a
+        # malformed request in one log line.
+        server = _Server(self._dispatch, idle_timeout=self.idle_timeout, access_log=None)
+        runner = web.ServerRunner(server, shutdown_timeout=self._shutdown_timeout)
         await runner.setup()
         try:
             await web.TCPSite(runner, self.host, self._port).start()
@@ -419,7 +568,37 @@ class CarAPIServer:
 
     # -- handlers ----------------------------------------------------------------------------
 
-    async def _serve(self, request: web.Request, answer: Callable[[int], dict[str, Any]]) -> web.Response:
+    async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
+        connection = request.protocol
+        with connection.serving() if isinstance(connection, _Connection) else contextlib.nullcontext():
+            response = await self._route(request)
+        response.headers[hdrs.SERVER] = _SERVER_NAME
+        return response
+
+    async def _route(self, request: web.BaseRequest) -> web.StreamResponse:
+        if request.method not in (hdrs.METH_GET, hdrs.METH_HEAD):
+            return web.json_response(
+                {"error": f"method {request.method} not allowed: this API answers GET only"},
+                status=405,
+                headers={hdrs.ALLOW: "GET, HEAD"},
+            )
+        match request.path.split("/"):
+            case ["", "cars", car, "price"] if car:
+                return await self._serve(request, car, _price_of)
+            case ["", "cars", car] if car:
+                return await self._serve(request, car, car_info)
+            case ["", "stats"]:
+                return web.json_response(self.statistics().as_dict())
+            case ["", "health"]:
+                return web.json_response({"status": "ok"})
+        return web.json_response(
+            {"error": f"no endpoint {request.path!r:.80}: try /cars/ID/price, /cars/ID, /stats or /health"},
+            status=404,
+        )
+
+    async def _serve(
+        self, request: web.BaseRequest, car: str, answer: Callable[[int], dict[str, Any]]
+    ) -> web.Response:
         now = self._now()
         self._requests += 1
         if self._first is None:
@@ -440,12 +619,11 @@ class CarAPIServer:
             window.popleft()
         self._peak = max(self._peak, len(window))
 
-        car_id = _parse_car_id(request.match_info["car_id"])
+        car_id = _parse_car_id(car)
         if car_id is None:
             self._not_found += 1
             return web.json_response(
-                {"error": f"no car {request.match_info['car_id']!r}: ids are ints from 0 to {_MAX_CAR_ID}"},
-                status=404,
+                {"error": f"no car {car!r:.40}: ids are ints from 0 to {_MAX_CAR_ID}"}, status=404
             )
         # The n-th request for a path draws from its own stream, so its fate does not depend
         # on the order in which concurrent requests arrive.
@@ -465,18 +643,6 @@ class CarAPIServer:
             return web.json_response({"error": "simulated failure"}, status=500)
         self._answered += 1
         return web.json_response(answer(car_id))
-
-    async def _price(self, request: web.Request) -> web.Response:
-        return await self._serve(request, _price_of)
-
-    async def _car(self, request: web.Request) -> web.Response:
-        return await self._serve(request, car_info)
-
-    async def _stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self.statistics().as_dict())
-
-    async def _health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
 
 
 def _parse_car_id(text: str) -> int | None:
@@ -697,19 +863,48 @@ class CarPriceClient:
 # The command line
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, with a pointer to `--help`."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _number(text: str, rule: str = "a finite number") -> float:
+    """An option's value as a finite float (argparse's `float` takes 'nan' and 'inf')."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected {rule}, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """An option's value as a finite number of seconds >= 0."""
+    rule = "a finite number of seconds >= 0"
+    value = _number(text, rule)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected {rule}, got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pcmodel serve-api",
         description=(
             "Serve the car-price JSON API on loopback until Ctrl-C: GET /cars/ID/price, "
             "GET /cars/ID, GET /stats, GET /health. Slow, flaky and rate-limited on demand."
         ),
     )
-    parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="loopback address to bind, or localhost (default 127.0.0.1)"
+    )
     parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default 0)")
     parser.add_argument(
         "--latency",
-        type=float,
+        type=_seconds,
         nargs=2,
         default=(0.05, 0.25),
         metavar=("LOW", "HIGH"),
@@ -717,14 +912,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--error-rate",
-        type=float,
+        type=_number,
         default=0.0,
         metavar="R",
         help="share of requests answered 500 (default 0)",
     )
     parser.add_argument(
         "--rate-limit",
-        type=float,
+        type=_number,
         default=None,
         metavar="N",
         help="let N requests a second through, answer 429 with Retry-After beyond (default: no limit)",
@@ -733,7 +928,23 @@ def _parser() -> argparse.ArgumentParser:
         "--burst", type=int, default=None, metavar="B", help="requests the rate limiter holds (default 1)"
     )
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of every draw (default 0)")
+    parser.add_argument(
+        "--idle-timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="T",
+        help="close a connection after T seconds with no request being served: idle clients, "
+        "and clients too slow to send their request (default 30)",
+    )
     return parser
+
+
+_KNOBS: Final = re.compile(r"\b(error_rate|rate_limit|idle_timeout|latency|burst|seed|host|port)\b")
+
+
+def _as_option(message: str) -> str:
+    """A knob's error message in the command line's words: 'error_rate' becomes '--error-rate'."""
+    return _KNOBS.sub(lambda knob: "--" + knob[1].replace("_", "-"), message)
 
 
 async def _serve_forever(server: CarAPIServer) -> None:
@@ -763,31 +974,57 @@ async def _serve_forever(server: CarAPIServer) -> None:
 
 
 def serve_main(argv: Sequence[str] | None = None) -> int:
-    """Run `pcmodel serve-api` with `argv` (default: `sys.argv[1:]`) until Ctrl-C; return 0.
+    """Run `pcmodel serve-api` with `argv` (default: `sys.argv[1:]`) until Ctrl-C or SIGTERM.
 
-    Prints the URL first; on Ctrl-C (or SIGTERM) stops the server cleanly and prints what it
-    saw. Returns 1 if the port cannot be bound.
+    Prints the URL first; on Ctrl-C or SIGTERM stops the server cleanly and prints what it
+    saw. A malformed request is logged as one line on stderr.
+
+    Returns:
+        0 after SIGTERM, 130 after Ctrl-C (with "pcmodel serve-api: interrupted" on stderr),
+        1 if the port cannot be bound. A bad option exits with status 2 and a one-line message.
     """
+    try:
+        return _serve_main(argv)
+    except KeyboardInterrupt:  # before the server was up, or a second Ctrl-C while it stops
+        print("pcmodel serve-api: interrupted", file=sys.stderr, flush=True)
+        return 130
+
+
+def _serve_main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    low, high = args.latency
+    if low > high:
+        parser.error(f"--latency LOW must be <= HIGH, got {low:g} {high:g}")
     try:
         server = CarAPIServer(
-            latency=tuple(args.latency),
+            latency=(low, high),
             error_rate=args.error_rate,
             rate_limit=args.rate_limit,
             burst=args.burst,
             seed=args.seed,
             host=args.host,
             port=args.port,
+            idle_timeout=args.idle_timeout,
         )
     except (TypeError, ValueError) as error:
-        parser.error(str(error).replace("error_rate", "--error-rate").replace("rate_limit", "--rate-limit"))
+        parser.error(_as_option(str(error)))
+    # The server's log lines (a malformed request) go to stderr, one line each.
+    log_handler = logging.StreamHandler(sys.stderr)
+    log_handler.setFormatter(logging.Formatter("pcmodel serve-api: %(message)s"))
+    _log.addHandler(log_handler)
+    interrupted = False
     try:
         asyncio.run(_serve_forever(server))
     except KeyboardInterrupt:
-        pass
+        interrupted = True
     except OSError as error:
         print(f"pcmodel serve-api: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
         return 1
+    finally:
+        _log.removeHandler(log_handler)
     print(f"stopped: {server.statistics()}", flush=True)
+    if interrupted:
+        print("pcmodel serve-api: interrupted", file=sys.stderr, flush=True)
+        return 130
     return 0

@@ -425,8 +425,9 @@ def test_the_client_must_be_opened_before_use_and_on_the_jobs_loop() -> None:
         ({"rate_limit": 0}, ValueError, r"rate_limit must be > 0 requests per second, got 0"),
         ({"burst": 3}, ValueError, r"burst needs a rate_limit"),
         ({"rate_limit": 10, "burst": 0}, ValueError, r"burst must be >= 1, got 0"),
-        ({"host": "0.0.0.0"}, ValueError, r"host must be a loopback address"),
-        ({"host": "localhost"}, ValueError, r"host must be a loopback address"),
+        ({"host": "0.0.0.0"}, ValueError, r"host must be 'localhost' or a loopback address"),
+        ({"host": "example.com"}, ValueError, r"host must be 'localhost' or a loopback address"),
+        ({"host": "localhost.example.com"}, ValueError, r"host must be 'localhost' or a loopback address"),
         ({"port": 70000}, ValueError, r"port must be <= 65535"),
         ({"seed": 1.5}, TypeError, r"seed must be an int"),
     ],
@@ -516,7 +517,11 @@ def test_serve_api_prints_its_url_serves_and_stops_on_ctrl_c(stop_signal: signal
             pump.join(timeout=60)
         assert process.stderr is not None
         err = process.stderr.read()
-    assert process.returncode == 0, err
+    # Ctrl-C is an interrupt (128 + SIGINT, one line on stderr); SIGTERM is a requested stop.
+    if stop_signal == signal.SIGINT:
+        assert (process.returncode, err) == (130, "pcmodel serve-api: interrupted\n")
+    else:
+        assert (process.returncode, err) == (0, "")
     assert lines.get_nowait().startswith("stopped: 1 requests (1 answered")
 
 
