@@ -28,6 +28,8 @@ import asyncio
 import contextvars
 import heapq
 import itertools
+import os
+import re
 import select
 import selectors
 import sys
@@ -438,21 +440,105 @@ class DeadlockError(RuntimeError):
     """A virtual-time job stopped making progress: every task waits and nothing can wake one."""
 
 
+_MAX_LISTED = 10
+"""The most blocked tasks a `DeadlockError` lists one by one."""
+
+_ASYNCIO_DIR = os.path.dirname(asyncio.__file__)
+_PCMODEL_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _is_library(code: Any) -> bool:
+    """Whether `code` is asyncio's, or one of pcmodel's private helpers (`pcmodel/_queues.py`).
+
+    A blocked task is described by the innermost of its coroutines that is *not* library code
+    (the user's function, or a piece of the job like `work`) and by what that one awaits.
+    """
+    directory, name = os.path.split(str(code.co_filename))
+    return directory == _ASYNCIO_DIR or (directory == _PCMODEL_DIR and name.startswith("_"))
+
+
+def _describe_wait(task: asyncio.Task[Any]) -> tuple[bool, str]:
+    """What `task` awaits, and where: `Event.wait() in my_function (file.py:12)`.
+
+    Follows the chain of coroutines the task is suspended in (each one's `cr_await`). Returns
+    whether the waiting code is pcmodel's or asyncio's own (listed last), and the text.
+    """
+    chain: list[Any] = []
+    awaited: Any = task.get_coro()
+    while hasattr(awaited, "cr_await") or hasattr(awaited, "gi_yieldfrom"):
+        if getattr(awaited, "cr_frame", None) is None and getattr(awaited, "gi_frame", None) is None:
+            break  # finished, or never started: no frame to show
+        chain.append(awaited)
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    users = [index for index, coro in enumerate(chain) if not _is_library(_code(coro))]
+    if not users:
+        return True, f"awaits {_name(chain[0])}()" if chain else "waits"
+    index = users[-1]
+    if index + 1 < len(chain):
+        what = f"{_name(chain[index + 1])}()"
+    else:
+        # The innermost coroutine awaits a future, a task or an async generator directly.
+        waiter = getattr(task, "_fut_waiter", None)  # the future a blocked task waits on
+        if isinstance(waiter, asyncio.Task):
+            what = f"task {waiter.get_name()!r}"
+        elif type(awaited).__name__ == "async_generator_asend":
+            what = "an async generator's next item"
+        else:
+            what = "a Future"
+    code = _code(chain[index])
+    frame = getattr(chain[index], "cr_frame", None) or chain[index].gi_frame
+    ours = os.path.dirname(code.co_filename) == _PCMODEL_DIR
+    return (
+        ours,
+        f"awaits {what} in {_name(chain[index])} ({os.path.basename(code.co_filename)}:{frame.f_lineno})",
+    )
+
+
+def _code(coro: Any) -> Any:
+    return getattr(coro, "cr_code", None) or coro.gi_code
+
+
+def _name(coro: Any) -> str:
+    return str(getattr(coro, "__qualname__", None) or _code(coro).co_name)
+
+
+def _natural(name: str) -> list[Any]:
+    """A sort key that puts `pcmodel-worker-2` before `pcmodel-worker-10`."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def describe_blocked_tasks(loop: asyncio.AbstractEventLoop, skip: asyncio.Task[Any] | None = None) -> str:
+    """One line per task of `loop` (but `skip`) saying what it awaits, the telling ones first.
+
+    Tasks that wait in the user's code come before the ones waiting in pcmodel's own pieces
+    (idle workers on the work queue, say); at most ten are listed, then how many more.
+    """
+    described = sorted(
+        ((*_describe_wait(task), task.get_name()) for task in asyncio.all_tasks(loop) if task is not skip),
+        key=lambda entry: (entry[0], _natural(entry[2])),
+    )
+    lines = [f"  {name} {text}" for _, text, name in described[:_MAX_LISTED]]
+    if len(described) > _MAX_LISTED:
+        lines.append(f"  and {len(described) - _MAX_LISTED} more")
+    return "\n".join(lines)
+
+
 async def fail_if_stuck(awaitable: Awaitable[_T], hint: str) -> _T:
     """Await `awaitable`; on a `VirtualTimeLoop` that gets stuck, raise `DeadlockError`.
 
     The loop's `on_idle` hook cancels the awaiting task when every task waits and nothing can
-    wake one; that cancel (and no other) becomes a `DeadlockError` whose message ends with
-    `hint`, a sentence on what to look for. On any other loop this is a plain `await`.
+    wake one; that cancel (and no other) becomes a `DeadlockError` that lists the blocked
+    tasks and what each awaits (read before the cancel unwinds them), then `hint`, a sentence
+    on what to look for. On any other loop this is a plain `await`.
     """
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     if not isinstance(loop, VirtualTimeLoop) or task is None:
         return await awaitable
-    stuck_at: list[float] = []
+    stuck: list[tuple[float, str]] = []
 
     def on_idle() -> None:
-        stuck_at.append(loop.time())
+        stuck.append((loop.time(), describe_blocked_tasks(loop, skip=task)))
         task.cancel()
 
     loop.on_idle = on_idle
@@ -460,11 +546,12 @@ async def fail_if_stuck(awaitable: Awaitable[_T], hint: str) -> _T:
         return await awaitable
     except asyncio.CancelledError:
         # Only our own cancel (and no one else's) becomes a DeadlockError.
-        if stuck_at and task.cancelling() == 1:
+        if stuck and task.cancelling() == 1:
             task.uncancel()
+            at, blocked = stuck[0]
             raise DeadlockError(
-                f"stuck at virtual time {stuck_at[0]:.3f} s: every task is waiting and nothing "
-                f"can wake one (no timer is set and no thread is busy). {hint}"
+                f"stuck at virtual time {at:.3f} s: every task is waiting and nothing can wake "
+                f"one (no timer will fire and no thread is busy). Blocked:\n{blocked}\n{hint}"
             ) from None
         raise
     finally:

@@ -241,8 +241,8 @@ async def _execute_guarded(spec: JobSpec) -> JobSummary:
     """`execute(spec)`, turning a stuck virtual-time job into a `DeadlockError`."""
     return await fail_if_stuck(
         execute(spec),
-        "Something the function or a callback awaits never happens, such as an Event that is "
-        "never set or a queue that is never filled.",
+        "Each await above waits for something no task, timer or thread will ever do: find "
+        "who should set that Event, fill that queue or resolve that future.",
     )
 
 
