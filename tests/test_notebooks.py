@@ -272,3 +272,30 @@ def test_a_notebook_that_starts_the_car_price_api_stops_it() -> None:
         cells = _code_cells(_read(name))
         first = next(i for i, cell in enumerate(cells) if "CarAPIServer(" in cell.source)
         assert any("server running: False" in _text(cell) for cell in cells[first:]), name
+
+
+GUIDE = NOTEBOOKS.parent / "docs" / "instructor-guide.md"
+AGENDA_ROW = re.compile(r"^\| *(\d+):(\d\d) *\| *(\d*) *\| *(.+?) *\| *(\d*) *\|", re.MULTILINE)
+TIMING = re.compile(r"\*Timing: (?:about )?(\d+) minutes")
+
+
+def test_the_instructor_guide_agenda_fills_three_hours_and_agrees_with_the_notebooks() -> None:
+    rows = AGENDA_ROW.findall(GUIDE.read_text(encoding="utf-8"))
+    assert rows, "no agenda table in the instructor guide"
+    clock = 0
+    covered = []
+    for hours, minutes, length, part, own in rows:
+        assert int(hours) * 60 + int(minutes) == clock, (
+            f"{part}: starts at {hours}:{minutes}, not at {clock} min"
+        )
+        clock += int(length or 0)
+        link = re.search(r"\(\.\./notebooks/([\w.-]+\.ipynb)\)", part)
+        if link:
+            covered.append(link.group(1))
+            timing = TIMING.search(_read(link.group(1)).cells[0].source)
+            assert timing, f"{link.group(1)}: no timing line under its title"
+            assert own == timing.group(1), (
+                f"{link.group(1)}: the guide says {own} min, the notebook {timing.group(1)}"
+            )
+    assert clock == 180, f"the agenda lasts {clock} minutes, not three hours"
+    assert covered == COURSE[:8], f"the core path is 00 to 07, in order: {covered}"
