@@ -66,18 +66,18 @@ def test_demo_saves_the_timeline_as_png(tmp_path: Path, capsys: pytest.CaptureFi
     [
         (["demo", "--workers", "0"], "--workers must be >= 1, got 0"),
         (["demo", "--queue-size", "-3"], "--queue-size must be >= 0, got -3"),
-        (["demo", "--tasks", "-1"], "tasks must be >= 0, got -1"),
-        (["demo", "--tasks", "many"], "invalid int value: 'many'"),
+        (["demo", "--tasks", "-1"], "--tasks must be >= 0, got -1"),
+        (["demo", "--tasks", "many"], "argument --tasks: invalid int value: 'many'"),
     ],
 )
-def test_demo_rejects_bad_options_with_usage(
+def test_demo_rejects_bad_options_in_one_line(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2
     captured = capsys.readouterr()
-    assert message in captured.err
+    assert captured.err == f"pcmodel demo: error: {message} (see 'pcmodel demo --help')\n"
     assert captured.out == ""
 
 

@@ -1,0 +1,113 @@
+"""Ctrl-C and a vanished reader on `pcmodel demo`: one short line, a known exit code, no traceback.
+
+Each test runs the command in a subprocess whose output a thread reads, and waits for it with
+a timeout, so a command that ignores the signal fails the test instead of hanging it. The
+assertions are about output and exit codes, never about how long anything took.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import select
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+
+BOUND = 60.0  # seconds: reached only by a regression
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="sends POSIX signals")
+
+
+class Command:
+    """`python -m pcmodel ...` in a subprocess, its stdout lines read by a thread."""
+
+    def __init__(self, *arguments: str) -> None:
+        argv = [sys.executable, "-m", "pcmodel", *arguments]
+        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self._pump = threading.Thread(target=self._read, daemon=True)
+        self._pump.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def line(self) -> str:
+        line = self.lines.get(timeout=BOUND)
+        assert line is not None, "the command ended early"
+        return line
+
+    def rest(self) -> list[str]:
+        """The remaining stdout lines, once the command has ended."""
+        lines = []
+        while (line := self.lines.get(timeout=BOUND)) is not None:
+            lines.append(line)
+        return lines
+
+    def finish(self, stop_signal: signal.Signals | None = None) -> tuple[int, str]:
+        """Send `stop_signal` (if any), wait (bounded); return the exit code and stderr."""
+        try:
+            if stop_signal is not None:
+                self.process.send_signal(stop_signal)
+            self.process.wait(timeout=BOUND)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait(timeout=BOUND)
+            self._pump.join(timeout=BOUND)
+        assert self.process.stdout is not None
+        assert self.process.stderr is not None
+        self.process.stdout.close()
+        with self.process.stderr:
+            return self.process.returncode, self.process.stderr.read()
+
+
+def test_ctrl_c_while_the_demo_job_runs_is_one_line_and_exit_code_130() -> None:
+    # 50 calls of 0-2 s on 2 workers: the job runs for many seconds, so Ctrl-C lands mid-job.
+    command = Command("demo", "--tasks", "50", "--workers", "2")
+    try:
+        assert command.line().startswith("pcmodel demo: 50 simulated calls")
+        assert command.line().startswith("[ 1/50] task ")  # the job is running
+    finally:
+        code, err = command.finish(signal.SIGINT)
+    assert (code, err) == (130, "pcmodel demo: interrupted\n")
+    assert not any("calls succeeded" in line for line in command.rest())
+
+
+def test_ctrl_c_right_after_the_job_starts_is_one_line_too() -> None:
+    command = Command("demo", "--tasks", "4", "--workers", "1", "--seed", "3")
+    try:
+        assert command.line().startswith("pcmodel demo: 4 simulated calls")
+    finally:
+        code, err = command.finish(signal.SIGINT)
+    assert (code, err) == (130, "pcmodel demo: interrupted\n")
+
+
+def test_a_reader_that_goes_away_stops_the_demo_quietly() -> None:
+    # `pcmodel demo | head -1`: thousands of lines for a pipe closed after the first one.
+    argv = [sys.executable, "-m", "pcmodel", "demo", "--virtual", "--tasks", "20000", "--workers", "50"]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        try:
+            first = b""
+            while b"\n" not in first:
+                ready, _, _ = select.select([process.stdout], [], [], BOUND)
+                assert ready, "no output"
+                chunk = os.read(process.stdout.fileno(), 4096)
+                assert chunk, "the command ended early"
+                first += chunk
+            process.stdout.close()  # the reader goes away
+            code = process.wait(timeout=BOUND)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        err = process.stderr.read()
+    assert first.startswith(b"pcmodel demo: 20000 simulated calls")
+    assert (code, err) == (1, b"")
