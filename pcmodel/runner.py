@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import signal
 import threading
-from collections.abc import AsyncIterable, Callable, Iterable
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from pcmodel.clock import Clock, DeadlockError, VirtualTimeLoop, fail_if_stuck, loop_factory
@@ -132,9 +133,17 @@ def run_job(
     spec = make_spec(**locals())  # first line: locals() holds exactly the arguments
     if _loop_running():
         return _JobThread(spec).run_blocking()
-    # No loop in this thread: an ordinary Runner (which turns Ctrl-C into a cancel).
+    # No loop in this thread: an ordinary Runner, which turns Ctrl-C into a cancel of the job.
     with asyncio.Runner(loop_factory=loop_factory(spec.clock)) as runner:
-        return runner.run(_execute_guarded(spec))
+        try:
+            return runner.run(_execute_guarded(spec))
+        except KeyboardInterrupt as interrupt:
+            if not isinstance(interrupt.__context__, asyncio.CancelledError):
+                raise  # the function's own KeyboardInterrupt, or a second Ctrl-C: as it is
+            # The Runner cancelled the job for a Ctrl-C and raised this while handling the
+            # cancel, whose traceback runs through every piece of the job: the user would see
+            # two long tracebacks that say nothing but "interrupted". The job has unwound.
+    raise KeyboardInterrupt  # outside the except block: one short traceback, no context
 
 
 async def run_job_async(
@@ -234,7 +243,36 @@ async def _execute_anywhere(spec: JobSpec) -> JobSummary:
     loop = asyncio.get_running_loop()
     if spec.clock == "virtual" and not isinstance(loop, VirtualTimeLoop):
         return await _JobThread(spec).run_async()
-    return await _execute_guarded(spec)
+    try:
+        return await _execute_guarded(spec)
+    except asyncio.CancelledError as cancel:
+        arguments = cancel.args
+    # Cancelled, and every piece has unwound. The cancel is raised again from here, outside
+    # the except block: its traceback through the job's pieces says only where each one was,
+    # and `asyncio.run` prints it in full when Ctrl-C cancels the main task.
+    raise asyncio.CancelledError(*arguments)
+
+
+@contextlib.contextmanager
+def _ctrl_c_interrupts() -> Iterator[None]:
+    """While this blocks the main thread, Ctrl-C raises KeyboardInterrupt here.
+
+    `asyncio.run` (a `Runner`) handles SIGINT by cancelling its main task, which cannot run
+    while `run_job` blocks the loop's thread: the first Ctrl-C would do nothing. Python's
+    default handler raises KeyboardInterrupt at once instead; the previous handler is put
+    back after. A handler that is not a Python function (SIGINT ignored, say) is kept.
+    """
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        current = signal.getsignal(signal.SIGINT)
+        if callable(current) and current is not signal.default_int_handler:
+            previous = current
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 async def _execute_guarded(spec: JobSpec) -> JobSummary:
@@ -294,19 +332,25 @@ class _JobThread:
 
     def run_blocking(self) -> JobSummary:
         """Start the job and block until it ends; KeyboardInterrupt cancels it first."""
-        try:
-            # Inside the try: an interrupt can land while start() still waits for the
-            # thread to come up, when the job may already be running.
-            self._thread.start()
-            return self._done.result()
-        except KeyboardInterrupt:
-            self.cancel()
-            raise
-        finally:
-            # After a cancel this waits for the job to unwind; otherwise the thread has
-            # handed over its outcome and only has to return.
-            if self._thread.ident is not None:
-                self._thread.join()
+        interrupted = False
+        with _ctrl_c_interrupts():
+            try:
+                # Inside the try: an interrupt can land while start() still waits for the
+                # thread to come up, when the job may already be running.
+                self._thread.start()
+                concurrent.futures.wait([self._done])
+            except KeyboardInterrupt:
+                interrupted = True
+                self.cancel()
+            finally:
+                # After a cancel this waits for the job to unwind (a second Ctrl-C stops
+                # the wait); otherwise the thread has handed over its outcome and only has
+                # to return.
+                if self._thread.ident is not None:
+                    self._thread.join()
+        if interrupted:
+            raise KeyboardInterrupt  # outside the except block: one short traceback
+        return self._done.result()
 
     async def run_async(self) -> JobSummary:
         """Start the job and await its end; cancelling the awaiting task cancels the job."""
