@@ -12,6 +12,12 @@ controller. They differ in where the job's event loop comes from:
   "Interrupt kernel" (KeyboardInterrupt) cancels the job there and waits for it to unwind.
   pcmodel never patches the kernel's loop (no nest-asyncio).
 - `start_job(...)` schedules the job as a task on the running loop and returns at once.
+
+However it runs, a stopped job leaves nothing behind. A cancel (or Ctrl-C) cancels every piece
+and waits for them to unwind, but never for a plain function's call stuck in its thread:
+threads cannot be killed, so such calls are abandoned (and logged). Ctrl-C on a script shows
+one short traceback ending in KeyboardInterrupt, and one press is enough, also when `run_job`
+blocks inside `asyncio.run` (whose own handler could not run while the loop is blocked).
 """
 
 from __future__ import annotations
@@ -172,7 +178,8 @@ async def run_job_async(
     Takes the same arguments as `run_job`. In a notebook, `await pcmodel.run_job_async(...)`
     in a cell; widgets stay live while it runs. With `clock="virtual"` the job runs on a
     private virtual-time loop in a helper thread (the caller's loop keeps real time).
-    Cancelling the awaiting task cancels every piece of the job and leaves no task behind.
+    Cancelling the awaiting task cancels every piece of the job and leaves no task behind;
+    plain-function calls still running in threads are abandoned (logged), not waited for.
 
     Raises:
         TypeError, ValueError: bad arguments, before anything starts.
