@@ -632,6 +632,9 @@ def plot_queue_sweep(sweeps: Mapping[str, Sequence[QueuePoint]], *, title: str |
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=10)
+    # Room above the curves for the four-line legend, which would otherwise cover one.
+    latency_ax.set_ylim(0, latency_ax.get_ylim()[1] * 1.7)
+    latency_ax.legend(fontsize=10, loc="upper left")
     fig.suptitle(title or "What the work queue's capacity costs and saves", fontsize=13)
     return fig
 
