@@ -947,30 +947,46 @@ def _as_option(message: str) -> str:
     return _KNOBS.sub(lambda knob: "--" + knob[1].replace("_", "-"), message)
 
 
-async def _serve_forever(server: CarAPIServer) -> None:
-    async with server:
-        limit = (
-            "no rate limit"
-            if server.rate_limit is None
-            else f"rate limit {server.rate_limit:g}/s, burst {server.burst}"
-        )
-        low, high = server.latency if isinstance(server.latency, tuple) else (0.0, 0.0)
-        print(f"car-price API on {server.url}", flush=True)
-        print(
-            f"latency {low:g}-{high:g} s, error rate {server.error_rate:g}, {limit}, seed {server.seed}; "
-            f"try {server.url}/cars/1/price; Ctrl-C to stop",
-            flush=True,
-        )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        # SIGTERM (a supervisor, or a notebook's process.terminate()) stops as cleanly as Ctrl-C.
-        with contextlib.suppress(NotImplementedError, AttributeError):  # not on Windows
-            loop.add_signal_handler(signal.SIGTERM, stop.set)
-        try:
+async def _serve_forever(server: CarAPIServer) -> bool:
+    """Serve until Ctrl-C or SIGTERM, then stop the server; return True if it was Ctrl-C."""
+    received: list[signal.Signals] = []
+    stop = asyncio.Event()
+
+    def on_signal(signum: signal.Signals) -> None:
+        # A second Ctrl-C while the server stops changes nothing: the stop is bounded by
+        # shutdown_timeout, and a KeyboardInterrupt raised in the middle of it would leave
+        # aiohttp half shut down, spilling a traceback per connection.
+        received.append(signum)
+        stop.set()
+
+    # The handlers stay until the server has stopped. SIGTERM (a supervisor, or a notebook's
+    # process.terminate()) stops as cleanly as Ctrl-C.
+    loop = asyncio.get_running_loop()
+    handled = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        # Not on Windows, nor outside the main thread: there asyncio.run's own Ctrl-C applies.
+        with contextlib.suppress(NotImplementedError, AttributeError, ValueError, RuntimeError):
+            loop.add_signal_handler(signum, on_signal, signum)
+            handled.append(signum)
+    try:
+        async with server:
+            limit = (
+                "no rate limit"
+                if server.rate_limit is None
+                else f"rate limit {server.rate_limit:g}/s, burst {server.burst}"
+            )
+            low, high = server.latency if isinstance(server.latency, tuple) else (0.0, 0.0)
+            print(f"car-price API on {server.url}", flush=True)
+            print(
+                f"latency {low:g}-{high:g} s, error rate {server.error_rate:g}, {limit}, seed {server.seed}; "
+                f"try {server.url}/cars/1/price; Ctrl-C to stop",
+                flush=True,
+            )
             await stop.wait()
-        finally:
-            with contextlib.suppress(NotImplementedError, AttributeError):
-                loop.remove_signal_handler(signal.SIGTERM)
+    finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)
+    return received[:1] == [signal.SIGINT]
 
 
 def serve_main(argv: Sequence[str] | None = None) -> int:
@@ -1013,10 +1029,9 @@ def _serve_main(argv: Sequence[str] | None) -> int:
     log_handler = logging.StreamHandler(sys.stderr)
     log_handler.setFormatter(logging.Formatter("pcmodel serve-api: %(message)s"))
     _log.addHandler(log_handler)
-    interrupted = False
     try:
-        asyncio.run(_serve_forever(server))
-    except KeyboardInterrupt:
+        interrupted = asyncio.run(_serve_forever(server))
+    except KeyboardInterrupt:  # where asyncio.run's own Ctrl-C applies
         interrupted = True
     except OSError as error:
         print(f"pcmodel serve-api: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
