@@ -40,6 +40,11 @@ def run_virtual(main: Awaitable[_T] | Callable[[], Awaitable[_T]]) -> _T:
     code prints exact, repeatable times. Works in a script and in a notebook cell, where a
     loop is already running (it then runs its loop in a thread of its own, as `run_job` does).
 
+    The plain equivalent on the real clock is `asyncio.run(main())` in a script, and
+    `await main()` in a notebook cell (where `asyncio.run` fails: the kernel's loop is
+    running). Only code that waits with `asyncio.sleep` and asyncio's own primitives belongs
+    here: a real network call, or a blocking call, takes no virtual time.
+
     Args:
         main: a coroutine, such as `main()`; or a function of no arguments returning one.
 

@@ -9,8 +9,13 @@ Three rules keep the views safe in Jupyter and under `pytest --nbval`:
 - a redraw replaces `Image.value`; nothing prints into the cell or into an `Output` widget
   with `with out:` (that output would leak under nbval and misbehave from threads);
 - control callbacks are plain functions (`interact` does not await a coroutine function);
-- a view's text form (its repr, which is what nbval compares and what GitHub shows) holds
-  only its control values, never the changing image bytes.
+- a view's text form (its repr, which is what nbval compares) holds only its control values,
+  never the changing image bytes.
+
+A displayed `Explorer` also carries its first figure as a static `image/png` beside the
+widget view, so a saved notebook shows a figure where a page without a kernel (GitHub,
+nbviewer) cannot show the slider. `explore` reads its controls as ipywidgets' `interact`
+does: `(min, max, step)`, starting at the draw function's default.
 
 ipywidgets and matplotlib are imported by this module only.
 """
