@@ -494,6 +494,15 @@ def _describe_wait(task: asyncio.Task[Any]) -> tuple[bool, str]:
     )
 
 
+def _describe_safely(task: asyncio.Task[Any]) -> tuple[bool, str]:
+    """`_describe_wait(task)`, or a note if it fails: this runs in the loop's `on_idle` hook,
+    where an exception would keep the stuck job from ever being cancelled."""
+    try:
+        return _describe_wait(task)
+    except Exception as error:  # noqa: BLE001 - a description is not worth a hang
+        return True, f"awaits something that could not be described ({error!r})"
+
+
 def _code(coro: Any) -> Any:
     return getattr(coro, "cr_code", None) or coro.gi_code
 
@@ -514,7 +523,7 @@ def describe_blocked_tasks(loop: asyncio.AbstractEventLoop, skip: asyncio.Task[A
     (idle workers on the work queue, say); at most ten are listed, then how many more.
     """
     described = sorted(
-        ((*_describe_wait(task), task.get_name()) for task in asyncio.all_tasks(loop) if task is not skip),
+        ((*_describe_safely(task), task.get_name()) for task in asyncio.all_tasks(loop) if task is not skip),
         key=lambda entry: (entry[0], _natural(entry[2])),
     )
     lines = [f"  {name} {text}" for _, text, name in described[:_MAX_LISTED]]

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pcmodel import DeadlockError, run_job, run_job_async
+from pcmodel import DeadlockError, clock, run_job, run_job_async
 
 
 def line_of(function: Callable[..., Any], text: str) -> str:
@@ -126,4 +126,18 @@ async def test_run_job_async_on_a_private_virtual_loop_lists_the_blocked_tasks_t
         await run_job_async(awaits_a_bare_future, range(1), workers=1, clock="virtual")
     assert blocked_lines(str(caught.value))[0].startswith(
         "pcmodel-worker-0 awaits a Future in awaits_a_bare_future"
+    )
+
+
+def test_a_task_that_cannot_be_described_still_ends_in_a_deadlock_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The description runs in the loop's idle hook: if it raised, the stuck job would hang.
+    def broken(coro: Any) -> Any:
+        raise AttributeError("no code")
+
+    monkeypatch.setattr(clock, "_code", broken)
+    lines = blocked_lines(deadlock_message(awaits_a_bare_future, range(1), workers=1))
+    assert (
+        "pcmodel-worker-0 awaits something that could not be described (AttributeError('no code'))" in lines
     )
