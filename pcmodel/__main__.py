@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import sys
@@ -234,6 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     arguments = list(sys.argv[1:] if argv is None else argv)
     name = f"pcmodel {arguments[0]}" if arguments[:1] and arguments[0] in _COMMANDS else "pcmodel"
+    _tolerant_output()
     try:
         return _main(arguments)
     except KeyboardInterrupt:
@@ -245,6 +247,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+
+
+def _tolerant_output() -> None:
+    """Let a terminal that cannot show a character ("·", say, on an ASCII one) print "?" instead of failing."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            with contextlib.suppress(ValueError, OSError):
+                stream.reconfigure(errors="replace")
 
 
 def _main(arguments: list[str]) -> int:

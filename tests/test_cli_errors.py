@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -113,3 +114,16 @@ def test_plot_writes_exactly_the_path_given_in_the_format_its_suffix_names(
     assert [p.name for p in tmp_path.iterdir()] == [name]  # no ".png" added to a bare name
     assert path.read_bytes().startswith(magic)
     assert f"timeline saved to {path}" in capsys.readouterr().out
+
+
+def test_a_terminal_that_cannot_show_a_character_gets_a_stand_in_not_a_traceback() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "pcmodel", "demo", "--virtual", "--tasks", "2"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONIOENCODING": "ascii"},
+    )
+    assert (completed.returncode, completed.stderr) == (0, "")
+    assert "elapsed 1.689 s ? sequential 3.205 s ? speedup 1.90x" in completed.stdout
