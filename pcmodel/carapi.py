@@ -267,11 +267,12 @@ def _one_line(text: object, limit: int = 200) -> str:
 class _Connection(web.RequestHandler):
     """aiohttp's handler of one client connection, with a deadline for idle and slow clients.
 
-    aiohttp closes a keep-alive connection that stays idle after an answer, but its versions
-    before 3.14 never closed one that has not completed a request: a client that connects
-    and says nothing, or sends its headers a byte at a time (slowloris), held a socket for
-    good. Here a connection with no request being served is closed once `idle_timeout`
-    seconds have passed since it opened or since its last answer, whatever bytes trickle in.
+    aiohttp's own keep-alive timer waits an hour by default, and older aiohttp versions
+    (the package accepts 3.9 and later) never started it before a first complete request:
+    a client that connects and says nothing, or sends its headers a byte at a time
+    (slowloris), held a socket for good. Here a connection with no request being served is
+    closed once `idle_timeout` seconds have passed since it opened or since its last answer,
+    whatever bytes trickle in, on every aiohttp version.
 
     A malformed request (a bad request line or header, headers too large) is answered 4xx in
     JSON and logged in one line, instead of aiohttp's traceback per request; and no answer
