@@ -259,8 +259,13 @@ def _retry_after_headers(wait: float) -> dict[str, str]:
 
 
 def _one_line(text: object, limit: int = 200) -> str:
-    """`text` on one line (a client's bytes may hold newlines), cut to `limit` characters."""
+    """`text` on one line, cut to `limit` characters, for a log line that quotes a client.
+
+    A client's bytes may hold newlines (a forged second log line) or terminal escapes: runs
+    of whitespace become one space, other unprintable characters their escape sequence.
+    """
     line = " ".join(str(text).split())
+    line = "".join(char if char.isprintable() else ascii(char)[1:-1] for char in line)
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
