@@ -35,7 +35,6 @@ import pcmodel
 from pcmodel.broker import (
     Broker,
     BrokerJobSummary,
-    MalformedMessageError,
     RemoteError,
     WorkerLostError,
     live_workers,
@@ -500,7 +499,9 @@ async def test_params_that_json_cannot_carry_fail_alone(redis_url: str, pool: Wo
 
 
 @needs_server
-async def test_malformed_messages_are_failed_items_and_workers_go_on(redis_url: str, pool: Workers) -> None:
+async def test_malformed_work_entries_are_counted_apart_and_workers_go_on(
+    redis_url: str, pool: Workers, caplog: pytest.LogCaptureFixture
+) -> None:
     injected = False
     async with aioredis.Redis.from_url(redis_url) as client:
 
@@ -515,17 +516,14 @@ async def test_malformed_messages_are_failed_items_and_workers_go_on(redis_url: 
             await client.xadd(work, {"other": "field"})
             await client.xadd(work, {"m": json.dumps({"task": "seven", "params": 7})})
 
-        summary = await run(redis_url, items(100, sleep=0.02), on_task_complete=inject, queue_size=10)
+        with caplog.at_level("WARNING", logger="pcmodel.broker"):
+            summary = await run(redis_url, items(100, sleep=0.02), on_task_complete=inject, queue_size=10)
     assert summary.results is not None
-    malformed = [result for result in summary.results if result.task_id == -1]
-    assert len(malformed) == 3
-    assert all(isinstance(result.error, MalformedMessageError) for result in malformed)
-    assert sorted(str(result.error).split(":")[0] for result in malformed) == [
-        "the work message has no 'm' field",
-        "the work message has no task id (an int >= 0)",
-        "the work message is not JSON",
-    ]
-    assert (summary.tasks, summary.failed) == (103, 3)
+    # Each injected entry is counted once, apart from the job's tasks, and runs nothing.
+    assert (summary.tasks, summary.failed, summary.malformed) == (100, 0, 3)
+    assert [result.task_id for result in summary.results] == list(range(100))
+    assert summary.scalars()["malformed"] == 3
+    assert caplog.text.count("is not a pcmodel message") == 1
     assert all(process.poll() is None for process in pool.processes)
 
 

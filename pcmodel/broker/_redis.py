@@ -21,7 +21,9 @@ in one transaction at the end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -29,6 +31,7 @@ from pcmodel.broker.config import check_url, redacted
 
 try:
     import redis.asyncio as aioredis
+    from redis.asyncio.client import Pipeline
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import RedisError, ResponseError
     from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -42,16 +45,20 @@ __all__ = [
     "GROUP",
     "PRESENCE_INTERVAL",
     "PRESENCE_TTL",
+    "BoundedPipeline",
+    "BoundedRedis",
     "JobKeys",
     "Redis",
     "RedisConnectionError",
     "RedisError",
     "RedisTimeoutError",
     "ResponseError",
+    "bounded",
     "check_url",
     "clock_offset",
     "connect",
     "decode_text",
+    "first_contact",
     "jobs_key",
     "redacted",
     "stream_entries",
@@ -118,22 +125,105 @@ def worker_key(process: str) -> str:
     return f"pcmodel:worker:{process}"
 
 
-def connect(url: str) -> Redis:
+def connect(url: str, round_trip_timeout: float = 10.0) -> BoundedRedis:
     """A client for `url` that returns bytes (messages are decoded by pcmodel, defensively).
 
-    No socket timeout: with one, redis-py sends each command through `asyncio.wait_for`,
+    Every round trip, connecting included, is bounded by `round_trip_timeout` seconds (plus
+    the BLOCK time of a blocking read): a server that accepts connections and never answers
+    (frozen, or not Redis at all) then raises a builtins `ConnectionError` naming the URL,
+    instead of holding the job or the worker forever. So do the other ways of losing the
+    server (refused, reset, closed): see `BoundedRedis`.
+
+    The bound is an `asyncio.timeout` around each command or pipeline, not redis-py's
+    `socket_timeout`: with that one, redis-py sends each command through `asyncio.wait_for`,
     which on Python 3.11 loses a cancel that arrives as the send completes, and a cancelled
-    job would then wait forever for its reader. Reads are bounded anyway (every blocking read
-    has a BLOCK of at most a second), a server that goes away closes the connection, and TCP
-    keepalive covers a network that drops it silently.
+    job would then wait forever for its reader.
     """
-    return aioredis.Redis.from_url(
-        url,
-        decode_responses=False,
-        socket_timeout=None,
-        socket_connect_timeout=10,
-        socket_keepalive=True,
-    )
+    options: dict[str, Any] = {
+        "decode_responses": False,
+        # None, not redis-py's default (5 s): its own timeouts nested in ours lost a cancel here
+        # (a cancelled job then waited forever for its reader); the bound is ours, below.
+        "socket_timeout": None,
+        "socket_connect_timeout": round_trip_timeout,
+    }
+    if url.partition("://")[0] != "unix":
+        # TCP keepalive covers a network that drops the connection silently; a unix socket
+        # has no such option (redis-py refuses it there).
+        options["socket_keepalive"] = True
+    client = BoundedRedis.from_url(url, **options)
+    assert isinstance(client, BoundedRedis)
+    client.bound_to(url, round_trip_timeout)
+    return client
+
+
+class BoundedRedis(aioredis.Redis):
+    """A `redis.asyncio.Redis` whose every round trip has a bounded time.
+
+    Losing the server (no answer within the bound, a refused or dropped connection) raises a
+    builtins `ConnectionError` that names the URL (without its password), the one error the
+    broker documents; an answer that is an error (`ResponseError`) is raised as it is.
+    """
+
+    _label = ""
+    _round_trip = 10.0
+
+    def bound_to(self, url: str, round_trip_timeout: float) -> None:
+        """Name the server in errors as `url` (redacted); bound each round trip."""
+        self._label = redacted(url)
+        self._round_trip = round_trip_timeout
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        async with bounded(self._label, self._round_trip + _blocking_seconds(args)):
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> BoundedPipeline:
+        pipe = BoundedPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+        pipe.bound_to_client(self._label, self._round_trip)
+        return pipe
+
+
+class BoundedPipeline(Pipeline):
+    """A pipeline of a `BoundedRedis`: its whole round trip is bounded the same way."""
+
+    _label = ""
+    _round_trip = 10.0
+
+    def bound_to_client(self, label: str, round_trip_timeout: float) -> None:
+        """Take the client's URL label and bound."""
+        self._label, self._round_trip = label, round_trip_timeout
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        async with bounded(self._label, self._round_trip):
+            return await super().execute(raise_on_error)
+
+
+@contextlib.asynccontextmanager
+async def bounded(label: str, seconds: float) -> AsyncIterator[None]:
+    """Bound a round trip to `seconds`; raise losing the server as a builtins ConnectionError."""
+    scope = asyncio.timeout(seconds)
+    try:
+        async with scope:
+            yield
+    except TimeoutError as error:
+        if not scope.expired():
+            raise
+        raise ConnectionError(
+            f"the broker at {label} did not answer within {seconds:g} s (Broker.round_trip_timeout): "
+            "is it a Redis server, and is it running?"
+        ) from error
+    except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+        raise ConnectionError(f"lost the broker at {label}: {error}") from error
+
+
+def _blocking_seconds(args: tuple[Any, ...]) -> float:
+    """The BLOCK time of a blocking read's arguments, in seconds (0 for other commands)."""
+    for index, arg in enumerate(args[:-1]):
+        if arg in (b"BLOCK", "BLOCK"):
+            try:
+                return float(args[index + 1]) / 1000
+            except (TypeError, ValueError):
+                return 0.0
+    return 0.0
 
 
 async def clock_offset(client: Redis, samples: int = 5) -> float:
@@ -153,6 +243,34 @@ async def clock_offset(client: Redis, samples: int = 5) -> float:
             best_trip = after - before
             offset = seconds + micros / 1e6 - (before + after) / 2
     return offset
+
+
+async def first_contact(client: Redis, url: str) -> float:
+    """The first round trips with the server: `clock_offset`, with clear errors.
+
+    Raises:
+        ConnectionError: the server cannot be reached or does not answer (the message names
+            the URL, without its password, and says what to check), or it refuses the
+            connection (a wrong password, a database number it does not have).
+    """
+    label = redacted(url)
+    try:
+        return await clock_offset(client)
+    except ConnectionError as lost:
+        cause = lost.__cause__
+        # A refused or reset connection says why; a server that never answered, the bound does.
+        reason = (
+            cause if isinstance(cause, RedisError | OSError) and not isinstance(cause, TimeoutError) else lost
+        )
+        raise ConnectionError(
+            f"cannot reach the broker at {label}: {reason}. Start a Redis server (redis-server) "
+            "or check the URL"
+        ) from cause
+    except RedisError as refused:
+        raise ConnectionError(
+            f"the broker at {label} refused the connection: {refused}. Check the URL's password "
+            "and database number (a Redis server has 16 databases, 0-15, unless configured otherwise)"
+        ) from refused
 
 
 def stream_entries(reply: Any) -> list[tuple[str, list[tuple[bytes, Any]]]]:

@@ -10,7 +10,7 @@ import math
 import urllib.parse
 from dataclasses import dataclass
 
-__all__ = ["Broker", "check_url", "redacted"]
+__all__ = ["Broker", "check_seconds", "check_url", "redacted"]
 
 
 def check_url(url: object) -> str:
@@ -32,7 +32,8 @@ def redacted(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=user + netloc))
 
 
-def _seconds(name: str, value: object) -> float:
+def check_seconds(name: str, value: object) -> float:
+    """`value` as a finite number of seconds > 0, else a TypeError / ValueError naming `name`."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a number of seconds, got {value!r} ({type(value).__name__})")
     if not math.isfinite(value) or value <= 0:
@@ -64,15 +65,23 @@ class Broker:
     with `WorkerLostError` instead of being run again."""
     lease: float = 60.0
     """Seconds the job's keys outlive its controller if the controller is killed outright."""
+    round_trip_timeout: float = 10.0
+    """Seconds the broker gets to answer each request, connecting included (a blocking read
+    gets its BLOCK time on top). A broker that accepts connections and never answers (frozen,
+    or not Redis at all) then fails the job with a `ConnectionError` naming the URL instead of
+    holding it forever."""
 
     def __post_init__(self) -> None:
         check_url(self.url)
         if self.queue is not None and (not isinstance(self.queue, str) or not self.queue):
             raise ValueError(f"queue must be a non-empty string or None, got {self.queue!r}")
         object.__setattr__(
-            self, "visibility_timeout", _seconds("visibility_timeout", self.visibility_timeout)
+            self, "visibility_timeout", check_seconds("visibility_timeout", self.visibility_timeout)
         )
-        object.__setattr__(self, "lease", _seconds("lease", self.lease))
+        object.__setattr__(self, "lease", check_seconds("lease", self.lease))
+        object.__setattr__(
+            self, "round_trip_timeout", check_seconds("round_trip_timeout", self.round_trip_timeout)
+        )
         deliveries = self.max_deliveries
         if isinstance(deliveries, bool) or not isinstance(deliveries, int):
             raise TypeError(
@@ -84,5 +93,6 @@ class Broker:
     def __repr__(self) -> str:
         return (
             f"Broker({redacted(self.url)!r}, queue={self.queue!r}, visibility_timeout="
-            f"{self.visibility_timeout:g}, max_deliveries={self.max_deliveries}, lease={self.lease:g})"
+            f"{self.visibility_timeout:g}, max_deliveries={self.max_deliveries}, lease={self.lease:g}, "
+            f"round_trip_timeout={self.round_trip_timeout:g})"
         )

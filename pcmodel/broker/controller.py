@@ -27,7 +27,6 @@ then drop what they hold for it.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import itertools
 import json
 import logging
@@ -45,13 +44,11 @@ from pcmodel.broker._redis import (
     PRESENCE_TTL,
     JobKeys,
     Redis,
-    RedisConnectionError,
     RedisError,
-    RedisTimeoutError,
     check_url,
-    clock_offset,
     connect,
     decode_text,
+    first_contact,
     jobs_key,
     redacted,
     stream_entries,
@@ -61,6 +58,7 @@ from pcmodel.broker._redis import (
 from pcmodel.broker.config import Broker
 from pcmodel.broker.messages import (
     MalformedMessageError,
+    ResultMessage,
     decode_error,
     decode_result,
     decode_work,
@@ -69,7 +67,7 @@ from pcmodel.broker.messages import (
 )
 from pcmodel.broker.records import BrokerJobSummary, WorkerInfo, WorkerProcess
 from pcmodel.broker.worker import queue_name
-from pcmodel.controller import JobSpec
+from pcmodel.controller import JobSpec, _call_on_job_complete, _raise_from_group
 from pcmodel.producer import ProducerReport
 from pcmodel.records import Row, TaskResult
 from pcmodel.result_handler import handle_results
@@ -117,7 +115,9 @@ async def run_job_on_broker(spec: JobSpec, broker: str | Broker) -> BrokerJobSum
 
     Raises:
         TypeError, ValueError: a bad argument, before anything is sent.
-        ConnectionError: the Redis server cannot be reached.
+        ConnectionError: the broker cannot be reached, refuses the connection (a bad password
+            or database number), stops answering within `Broker.round_trip_timeout`, or fails
+            mid-job. The message names the URL, without its password.
     """
     if not isinstance(broker, Broker):
         broker = Broker(check_url(broker))
@@ -135,17 +135,18 @@ async def run_job_on_broker(spec: JobSpec, broker: str | Broker) -> BrokerJobSum
         visibility_timeout=broker.visibility_timeout,
         max_deliveries=broker.max_deliveries,
     )
-    client = connect(broker.url)
+    client = connect(broker.url, broker.round_trip_timeout)
     try:
-        try:
-            offset = await clock_offset(client)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as unreachable:
-            raise ConnectionError(
-                f"cannot reach the broker at {redacted(broker.url)}: {unreachable}. Start a Redis "
-                "server (redis-server) or check the URL"
-            ) from unreachable
+        offset = await first_contact(client, broker.url)
         job = _BrokerJob(spec, client, JobKeys(uuid.uuid4().hex, queue), settings, offset, broker.lease)
-        return await job.run()
+        try:
+            return await job.run()
+        except RedisError as error:
+            # The broker answered with an error mid-job (its keys deleted under it, say): the
+            # caller hears of it as of any other broker failure.
+            raise ConnectionError(
+                f"the broker at {redacted(broker.url)} failed during job {job.keys.job_id}: {error}"
+            ) from error
     finally:
         await client.aclose()
 
@@ -184,7 +185,7 @@ class _Counts:
     cancelled: int = 0
     duplicates: int = 0
     redelivered: int = 0
-    ignored: int = 0
+    malformed: int = 0
     max_depth: int = 0
     unprocessed: int = 0
     unprocessed_params: list[Any] | None = field(default=None)
@@ -218,9 +219,14 @@ class _BrokerJob:
         )
         self.results: list[TaskResult] | None = [] if spec.trace else None
         self.result_queue: JobQueue[Any] = JobQueue(spec.result_queue_size)
+        # The work stream entry of each task sent and not yet answered: a worker that gives
+        # up on an entry without reading it (see `max_deliveries`) names only the entry.
+        self.entry_tasks: dict[str, int] = {}
         self.lanes: dict[str, _Lanes] = {}
         self.next_lane = 0
         self.malformed_seen: set[str] = set()
+        self.last_progress = self.start
+        self.stall_warned = False
         self.reason: StopReason | None = None
         self.error: BaseException | None = None
         self.producers: list[asyncio.Task[None]] = []
@@ -266,9 +272,7 @@ class _BrokerJob:
                     await self.result_queue.put(STOP)
             elapsed = self.since_start()
         except BaseExceptionGroup as group_error:
-            if len(group_error.exceptions) == 1:
-                raise group_error.exceptions[0] from None
-            raise
+            _raise_from_group(group_error)
         finally:
             self.closed = True
             if spec.stop is not None:
@@ -276,9 +280,9 @@ class _BrokerJob:
             await self._delete_keys()
         summary = self._summary(elapsed, reports, [task.result() for task in handlers])
         if spec.on_job_complete is not None:
-            outcome = spec.on_job_complete(summary)
-            if inspect.isawaitable(outcome):
-                await outcome
+            completed = await _call_on_job_complete(spec.on_job_complete, summary)
+            assert isinstance(completed, BrokerJobSummary)  # the same summary, perhaps recounted
+            return completed
         return summary
 
     async def _create_keys(self) -> None:
@@ -386,7 +390,7 @@ class _BrokerJob:
         enqueued_at = self.since_start()
         pipe = self.client.pipeline(transaction=False)
         rejected: list[tuple[int, Any, Exception]] = []
-        sent = 0
+        sent: list[int] = []
         for params in batch:
             task_id = next(self.task_ids)
             try:
@@ -397,9 +401,9 @@ class _BrokerJob:
             # Known before it is sent: its result may come back before XADD returns.
             self.unfinished[task_id] = (params, enqueued_at)
             pipe.xadd(self.keys.work, {b"m": data})
-            sent += 1
+            sent.append(task_id)
         if sent:
-            await _uninterrupted(pipe.execute())
+            await _uninterrupted(self._xadd(pipe, sent))
             report.max_depth = max(report.max_depth, len(self.unfinished))
         for task_id, params, reason in rejected:
             error = TypeError(
@@ -407,8 +411,14 @@ class _BrokerJob:
                 "send dicts, lists, strings, numbers, booleans or None"
             )
             await self._deliver(
-                (task_id, params, None, error, -1, enqueued_at, enqueued_at, enqueued_at, 0), {}
+                (task_id, params, None, error, -1, enqueued_at, enqueued_at, enqueued_at, 0), cancelled=False
             )
+
+    async def _xadd(self, pipe: Any, task_ids: list[int]) -> None:
+        """Send a batch of `XADD`s; note which entry carries which task."""
+        entry_ids = await pipe.execute()
+        for task_id, entry_id in zip(task_ids, entry_ids, strict=True):
+            self.entry_tasks[decode_text(entry_id)] = task_id
 
     # -- the reader -------------------------------------------------------------------------
 
@@ -431,70 +441,67 @@ class _BrokerJob:
                 return
 
     async def _take(self, entry_id: bytes, fields: Any) -> None:
+        """Hand one result stream entry on as its task's result, or count why not."""
         try:
             message = decode_result(fields)
-        except (ValueError, TypeError) as problem:
-            self.counts.ignored += 1
-            if self.counts.ignored == 1:
-                logger.warning("job %s: ignored a result it cannot read (%s)", self.keys.job_id, problem)
+        except MalformedMessageError as problem:
+            self._malformed(problem)
             return
-        process = str(message["process"])
-        task_id = message.get("task")
+        task_id = message.task
         if task_id is None:
-            # A message the worker could not read: a failed item of its own, with no task.
-            key = str(message.get("entry"))
-            if key in self.malformed_seen:
-                self.counts.duplicates += 1
+            # A worker's report on a work entry it did not read: one this controller sent
+            # (given up after max_deliveries) is that task's result; any other is malformed.
+            task_id = self.entry_tasks.get(message.entry)
+            if task_id is None:
+                if message.entry in self.malformed_seen:
+                    self.counts.duplicates += 1
+                else:
+                    self.malformed_seen.add(message.entry)
+                    self._malformed(decode_error(message.error, message.process))
                 return
-            self.malformed_seen.add(key)
-            params, enqueued_at = message.get("raw"), None
-        else:
-            known = self.unfinished.get(task_id)
-            if known is None:
-                self.counts.duplicates += 1
-                return
-            params, enqueued_at = known
-        lane = self._lane(process, message)
-        started = float(message["started"]) - self.offset - self.start
-        finished = float(message["finished"]) - self.offset - self.start
-        if enqueued_at is None:
-            enqueued_at = started
+        known = self.unfinished.get(task_id)
+        if known is None:
+            self.counts.duplicates += 1
+            return
+        params, enqueued_at = known
+        lane = self._lane(message)
+        started = message.started - self.offset - self.start
+        finished = message.finished - self.offset - self.start
         # Clocks agree to within half a round trip: never report a start before the enqueue.
         started = max(started, enqueued_at)
         finished = max(finished, started)
-        error = decode_error(message["error"], process) if "error" in message else None
-        attempts = message.get("attempts", 1)
-        row = (
-            -1 if task_id is None else task_id,
-            params,
-            message.get("value"),
-            error,
-            lane,
-            enqueued_at,
-            started,
-            finished,
-            attempts if isinstance(attempts, int) else 1,
-        )
-        deliveries = message.get("deliveries", 1)
-        if isinstance(deliveries, int) and deliveries > 1:
+        error = decode_error(message.error, message.process) if message.error is not None else None
+        row = (task_id, params, message.value, error, lane, enqueued_at, started, finished, message.attempts)
+        if message.deliveries > 1:
             self.counts.redelivered += 1
-        self.lanes[process].tasks += 1
-        await self._deliver(row, message)
-        if task_id is not None:
-            del self.unfinished[task_id]
-            self.space.set()
+        self.lanes[message.process].tasks += 1
+        self.last_progress = self.loop.time()
+        await self._deliver(row, cancelled=message.cancelled)
+        del self.unfinished[task_id]
+        self.entry_tasks.pop(message.entry, None)
+        self.space.set()
 
-    def _lane(self, process: str, message: dict[str, Any]) -> int:
-        slot, slots = message.get("slot"), message.get("slots")
-        slot = slot if isinstance(slot, int) and slot >= 0 else 0
-        slots = slots if isinstance(slots, int) and slots > slot else slot + 1
+    def _malformed(self, problem: BaseException) -> None:
+        """Count an entry that is not a message pcmodel wrote; log the first one."""
+        self.counts.malformed += 1
+        if self.counts.malformed == 1:
+            logger.warning(
+                "job %s: ignored an entry of its streams that is not a pcmodel message (%s); "
+                "further ones are only counted, in BrokerJobSummary.malformed",
+                self.keys.job_id,
+                problem,
+            )
+
+    def _lane(self, message: ResultMessage) -> int:
+        """The timeline lane of the slot that ran a result; a new process gets a new band."""
+        process = message.process
         lanes = self.lanes.get(process)
         if lanes is None:
-            lanes = self.lanes[process] = _Lanes(process, self.next_lane, slots)
-            self.next_lane += slots
-        return lanes.first + min(slot, lanes.workers - 1)
+            lanes = self.lanes[process] = _Lanes(process, self.next_lane, message.slots)
+            self.next_lane += message.slots
+        return lanes.first + min(message.slot, lanes.workers - 1)
 
-    async def _deliver(self, row: Row, message: dict[str, Any]) -> None:
+    async def _deliver(self, row: Row, *, cancelled: bool) -> None:
         """Count a result (a row of `TaskResult` fields) and hand it to the result handlers."""
         error, started, finished, attempts = row[3], row[6], row[7], row[8]
         counts = self.counts
@@ -503,8 +510,9 @@ class _BrokerJob:
         counts.retries += max(attempts - 1, 0)
         if error is not None:
             counts.failed += 1
-            if isinstance(error, asyncio.CancelledError):
-                counts.cancelled += 1
+            # Only a fail-fast stop cancels calls; a CancelledError the function raised of its
+            # own is a plain failure.
+            counts.cancelled += cancelled
         await self.result_queue.put(row)
         if error is not None and self.spec.fail_fast:
             self._stop("fail_fast", error, drain=True, cancel_in_flight=True)
@@ -543,10 +551,9 @@ class _BrokerJob:
             entries = streams[0][1] if streams else []
             if not entries:
                 break
-            for _, fields in entries:
-                try:
-                    task_id = decode_work(fields).task_id
-                except MalformedMessageError:
+            for entry_id, fields in entries:
+                task_id = self._task_of_entry(entry_id, fields)
+                if task_id is None:
                     continue
                 known = self.unfinished.pop(task_id, None)
                 if known is not None:
@@ -562,6 +569,18 @@ class _BrokerJob:
                 await pipe.execute()
         self.space.set()
         self._check_done()
+
+    def _task_of_entry(self, entry_id: bytes, fields: Any) -> int | None:
+        """The task a work entry taken back carries; None (and counted) if it is not one sent."""
+        task_id = self.entry_tasks.pop(decode_text(entry_id), None)
+        if task_id is not None:
+            return task_id
+        try:
+            # Sent, but taken back before `_xadd` noted its entry id: the entry says.
+            return decode_work(fields).task_id
+        except MalformedMessageError as problem:
+            self._malformed(problem)
+            return None
 
     # -- the keeper -------------------------------------------------------------------------
 
@@ -581,6 +600,31 @@ class _BrokerJob:
             if not live and self.unfinished and now - warned_at >= _NO_WORKER_WARNING_EVERY:
                 warned_at = now
                 self._warn_no_workers()
+            self._check_stall(now, live)
+
+    def _check_stall(self, now: float, live: int) -> None:
+        """Log once per stall when no result has come for `stall_after` seconds."""
+        stall_after = self.spec.stall_after
+        if stall_after is None or not self.unfinished:
+            self.stall_warned = False
+            return
+        quiet = now - max(self.last_progress, self.start)
+        if quiet < stall_after:
+            self.stall_warned = False
+        elif not self.stall_warned:
+            self.stall_warned = True
+            oldest = min(enqueued_at for _, enqueued_at in self.unfinished.values())
+            logger.warning(
+                "job %s has had no result for %.0f s: %d items unfinished (tasks %s), the oldest "
+                "sent %.0f s ago; %d worker processes serve queue %r (see 'python -m pcmodel worker')",
+                self.keys.job_id,
+                quiet,
+                len(self.unfinished),
+                _some(self.unfinished),
+                self.since_start() - oldest,
+                live,
+                self.keys.queue,
+            )
 
     # -- the summary ------------------------------------------------------------------------
 
@@ -631,7 +675,14 @@ class _BrokerJob:
             processes=processes,
             duplicates=counts.duplicates,
             redelivered=counts.redelivered,
+            malformed=counts.malformed,
         )
+
+
+def _some(tasks: dict[int, Any], shown: int = 5) -> str:
+    """The first few task ids of `tasks`, for a message."""
+    ids = [str(task_id) for task_id in itertools.islice(tasks, shown)]
+    return ", ".join(ids) + (", ..." if len(tasks) > shown else "")
 
 
 def _pid_of(name: str) -> int:

@@ -34,6 +34,7 @@ from pcmodel.policies import Retry
 __all__ = [
     "MalformedMessageError",
     "RemoteError",
+    "ResultMessage",
     "WorkerLostError",
     "decode_error",
     "encode_error",
@@ -76,9 +77,12 @@ class RemoteError(Exception):
 
 
 class MalformedMessageError(ValueError):
-    """A work message a worker could not read: not JSON, or not `{"task": int, "params": ...}`.
+    """An entry of a job's streams that is not a message pcmodel wrote, or cannot be read.
 
-    The worker reports it as a failed item (task id -1) and goes on; it never crashes on one.
+    In the work stream: not JSON, nested too deep to read, or not `{"task": int, "params":
+    ...}`; in the result stream: not a result message. Nobody crashes on one: the worker that
+    took a malformed work entry reports it and goes on, and the controller counts every such
+    entry once, in `BrokerJobSummary.malformed`, apart from the job's tasks.
     """
 
 
@@ -110,7 +114,10 @@ def encode_error(error: BaseException) -> dict[str, Any]:
         message = str(error)
     except Exception:  # noqa: BLE001 - a broken __str__ must not lose the result
         message = f"<{type(error).__name__} with an unprintable message>"
-    text = "".join(traceback.format_exception(error))
+    try:
+        text = "".join(traceback.format_exception(error))
+    except Exception:  # noqa: BLE001 - a traceback too deep to format must not lose the result
+        text = f"<the traceback of {type(error).__name__} could not be formatted>"
     if len(text) > _TRACEBACK_LIMIT:
         text = "...\n" + text[-_TRACEBACK_LIMIT:]
     return {
@@ -135,7 +142,14 @@ def decode_error(data: object, where: str) -> BaseException:
     module, _, name = type_name.rpartition(".")
     if kind is None and module == "builtins":
         candidate = getattr(builtins, name, None)
-        if isinstance(candidate, type) and issubclass(candidate, BaseException):
+        # Only ordinary exceptions are rebuilt as themselves: a message must never plant a
+        # KeyboardInterrupt or SystemExit in the job, nor a StopIteration, which asyncio
+        # refuses to carry through a Future.
+        if (
+            isinstance(candidate, type)
+            and issubclass(candidate, Exception)
+            and candidate is not StopIteration
+        ):
             kind = candidate
     if kind is not None:
         try:
@@ -175,10 +189,7 @@ def decode_work(fields: object) -> WorkItem:
     if not isinstance(fields, dict) or b"m" not in fields:
         raise MalformedMessageError("the work message has no 'm' field")
     raw = fields[b"m"]
-    try:
-        message = json.loads(raw)
-    except (ValueError, TypeError) as error:
-        raise MalformedMessageError(f"the work message is not JSON: {error}") from None
+    message = _loads(raw, "the work message")
     if not isinstance(message, dict):
         raise MalformedMessageError(f"the work message is not a JSON object: {preview(raw)}")
     task_id = message.get("task")
@@ -200,45 +211,133 @@ def preview(raw: object) -> str:
     return text if len(text) <= _RAW_PREVIEW else text[:_RAW_PREVIEW] + "..."
 
 
+def _loads(raw: object, what: str) -> Any:
+    """JSON text as data; anything unreadable (nested too deep included) as MalformedMessageError."""
+    try:
+        return json.loads(raw)  # type: ignore[arg-type]
+    except RecursionError:
+        raise MalformedMessageError(f"{what} is nested too deep to read: {preview(raw)}") from None
+    except (ValueError, TypeError) as error:
+        raise MalformedMessageError(f"{what} is not JSON: {error}") from None
+
+
+def _dumps(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode()
+
+
 def encode_result(message: dict[str, Any]) -> bytes:
     """A result message as JSON text; a value that is not JSON becomes the item's error.
 
     `message` holds either `value` or `error` (already encoded). A value JSON cannot carry
-    (a set, a custom object) fails the item with a `TypeError` that says so, rather than
-    losing it or pickling it.
+    (a set, a custom object, a structure nested too deep) fails the item with a `TypeError`
+    that says so, rather than losing it, pickling it, or taking the worker down.
     """
     try:
-        return json.dumps(message, separators=(",", ":")).encode()
-    except (TypeError, ValueError) as problem:
+        return _dumps(message)
+    except (TypeError, ValueError, RecursionError) as problem:
         value = message.pop("value", None)
+        reason = "it is nested too deep" if isinstance(problem, RecursionError) else str(problem)
         message["error"] = encode_error(
             TypeError(
-                f"the function returned {type(value).__name__} {value!r:.80}, which JSON cannot carry "
-                f"back to the controller ({problem}): return dicts, lists, strings, numbers, "
-                "booleans or None"
+                f"the function returned {_short_repr(value)}, which JSON cannot carry back to the "
+                f"controller ({reason}): return dicts, lists, strings, numbers, booleans or None"
             )
         )
-        return json.dumps(message, separators=(",", ":")).encode()
+        return _dumps(message)
 
 
-def decode_result(fields: object) -> dict[str, Any]:
-    """Read a result stream entry's fields.
+def _short_repr(value: object) -> str:
+    """`type value` in at most 80 characters, for a value whose repr may fail or never end."""
+    try:
+        text = repr(value)
+    except (Exception, RecursionError):  # noqa: BLE001 - only for a message
+        text = "<unprintable>"
+    return f"{type(value).__name__} {text[:80]}"
+
+
+_MAX_SLOTS: Final = 1_000_000
+"""More worker slots than any process has: a result claiming more is not a real one."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResultMessage:
+    """A result stream entry as the controller read it: every field checked."""
+
+    task: int | None
+    """The task id; None when the worker could not tell it (a work entry it could not read,
+    or gave up on without reading): `entry` then says which entry the report is about."""
+    entry: str
+    """The work stream entry id the result answers."""
+    process: str
+    """The worker process that wrote it, `host:pid:token`."""
+    slot: int
+    """The worker slot that ran it, in `0 .. slots - 1`."""
+    slots: int
+    """The worker process's number of slots."""
+    started: float
+    """When the call started, on the Redis server's clock."""
+    finished: float
+    """When it finished, on the same clock."""
+    attempts: int
+    """Calls made, retries included (0 when the item did not run)."""
+    deliveries: int
+    """How many times the item was delivered to a worker."""
+    value: Any
+    """The function's return value, if it succeeded."""
+    error: dict[str, Any] | None
+    """The error, as `encode_error` made it; None if it succeeded."""
+    cancelled: bool
+    """True if a fail-fast stop of the job cancelled the call (or kept it from starting)."""
+
+
+def decode_result(fields: object) -> ResultMessage:
+    """Read a result stream entry's fields, checking every one.
 
     Raises:
-        ValueError: the entry is not a result message.
+        MalformedMessageError: the entry is not a result message a worker wrote.
     """
     if not isinstance(fields, dict) or b"r" not in fields:
-        raise ValueError("no 'r' field")
-    message = json.loads(fields[b"r"])
+        raise MalformedMessageError("the result message has no 'r' field")
+    raw = fields[b"r"]
+    message = _loads(raw, "the result message")
     if not isinstance(message, dict):
-        raise TypeError("not a JSON object")
-    for name in ("process", "slot", "started", "finished"):
-        if name not in message:
-            raise ValueError(f"no {name!r}")
-    task_id = message.get("task")
-    if task_id is not None and (isinstance(task_id, bool) or not isinstance(task_id, int)):
-        raise ValueError(f"bad task id {task_id!r}")
-    return message
+        raise MalformedMessageError(f"the result message is not a JSON object: {preview(raw)}")
+
+    def field(name: str, kind: type | tuple[type, ...], default: Any = None, *, low: float = 0) -> Any:
+        value = message.get(name, default)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, kind)
+            or (isinstance(value, int | float) and not (math.isfinite(value) and value >= low))
+        ):
+            raise MalformedMessageError(f"the result message has a bad {name!r}: {preview(raw)}")
+        return value
+
+    task = None if message.get("task") is None else field("task", int)
+    process = field("process", str)
+    slot = field("slot", int)
+    slots = field("slots", int, slot + 1)
+    if not 0 <= slot < slots <= _MAX_SLOTS:
+        raise MalformedMessageError(f"the result message has a bad slot: {preview(raw)}")
+    error = message.get("error")
+    if error is not None and not isinstance(error, dict):
+        raise MalformedMessageError(f"the result message has a bad 'error': {preview(raw)}")
+    if task is None and error is None:
+        raise MalformedMessageError(f"the result message names no task and no error: {preview(raw)}")
+    return ResultMessage(
+        task=task,
+        entry=str(message.get("entry", "")),
+        process=process,
+        slot=slot,
+        slots=slots,
+        started=float(field("started", (int, float), low=-math.inf)),
+        finished=float(field("finished", (int, float), low=-math.inf)),
+        attempts=field("attempts", int, 1),
+        deliveries=field("deliveries", int, 1, low=1),
+        value=message.get("value"),
+        error=error,
+        cancelled=message.get("cancelled") is True,
+    )
 
 
 def encode_spec(

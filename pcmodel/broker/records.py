@@ -65,6 +65,10 @@ class BrokerJobSummary(JobSummary):
     """Results dropped because their task had already been reported (or was never produced)."""
     redelivered: int = 0
     """Tasks finished by a worker that took them over from one that stopped (kill -9, crash)."""
+    malformed: int = 0
+    """Entries of the job's streams that were not messages pcmodel wrote, or could not be read
+    (not JSON, nested too deep, fields missing or of the wrong type): each is counted once
+    here and logged (the first one), never run as a task nor counted in `tasks`."""
 
     def process_of(self, lane: int) -> WorkerProcess | None:
         """The process that owns `lane` (a `TaskResult.worker`), or None."""
@@ -89,6 +93,7 @@ class BrokerJobSummary(JobSummary):
             processes=len(self.processes),
             duplicates=self.duplicates,
             redelivered=self.redelivered,
+            malformed=self.malformed,
         )
         return figures
 

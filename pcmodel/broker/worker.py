@@ -39,6 +39,7 @@ import secrets
 import signal
 import socket
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -59,12 +60,14 @@ from pcmodel.broker._redis import (
     clock_offset,
     connect,
     decode_text,
+    first_contact,
     jobs_key,
     redacted,
     stream_entries,
     worker_key,
     workers_key,
 )
+from pcmodel.broker.config import check_seconds
 from pcmodel.broker.messages import (
     JobSettings,
     MalformedMessageError,
@@ -73,9 +76,9 @@ from pcmodel.broker.messages import (
     decode_work,
     encode_error,
     encode_result,
-    preview,
 )
 from pcmodel.policies import RateLimiter, call_with_policies
+from pcmodel.stopping import cancelled_by_others
 from pcmodel.worker import Policies, in_threads
 
 __all__ = ["WorkerStats", "load_function", "queue_name", "serve_worker", "worker_main"]
@@ -83,7 +86,12 @@ __all__ = ["WorkerStats", "load_function", "queue_name", "serve_worker", "worker
 logger = logging.getLogger("pcmodel.broker")
 
 _WRITE_BATCH: Final = 500
-_RETRY_PAUSE: Final = 0.5
+_RETRY_FIRST: Final = 0.1
+"""Seconds before the first retry after losing Redis; each failed try doubles the pause..."""
+_RETRY_MAX: Final = 5.0
+"""...up to this many seconds."""
+_RETRY_WARN_EVERY: Final = 12
+"""While Redis stays lost, one warning per this many failed tries (about a minute at the cap)."""
 _RESYNC_EVERY: Final = 60.0
 
 # The shared rate limit: the same generic cell rate algorithm as `RateLimiter`, run by the
@@ -188,6 +196,46 @@ class _SharedRateLimiter(RateLimiter):
             await asyncio.sleep(wait)
 
 
+async def _pause(seconds: float) -> None:
+    """Wait between two tries (a seam, so tests can count the pauses without waiting them)."""
+    await asyncio.sleep(seconds)
+
+
+class _Backoff:
+    """Pauses between tries of one loop while Redis cannot be reached: exponential, capped.
+
+    Retrying at once would spin, and a fixed short pause logs a warning several times a second
+    for as long as Redis is gone. The pause doubles from 0.1 s up to 5 s; the first failure is
+    logged, then one in twelve, then the recovery.
+    """
+
+    __slots__ = ("failures", "what")
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.failures = 0
+
+    async def pause(self, error: BaseException) -> None:
+        """Log the failure if it is due; wait before the next try."""
+        self.failures += 1
+        delay = min(_RETRY_FIRST * 2 ** min(self.failures - 1, 10), _RETRY_MAX)
+        if self.failures % _RETRY_WARN_EVERY == 1:
+            logger.warning(
+                "cannot %s (%s); retrying (%d failed tries, next in %g s)",
+                self.what,
+                error,
+                self.failures,
+                delay,
+            )
+        await _pause(delay)
+
+    def succeeded(self) -> None:
+        """A try went through: the next failure starts again from the shortest pause."""
+        if self.failures:
+            logger.warning("can %s again, after %d failed tries", self.what, self.failures)
+            self.failures = 0
+
+
 class _Job:
     """One job on the queue, as this process sees it."""
 
@@ -276,6 +324,7 @@ class _WorkerProcess:
 
     async def fetch(self, stop: asyncio.Event) -> None:
         """Read new items into the buffer, at most one per free slot, until `stop` is set."""
+        backoff = _Backoff("read items from Redis")
         while not stop.is_set():
             free = self.workers - self.outstanding
             try:
@@ -310,9 +359,9 @@ class _WorkerProcess:
                 self.next_refresh = 0.0
                 continue
             except (RedisConnectionError, RedisTimeoutError, OSError) as unreachable:
-                logger.warning("cannot read items from Redis (%s); retrying", unreachable)
-                await asyncio.sleep(_RETRY_PAUSE)
+                await backoff.pause(unreachable)
                 continue
+            backoff.succeeded()
             for stream, entries in stream_entries(reply):
                 reader = readable.get(stream)
                 if reader is None:
@@ -360,7 +409,7 @@ class _WorkerProcess:
                 continue
             try:
                 settings = decode_spec(raw)
-            except (ValueError, TypeError, KeyError) as unreadable:
+            except (ValueError, TypeError, KeyError, RecursionError) as unreadable:
                 logger.error(
                     "job %s has settings this worker cannot read (%s): its items fail", job_id, unreadable
                 )
@@ -414,28 +463,31 @@ class _WorkerProcess:
             "deliveries": item.deliveries,
             "attempts": 0,
         }
+        settings = job.settings
+        if settings is not None and item.deliveries > settings.max_deliveries:
+            # Checked before reading the entry: an entry that kills whoever reads it must not
+            # be read again. The controller knows which task the entry carries.
+            return self._failed(
+                message,
+                WorkerLostError(
+                    f"the item was delivered {item.deliveries} times and every worker that took it "
+                    f"stopped before finishing it (max_deliveries={settings.max_deliveries}): it is "
+                    "not run again"
+                ),
+            )
         try:
             work = decode_work(item.fields)
         except MalformedMessageError as malformed:
             self.stats.malformed += 1
             logger.warning("job %s: malformed message %s: %s", job.keys.job_id, message["entry"], malformed)
-            return self._failed(message, malformed, raw=preview(item.fields))
+            return self._failed(message, malformed)
         message["task"] = work.task_id
-        settings = job.settings
         if settings is None:
             return self._failed(
                 message, MalformedMessageError(f"the job's settings are unreadable: {job.problem}")
             )
-        if item.deliveries > settings.max_deliveries:
-            return self._failed(
-                message,
-                WorkerLostError(
-                    f"task {work.task_id} was delivered {item.deliveries} times and every worker "
-                    f"that took it stopped before finishing it (max_deliveries="
-                    f"{settings.max_deliveries}): it is not run again"
-                ),
-            )
         if job.halted:
+            message["cancelled"] = True
             return self._failed(message, asyncio.CancelledError())
         # As in a local job, a task starts when a worker slot takes it (a rate-limit wait is
         # part of its duration), and `attempts[0]` counts its calls, retries included.
@@ -451,11 +503,14 @@ class _WorkerProcess:
             failure = exc
         except asyncio.CancelledError as exc:
             current = asyncio.current_task()
-            if current is not None and current.cancelling():
+            if current is not None and cancelled_by_others(current):
                 raise  # this process is stopping hard: leave the item to other processes
             if job.gone:
                 return None
-            failure = exc  # the job stopped fail-fast
+            failure = exc
+            # Only `tend` (a fail-fast halt) and `forget` (the job ended) cancel a call; a call
+            # nobody cancelled raised a CancelledError of its own: a plain failure.
+            message["cancelled"] = cancelled_by_others(call)
         finally:
             job.running.discard(call)
         finished = self.loop.time()
@@ -467,19 +522,27 @@ class _WorkerProcess:
             message["value"] = value
         return encode_result(message)
 
-    def _failed(self, message: dict[str, Any], error: BaseException, *, raw: str | None = None) -> bytes:
+    def _failed(self, message: dict[str, Any], error: BaseException) -> bytes:
         """A result message for an item that did not run."""
         now = self.loop.time() + self.offset
         message.update(started=now, finished=now, error=encode_error(error))
-        if raw is not None:
-            message["raw"] = raw
         self.stats.failed += 1
         return encode_result(message)
 
     async def _call(self, job: _Job, params: Any, attempts: list[int]) -> Any:
-        if job.policies is None:
-            return await self.function(params)
-        return await call_with_policies(self.function, params, attempts, *job.policies)
+        try:
+            if job.policies is None:
+                return await self.function(params)
+            return await call_with_policies(self.function, params, attempts, *job.policies)
+        except (KeyboardInterrupt, SystemExit) as escape:
+            # Raised in a task, these would end the event loop and the process with it, and
+            # every item it holds for every job: a worker process serves many jobs, so the
+            # function's exit is its item's failure. (Ctrl-C and SIGTERM never arrive here:
+            # signal handlers stop the process gracefully.)
+            raise RuntimeError(
+                f"the function raised {type(escape).__name__}({_short(escape)}): a worker process "
+                "reports it as the item's failure rather than exiting"
+            ) from escape
 
     # -- the writer -------------------------------------------------------------------------
 
@@ -497,6 +560,7 @@ class _WorkerProcess:
                 return
 
     async def _flush(self, results: list[tuple[_Job, bytes, bytes]]) -> None:
+        backoff = _Backoff(f"write {len(results)} results to Redis")
         while True:
             pipe = self.client.pipeline(transaction=True)
             for job, entry_id, payload in results:
@@ -511,9 +575,9 @@ class _WorkerProcess:
             except (RedisConnectionError, RedisTimeoutError, OSError) as unreachable:
                 # The items stay claimed by this process (the keeper goes on refreshing them),
                 # so writing again is safe: a result written twice is dropped by the controller.
-                logger.warning("cannot write %d results to Redis (%s); retrying", len(results), unreachable)
-                await asyncio.sleep(_RETRY_PAUSE)
+                await backoff.pause(unreachable)
                 continue
+            backoff.succeeded()
             break
         for job, entry_id, _ in results:
             job.inflight.discard(entry_id)
@@ -525,6 +589,7 @@ class _WorkerProcess:
         """Heartbeat, keep this process's items claimed, watch for jobs that end or halt."""
         next_presence = 0.0
         next_sync = self.loop.time() + _RESYNC_EVERY
+        backoff = _Backoff("reach Redis to send heartbeats")
         while True:
             now = self.loop.time()
             try:
@@ -538,7 +603,9 @@ class _WorkerProcess:
             except ResponseError as error:
                 logger.debug("tending jobs: %s", error)  # a job's keys were deleted meanwhile
             except (RedisConnectionError, RedisTimeoutError, OSError) as error:
-                logger.warning("cannot reach Redis (%s); retrying", error)
+                await backoff.pause(error)
+                continue
+            backoff.succeeded()
             await asyncio.sleep(self.poll)
 
     async def heartbeat(self) -> None:
@@ -645,6 +712,15 @@ class _WorkerProcess:
         return len(fresh)
 
 
+def _short(error: BaseException) -> str:
+    """`repr` of an exception's arguments, at most 80 characters."""
+    try:
+        text = ", ".join(repr(arg) for arg in error.args)
+    except Exception:  # noqa: BLE001 - only for a message
+        text = "..."
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _process_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
@@ -659,6 +735,7 @@ async def serve_worker(
     name: str | None = None,
     poll: float = 0.2,
     on_ready: Callable[[WorkerStats], object] | None = None,
+    round_trip_timeout: float = 10.0,
 ) -> WorkerStats:
     """Serve a queue's jobs from Redis until `stop` is set; return what was done.
 
@@ -677,10 +754,16 @@ async def serve_worker(
         name: this process's consumer name; by default `host:pid:random`.
         poll: seconds between two looks for new jobs (and the longest a read blocks).
         on_ready: called once connected and registered, with the (live) stats.
+        round_trip_timeout: seconds Redis gets to answer each request (see
+            `Broker.round_trip_timeout`).
+
+    Once serving, losing Redis is not fatal: each piece retries with a growing pause (0.1 s
+    doubling up to 5 s), logging the first failure, one in twelve after, and the recovery.
 
     Raises:
         TypeError, ValueError: a bad argument.
-        redis.exceptions.ConnectionError: the Redis server cannot be reached at start.
+        ConnectionError: the Redis server cannot be reached, does not answer, or refuses the
+            connection at start (the message names the URL, without its password).
     """
     check_url(url)
     if not callable(function):
@@ -691,13 +774,14 @@ async def serve_worker(
         raise ValueError(f"queue must be a non-empty string, got {queue!r}")
     if isinstance(poll, bool) or not isinstance(poll, int | float) or not 0 < poll <= 60:
         raise ValueError(f"poll must be a number of seconds in (0, 60], got {poll!r}")
+    round_trip_timeout = check_seconds("round_trip_timeout", round_trip_timeout)
     stop = asyncio.Event() if stop is None else stop
-    client = connect(url)
+    client = connect(url, round_trip_timeout)
     process = _WorkerProcess(
         client, function, queue=queue, workers=workers, name=name or _process_name(), poll=poll
     )
     try:
-        process.offset = await clock_offset(client)
+        process.offset = await first_contact(client, url)
         await process.heartbeat()
         if on_ready is not None:
             on_ready(process.stats)
@@ -722,6 +806,20 @@ async def serve_worker(
             process.executor.shutdown(wait=False, cancel_futures=True)
         await client.aclose()
     return process.stats
+
+
+def _import_failure(name: str, error: BaseException) -> str:
+    """One paragraph on a `--function` whose module raised as it was imported."""
+    where = ""
+    frames = traceback.extract_tb(error.__traceback__)
+    if frames:
+        where = f" (at {frames[-1].filename}, line {frames[-1].lineno})"
+    module = name.partition(":")[0]
+    return (
+        f"cannot import --function {name!r}: importing module {module!r} raised "
+        f"{type(error).__name__}: {error}{where}. Fix the module, or check that it imports on its own: "
+        f"python -c 'import {module}'"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -777,6 +875,8 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"cannot import --function {args.function!r}: {error}")
     except (TypeError, ValueError) as error:
         parser.error(str(error))
+    except Exception as error:  # noqa: BLE001 - the module's own code failed: say so in one paragraph
+        parser.error(_import_failure(args.function, error))
     if not logging.getLogger().handlers:
         logging.basicConfig(
             level=args.log_level,
@@ -829,6 +929,9 @@ async def _serve_until_signalled(url: str, function: Callable[[Any], Any], queue
             file=sys.stderr,
             flush=True,
         )
+        return 1
+    except ConnectionError as error:
+        print(f"pcmodel worker: {error}", file=sys.stderr, flush=True)
         return 1
     except (RedisConnectionError, RedisTimeoutError, OSError) as error:
         print(
