@@ -7,10 +7,16 @@ these tests check what nbval cannot: how the notebooks fit together.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import re
+import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
+import nbclient as _nbclient
 import nbformat as _nbformat
 import pytest
 
@@ -33,6 +39,7 @@ SETUP_CHECK = "setup-check.ipynb"  # run before the course: not numbered, not pa
 WIDGET = "application/vnd.jupyter.widget-view+json"
 LINK = re.compile(r"\]\(([^)\s]+\.ipynb)\)")
 nbformat: Any = _nbformat  # no type hints: a dynamic module
+nbclient: Any = _nbclient
 
 
 def _read(name: str) -> Any:
@@ -299,3 +306,58 @@ def test_the_instructor_guide_agenda_fills_three_hours_and_agrees_with_the_noteb
             )
     assert clock == 180, f"the agenda lasts {clock} minutes, not three hours"
     assert covered == COURSE[:8], f"the core path is 00 to 07, in order: {covered}"
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="09's processes need redis-server")
+def test_scaling_out_stops_its_processes_when_run_twice_and_at_exit() -> None:
+    """09 starts a Redis server and two worker processes. Running its cells a second time must
+    replace them, not add more; and the kernel's exit must stop them even if the clean-up cell
+    never ran (a cell failed first)."""
+    code = [cell.source for cell in _code_cells(_read(COURSE[9]))]
+    setup, server, workers = code[0], code[1], code[2]
+    assert "servers.append(" in server, "the server cell moved: update this test"
+    assert "workers +=" in workers, "the workers cell moved: update this test"
+    probe = "import json\nprint(json.dumps([[p.pid, p.poll()] for p in servers + workers]))"
+    # Record what the notebook registers with atexit, to run it as the kernel's exit would
+    # (running atexit's whole list here would also close the kernel's own sockets).
+    spy = "import atexit\nregistered = []\natexit.register = lambda f, *a: registered.append((f, a)) or f\n"
+    at_exit = "assert registered, 'nothing registered with atexit'\nfor function, args in registered:\n    function(*args)\n"
+    cells = [
+        spy + setup,
+        server,
+        workers,
+        probe,
+        server,
+        workers,
+        workers,
+        probe,
+        at_exit + probe,
+    ]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in cells])
+    client = nbclient.NotebookClient(
+        notebook, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+    )
+    try:
+        client.execute()
+    finally:
+        printed = [_text(cell) for cell in notebook.cells if "json.dumps" in cell.source]
+        seen = {pid for text in printed if text for pid, _ in json.loads(text)}
+        for pid in seen:  # whatever the test found, leave nothing behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    first, second, after_exit = (json.loads(text) for text in printed)
+    assert len(first) == len(second) == 3, "one server and two workers, however often the cells run"
+    assert all(status is None for _, status in first + second), "every process ran until stopped"
+    assert not {pid for pid, _ in first} & {pid for pid, _ in second}, "the second run replaced the first's"
+    assert after_exit == [], "the exit handler stopped the server and the workers, and forgot them"
+    left = [pid for pid, _ in first + second if _running(pid)]
+    assert left == [], "processes still running"
+
+
+def _running(pid: int) -> bool:
+    """True if process `pid` exists and is not a zombie waiting to be reaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
