@@ -242,11 +242,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{name}: interrupted", file=sys.stderr, flush=True)
         return 130
     except BrokenPipeError:
-        # Whoever read the output went away: stop quietly, as the Python docs advise, pointing
-        # stdout at devnull so that the flush at exit does not fail a second time.
-        with contextlib.suppress(OSError, ValueError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # Whoever read the output went away: stop quietly, as the Python docs advise.
+        _drop_stdout()
         return 1
+    except OSError as error:  # say, stdout on a full disk: one line, not a traceback
+        _drop_stdout()
+        with contextlib.suppress(OSError):
+            print(f"{name}: {error}", file=sys.stderr, flush=True)
+        return 1
+
+
+def _drop_stdout() -> None:
+    """Point stdout at devnull, so that the flush at exit does not fail a second time."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _tolerant_output() -> None:

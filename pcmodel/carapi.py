@@ -953,6 +953,10 @@ def _as_option(message: str) -> str:
     return _KNOBS.sub(lambda knob: "--" + knob[1].replace("_", "-"), message)
 
 
+class _CannotServe(Exception):
+    """The server could not bind its address (the OSError is the argument)."""
+
+
 async def _serve_forever(server: CarAPIServer) -> bool:
     """Serve until Ctrl-C or SIGTERM, then stop the server; return True if it was Ctrl-C."""
     received: list[signal.Signals] = []
@@ -975,7 +979,11 @@ async def _serve_forever(server: CarAPIServer) -> bool:
             loop.add_signal_handler(signum, on_signal, signum)
             handled.append(signum)
     try:
-        async with server:
+        try:
+            await server.start()
+        except OSError as error:  # the port is taken, the address is not this machine's...
+            raise _CannotServe(error) from None
+        try:
             limit = (
                 "no rate limit"
                 if server.rate_limit is None
@@ -989,6 +997,8 @@ async def _serve_forever(server: CarAPIServer) -> bool:
                 flush=True,
             )
             await stop.wait()
+        finally:
+            await server.stop()
     finally:
         for signum in handled:
             loop.remove_signal_handler(signum)
@@ -1039,7 +1049,7 @@ def _serve_main(argv: Sequence[str] | None) -> int:
         interrupted = asyncio.run(_serve_forever(server))
     except KeyboardInterrupt:  # where asyncio.run's own Ctrl-C applies
         interrupted = True
-    except OSError as error:
+    except _CannotServe as error:
         print(f"pcmodel serve-api: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
         return 1
     finally:

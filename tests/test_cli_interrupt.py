@@ -1,4 +1,4 @@
-"""Ctrl-C and a vanished reader on `pcmodel demo`: one short line, a known exit code, no traceback.
+"""Ctrl-C, a vanished reader, a full disk: one short line, a known exit code, no traceback.
 
 Each test runs the command in a subprocess whose output a thread reads, and waits for it with
 a timeout, so a command that ignores the signal fails the test instead of hanging it. The
@@ -111,3 +111,45 @@ def test_a_reader_that_goes_away_stops_the_demo_quietly() -> None:
         err = process.stderr.read()
     assert first.startswith(b"pcmodel demo: 20000 simulated calls")
     assert (code, err) == (1, b"")
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [["demo", "--virtual", "--tasks", "3"], ["serve-api", "--latency", "0", "0"]],
+    ids=["demo", "serve-api"],
+)
+def test_output_nobody_reads_ends_the_command_quietly(arguments: list[str]) -> None:
+    # The pipe's reading end is closed before the command starts: its first line fails.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        completed = subprocess.run(
+            [sys.executable, "-m", "pcmodel", *arguments],
+            check=False,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            timeout=BOUND,
+        )
+    finally:
+        os.close(write_end)
+    assert (completed.returncode, completed.stderr) == (1, b"")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize(
+    "arguments",
+    [["demo", "--virtual", "--tasks", "3"], ["serve-api", "--latency", "0", "0"]],
+    ids=["demo", "serve-api"],
+)
+def test_output_to_a_full_disk_is_one_line_and_exit_code_1(arguments: list[str]) -> None:
+    with open("/dev/full", "wb") as full:
+        completed = subprocess.run(
+            [sys.executable, "-m", "pcmodel", *arguments],
+            check=False,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=BOUND,
+        )
+    assert completed.returncode == 1
+    assert completed.stderr == f"pcmodel {arguments[0]}: [Errno 28] No space left on device\n"
