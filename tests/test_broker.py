@@ -8,6 +8,7 @@ persistence off, and stop it at the end; worker processes are started with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import os
@@ -107,32 +108,30 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed: run .ci/redis-setup.sh (apt-get install -y redis-server)")
-    folder = tmp_path_factory.mktemp("redis")
+@contextlib.contextmanager
+def redis_server(folder: Path, *options: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A redis-server of a test's own, persistence off; yields its URL and its process.
+
+    `options` replace the loopback TCP port, e.g. `("--port", "0", "--unixsocket", path)`:
+    the URL is then the socket's.
+    """
+    assert REDIS_SERVER is not None
     port = _free_port()
+    listen = list(options) or ["--port", str(port), "--bind", "127.0.0.1"]
     with open(folder / "server.log", "wb") as log:
         server = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(folder),
-            ],
+            [REDIS_SERVER, *listen, "--save", "", "--appendonly", "no", "--dir", str(folder)],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
     try:
-        client = redis.Redis(host="127.0.0.1", port=port)
+        if "--unixsocket" in listen:
+            socket_path = listen[listen.index("--unixsocket") + 1]
+            url = f"unix://{socket_path}?db=0"
+            client = redis.Redis(unix_socket_path=socket_path)
+        else:
+            url = f"redis://127.0.0.1:{port}/0"
+            client = redis.Redis(host="127.0.0.1", port=port)
         try:
             deadline = time.monotonic() + 10
             while True:
@@ -145,14 +144,23 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                     time.sleep(0.02)
         finally:
             client.close()
-        yield f"redis://127.0.0.1:{port}/0"
+        yield url, server
     finally:
-        server.terminate()
+        if server.poll() is None:
+            server.terminate()
         try:
             server.wait(10)
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed: run .ci/redis-setup.sh (apt-get install -y redis-server)")
+    with redis_server(tmp_path_factory.mktemp("redis")) as (url, _):
+        yield url
 
 
 @dataclass
