@@ -1,0 +1,180 @@
+"""The broker path when the network or the server misbehaves: silence, loss, unix sockets.
+
+Each test bounds itself (`asyncio.timeout`), so a regression fails instead of hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("redis", reason="the broker tests need the redis package: pip install 'pcmodel[redis]'")
+
+import pcmodel
+import pcmodel.broker.worker
+from pcmodel.broker import Broker, BrokerJobSummary, serve_worker
+from pcmodel.records import TaskResult
+from tests.test_broker import REDIS_SERVER, act, items, job_keys, needs_server, redis_server
+
+
+@contextlib.asynccontextmanager
+async def silent_listener() -> AsyncIterator[int]:
+    """A TCP port that accepts connections and never answers: a frozen server, or not Redis."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # read nothing, answer nothing, keep it open
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for writer in held:
+            writer.close()
+        await server.wait_closed()
+
+
+async def test_a_broker_that_never_answers_fails_the_job_with_a_connection_error() -> None:
+    async with silent_listener() as port, asyncio.timeout(30):
+        url = f"redis://user:s3cret@127.0.0.1:{port}/0"
+        with pytest.raises(ConnectionError) as error_info:
+            await pcmodel.run_job_async(act, items(3), broker=Broker(url, queue="q", round_trip_timeout=0.3))
+    message = str(error_info.value)
+    assert f"cannot reach the broker at redis://user:***@127.0.0.1:{port}/0" in message
+    assert "did not answer within 0.3 s (Broker.round_trip_timeout)" in message
+    assert "s3cret" not in message
+
+
+async def test_a_worker_facing_a_broker_that_never_answers_stops_with_a_connection_error() -> None:
+    async with silent_listener() as port, asyncio.timeout(30):
+        url = f"redis://127.0.0.1:{port}/0"
+        with pytest.raises(ConnectionError, match=r"did not answer within 0\.3 s"):
+            await serve_worker(url, act, queue="q", round_trip_timeout=0.3)
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "message"),
+    [
+        (0, ValueError, "round_trip_timeout must be a finite number > 0, got 0"),
+        (math.inf, ValueError, "round_trip_timeout must be a finite number > 0, got inf"),
+        ("10", TypeError, "round_trip_timeout must be a number of seconds, got '10'"),
+    ],
+)
+def test_round_trip_timeout_is_checked(value: object, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        Broker("redis://127.0.0.1:6379/0", round_trip_timeout=value)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[tuple[str, Any]]:
+    """A redis-server this test may kill."""
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed: run .ci/redis-setup.sh (apt-get install -y redis-server)")
+    with redis_server(tmp_path) as started:
+        yield started
+
+
+@needs_server
+async def test_losing_redis_mid_job_is_a_connection_error_and_workers_back_off(
+    own_server: tuple[str, Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    url, server = own_server
+    pauses: list[tuple[str, float]] = []
+    fetcher_failed = asyncio.Event()
+
+    async def count_pause(seconds: float) -> None:
+        # Pauses are counted, not waited: the test needs no clock.
+        task = asyncio.current_task()
+        name = task.get_name() if task is not None else "?"
+        pauses.append((name, seconds))
+        if sum(1 for who, _ in pauses if who == "pcmodel-broker-fetcher") >= 30:
+            fetcher_failed.set()
+        await asyncio.sleep(0.001)
+
+    monkeypatch.setattr(pcmodel.broker.worker, "_pause", count_pause)
+
+    def kill_the_server(result: TaskResult) -> None:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+    worker = asyncio.create_task(serve_worker(url, act, workers=2, queue="lost", poll=0.05))
+    try:
+        with caplog.at_level(logging.WARNING, logger="pcmodel.broker"):
+            async with asyncio.timeout(60):
+                with pytest.raises(ConnectionError) as error_info:
+                    await pcmodel.run_job_async(
+                        act,
+                        items(20, sleep=0.2),
+                        on_task_complete=kill_the_server,
+                        broker=Broker(url, queue="lost", round_trip_timeout=2),
+                    )
+                await fetcher_failed.wait()
+    finally:
+        worker.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await worker
+    # The documented builtins error, naming the URL, not one of redis-py's own.
+    assert type(error_info.value) is ConnectionError
+    assert url.rpartition("/")[0] in str(error_info.value)
+    # The fetcher's pauses double from 0.1 s up to 5 s; the first failure and one in twelve
+    # after are logged, not every try.
+    fetched = [seconds for who, seconds in pauses if who == "pcmodel-broker-fetcher"][:30]
+    assert fetched[:8] == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0])
+    assert set(fetched[6:]) == {5.0}
+    warnings = [record for record in caplog.records if "cannot read items from Redis" in record.getMessage()]
+    assert len(warnings) == 3  # tries 1, 13 and 25 of 30
+
+
+@needs_server
+async def test_a_job_without_results_for_stall_after_logs_one_warning(
+    own_server: tuple[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    url, _ = own_server
+    stop = asyncio.Event()
+    worker = asyncio.create_task(serve_worker(url, act, workers=1, queue="stalled", stop=stop, poll=0.05))
+    try:
+        with caplog.at_level(logging.WARNING, logger="pcmodel.broker"):
+            async with asyncio.timeout(60):
+                summary = await pcmodel.run_job_async(
+                    act,
+                    [{"n": 0, "sleep": 2.0}, {"n": 1}],
+                    broker=Broker(url, queue="stalled", lease=1.0),
+                    stall_after=0.5,
+                )
+    finally:
+        stop.set()
+        await worker
+    assert summary.succeeded == 2
+    stalls = [
+        record.getMessage() for record in caplog.records if "has had no result for" in record.getMessage()
+    ]
+    assert len(stalls) == 1
+    assert "2 items unfinished (tasks 0, 1)" in stalls[0]
+    assert "1 worker processes serve queue 'stalled'" in stalls[0]
+
+
+@needs_server
+async def test_a_unix_socket_url_works(tmp_path: Path) -> None:
+    socket_path = tmp_path / "redis.sock"
+    with redis_server(tmp_path, "--port", "0", "--unixsocket", str(socket_path)) as (url, _):
+        assert url.startswith("unix://")
+        stop = asyncio.Event()
+        worker = asyncio.create_task(serve_worker(url, act, workers=3, queue="unix", stop=stop, poll=0.05))
+        try:
+            async with asyncio.timeout(60):
+                summary = await pcmodel.run_job_async(act, items(10), broker=Broker(url, queue="unix"))
+        finally:
+            stop.set()
+            await worker
+        assert isinstance(summary, BrokerJobSummary)
+        assert (summary.tasks, summary.succeeded) == (10, 10)
+        assert await job_keys(url) == []
