@@ -16,7 +16,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.text import Annotation
 
 import pcmodel
-from pcmodel import sweeps, timeline, workloads
+from pcmodel import _lanes, sweeps, timeline, workloads
 from pcmodel.records import JobSummary, TaskResult
 
 
@@ -301,7 +301,7 @@ def test_plot_timelines_draws_the_calls_of_the_jobs_that_have_them() -> None:
 
 
 def test_429s_too_close_to_tell_apart_share_a_marker_with_their_count() -> None:
-    assert timeline._clusters([(0, 0.0), (2, 0.001), (0, 0.002), (0, 0.5), (2, 0.0015)], 0.01) == [
+    assert _lanes._clusters([(0, 0.0), (2, 0.001), (0, 0.002), (0, 0.5), (2, 0.0015)], 0.01) == [
         (0, 0.0, 2),
         (0, 0.5, 1),
         (2, 0.001, 2),
@@ -319,7 +319,7 @@ def test_window_labels_that_would_overprint_are_joined() -> None:
         result(14, 2, 0.6),
         result(1, 0, 0.05),
     ]
-    assert timeline._window_labels(results, span=1.2) == [
+    assert _lanes._window_labels(results, span=1.2) == [
         (0, 0.05, "1"),
         (2, 0.05, "11,12,13 \N{MULTIPLICATION SIGN}2"),
         (2, 0.6, "14"),
