@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from pcmodel._queues import STOP, JobQueue
-from pcmodel._validate import is_async_callable
 from pcmodel.records import TaskResult
 from pcmodel.stopping import Interrupted, cancelled_by_others
 
@@ -52,43 +51,25 @@ async def handle_results(
             to only collect.
         trace: if a list, every result's `TaskResult` is appended to it (the job's trace).
     """
-    get = result_queue.get
     report = HandlerReport()
-    keep = trace.append if trace is not None else None
-    # One loop per kind of callback, so that the loop for each result does only what that
-    # kind needs: this is the hot path of every job. The `TaskResult` is built here, once,
-    # and only if a callback or the trace needs it.
-    if on_task_complete is None:
-        if keep is None:
-            while await get() is not STOP:
-                pass
-        else:
-            while (row := await get()) is not STOP:
-                keep(_new_tuple(TaskResult, row))
-    elif is_async_callable(on_task_complete):
-        while (row := await get()) is not STOP:
-            result = _new_tuple(TaskResult, row)
-            if keep is not None:
-                keep(result)
-            try:
-                await on_task_complete(result)
-            except Exception:  # noqa: BLE001 - a failing callback is counted, never fatal
-                _callback_failed(report, result)
-            except BaseException as error:  # noqa: BLE001 - sorted out by _odd_callback_error
-                _odd_callback_error(error, report, result)
-    else:
-        while (row := await get()) is not STOP:
-            result = _new_tuple(TaskResult, row)
-            if keep is not None:
-                keep(result)
-            try:
-                outcome = on_task_complete(result)
-                if outcome is not None and inspect.isawaitable(outcome):
-                    await outcome  # a plain function that returned a coroutine, say
-            except Exception:  # noqa: BLE001 - a failing callback is counted, never fatal
-                _callback_failed(report, result)
-            except BaseException as error:  # noqa: BLE001 - sorted out by _odd_callback_error
-                _odd_callback_error(error, report, result)
+    while (row := await result_queue.get()) is not STOP:
+        if on_task_complete is None and trace is None:
+            continue  # nobody needs the record: it is never built
+        # The worker sent the `TaskResult`'s fields, in its order: the record is made here,
+        # once per task, straight from that tuple (see `pcmodel.records`).
+        result = _new_tuple(TaskResult, row)
+        if trace is not None:
+            trace.append(result)
+        if on_task_complete is None:
+            continue
+        try:
+            outcome = on_task_complete(result)
+            if outcome is not None and inspect.isawaitable(outcome):
+                await outcome  # an async callback, or a plain one that returned a coroutine
+        except Exception:  # noqa: BLE001 - a failing callback is counted, never fatal
+            _callback_failed(report, result)
+        except BaseException as error:  # noqa: BLE001 - sorted out by _odd_callback_error
+            _odd_callback_error(error, report, result)
     return report
 
 
