@@ -864,6 +864,13 @@ def test_errors_travel_by_name_never_by_import() -> None:
             ["--broker", "redis://127.0.0.1:1/0", "--function", "tests.test_broker:act", "--workers", "0"],
             "--workers must be >= 1, got 0",
         ),
+        (
+            [
+                *("--broker", "redis://127.0.0.1:1/0", "--function", "tests.test_broker:act"),
+                *("--round-trip-timeout", "0"),
+            ],
+            "--round-trip-timeout must be a finite number > 0, got 0.0",
+        ),
     ],
 )
 def test_worker_command_line_rejects_bad_arguments(

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import pcmodel
 import pcmodel.broker.worker
 from pcmodel.broker import Broker, BrokerJobSummary, serve_worker
 from pcmodel.records import TaskResult
-from tests.test_broker import REDIS_SERVER, act, items, job_keys, needs_server, redis_server
+from tests.test_broker import REDIS_SERVER, ROOT, act, items, job_keys, needs_server, redis_server
 
 
 @contextlib.asynccontextmanager
@@ -49,7 +50,7 @@ async def test_a_broker_that_never_answers_fails_the_job_with_a_connection_error
             await pcmodel.run_job_async(act, items(3), broker=Broker(url, queue="q", round_trip_timeout=0.3))
     message = str(error_info.value)
     assert f"cannot reach the broker at redis://user:***@127.0.0.1:{port}/0" in message
-    assert "did not answer within 0.3 s (Broker.round_trip_timeout)" in message
+    assert ": it did not answer within 0.3 s (Broker.round_trip_timeout)" in message
     assert "s3cret" not in message
 
 
@@ -58,6 +59,25 @@ async def test_a_worker_facing_a_broker_that_never_answers_stops_with_a_connecti
         url = f"redis://127.0.0.1:{port}/0"
         with pytest.raises(ConnectionError, match=r"did not answer within 0\.3 s"):
             await serve_worker(url, act, queue="q", round_trip_timeout=0.3)
+
+
+async def test_the_worker_command_gives_up_on_a_broker_that_never_answers() -> None:
+    async with silent_listener() as port, asyncio.timeout(60):
+        url = f"redis://127.0.0.1:{port}/0"
+        command = ["-m", "pcmodel", "worker", "--broker", url, "--function", "tests.test_broker:act"]
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *command,
+            "--round-trip-timeout",
+            "0.3",
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, stderr = await process.communicate()
+    assert process.returncode == 1
+    assert f"cannot reach the broker at {url}: it did not answer within 0.3 s" in stderr.decode()
+    assert "Traceback" not in stderr.decode()
 
 
 @pytest.mark.parametrize(

@@ -172,6 +172,11 @@ class BoundedRedis(aioredis.Redis):
         self._label = redacted(url)
         self._round_trip = round_trip_timeout
 
+    @property
+    def round_trip_timeout(self) -> float:
+        """Seconds each round trip may take (a blocking read gets its BLOCK time on top)."""
+        return self._round_trip
+
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         async with bounded(self._label, self._round_trip + _blocking_seconds(args)):
             return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
@@ -245,7 +250,7 @@ async def clock_offset(client: Redis, samples: int = 5) -> float:
     return offset
 
 
-async def first_contact(client: Redis, url: str) -> float:
+async def first_contact(client: BoundedRedis, url: str) -> float:
     """The first round trips with the server: `clock_offset`, with clear errors.
 
     Raises:
@@ -258,12 +263,12 @@ async def first_contact(client: Redis, url: str) -> float:
         return await clock_offset(client)
     except ConnectionError as lost:
         cause = lost.__cause__
-        # A refused or reset connection says why; a server that never answered, the bound does.
-        reason = (
-            cause if isinstance(cause, RedisError | OSError) and not isinstance(cause, TimeoutError) else lost
-        )
+        if isinstance(cause, TimeoutError):
+            reason = f"it did not answer within {client.round_trip_timeout:g} s (Broker.round_trip_timeout)"
+        else:
+            reason = str(cause or lost)  # refused, reset, no such host: redis-py says which
         raise ConnectionError(
-            f"cannot reach the broker at {label}: {reason}. Start a Redis server (redis-server) "
+            f"cannot reach the broker at {label}: {reason}. Start a Redis server (redis-server), "
             "or check the URL"
         ) from cause
     except RedisError as refused:

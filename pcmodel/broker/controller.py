@@ -12,11 +12,16 @@ params ─► producer(s) ─► XADD job:work ─► worker processes (XREADGRO
   items (produced, not yet reported) reach `queue_size`, so Redis holds at most that many.
 - The **reader** follows the job's result stream. Results are de-duplicated by task id: a
   task reported twice (a worker that was thought dead finished after all) is reported once,
-  so `on_task_complete` runs exactly once per item.
+  so `on_task_complete` runs exactly once per item. An entry that is not a result a worker
+  wrote is counted in `malformed` and skipped.
 - The **result handlers** are the in-process ones: `on_task_complete` and `on_job_complete`
   behave exactly as in a local job.
 - A **keeper** refreshes the expiry of the job's keys (a controller killed outright leaves
-  nothing behind for long) and warns when no worker process serves the queue.
+  nothing behind for long), warns when no worker process serves the queue, and once per stall
+  when no result has come for `stall_after` seconds.
+
+Every round trip to Redis is bounded (`Broker.round_trip_timeout`); losing Redis, or an error
+from it, fails the job with a builtins `ConnectionError` naming the URL.
 
 Stopping: `stop.set()` and `fail_fast=True` stop producing and take back the items still
 queued in Redis (reported as `unprocessed`); after a stop the calls in flight finish, after a
@@ -725,8 +730,8 @@ async def live_workers(broker: str | Redis, queue: str) -> list[WorkerInfo]:
                     items=int(data["items"]),
                 )
             )
-        except (ValueError, KeyError, TypeError):
-            continue
+        except (ValueError, KeyError, TypeError, RecursionError):
+            continue  # not what a worker writes: skip it
     return workers
 
 

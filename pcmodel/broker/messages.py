@@ -6,11 +6,15 @@ Three kinds of message, each a JSON object in one stream field or hash field:
 - a **result** (`r` in the result stream): the task id, the stream entry it answers, the
   worker process and slot that ran it, when it started and finished (seconds on the Redis
   server's clock), how many calls it took, how many times it was delivered, and either
-  `"value"` or `"error"`;
+  `"value"` or `"error"` (with `"cancelled": true` when a fail-fast stop cancelled the call).
+  A worker that could not read an entry, or gave it up unread after `max_deliveries`, reports
+  it with no task id: the controller knows which task each entry it sent carries;
 - the **job's settings** (`spec` in the job's meta hash): timeout, retries, rate limit and
   the crash-safety knobs.
 
-Nothing is pickled, and nothing in a message names code to import: a worker runs only the
+Every message is read defensively: whatever bytes a stream holds (not JSON, nested 100,000
+deep, fields missing or of the wrong type) become a `MalformedMessageError`, never another
+exception. Nothing is pickled, and nothing in a message names code to import: a worker runs only the
 function named on its own command line. Errors travel as their type's name, message and
 traceback; the controller rebuilds a built-in exception (`ValueError`, `TimeoutError`, ...)
 as itself and any other as a `RemoteError` that keeps the type's name and its bases' names.

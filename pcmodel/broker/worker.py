@@ -21,7 +21,10 @@ worker pool of a job in one process. Inside a process:
   other process takes them over, however long a call runs), and watches for jobs that ended
   or stopped.
 
-A malformed message is reported as a failed item and the process goes on. SIGTERM (or
+Nothing an item does stops the process: a malformed message is reported to the controller
+(which counts it apart from the job's tasks), and whatever the function raises or returns
+(StopIteration, a CancelledError of its own, SystemExit, a value JSON cannot carry) fails its
+item. Losing Redis is not fatal either: each piece retries with a growing pause. SIGTERM (or
 Ctrl-C) stops it gracefully: it takes no new item, finishes and acknowledges every item it
 holds, and exits 0; a second signal stops it at once, leaving its items to other processes.
 """
@@ -850,6 +853,13 @@ def _parser() -> argparse.ArgumentParser:
         help="the queue to serve (default: the function's module:qualname, as the controller uses)",
     )
     parser.add_argument(
+        "--round-trip-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds Redis gets to answer each request, connecting included (default 10)",
+    )
+    parser.add_argument(
         "--log-level",
         default="WARNING",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -869,6 +879,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     try:
         url = check_url(args.broker)
         check_int("--workers", args.workers, 1)
+        check_seconds("--round-trip-timeout", args.round_trip_timeout)
         function = load_function(args.function)
         queue = args.queue if args.queue is not None else queue_name(function)
     except (ImportError, AttributeError) as error:
@@ -884,10 +895,12 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
             format="%(asctime)s pcmodel worker %(levelname)s: %(message)s",
         )
     logger.setLevel(args.log_level)
-    return asyncio.run(_serve_until_signalled(url, function, queue, args.workers))
+    return asyncio.run(_serve_until_signalled(url, function, queue, args.workers, args.round_trip_timeout))
 
 
-async def _serve_until_signalled(url: str, function: Callable[[Any], Any], queue: str, workers: int) -> int:
+async def _serve_until_signalled(
+    url: str, function: Callable[[Any], Any], queue: str, workers: int, round_trip_timeout: float
+) -> int:
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     assert main is not None
@@ -920,7 +933,14 @@ async def _serve_until_signalled(url: str, function: Callable[[Any], Any], queue
 
     try:
         stats = await serve_worker(
-            url, function, workers=workers, queue=queue, stop=stop, name=name, on_ready=ready
+            url,
+            function,
+            workers=workers,
+            queue=queue,
+            stop=stop,
+            name=name,
+            on_ready=ready,
+            round_trip_timeout=round_trip_timeout,
         )
     except asyncio.CancelledError:
         print(
