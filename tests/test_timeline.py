@@ -1,4 +1,4 @@
-"""Timeline plots draw what the job did; comparisons, sweeps and the pipeline map draw too."""
+"""Timelines draw what a job did: one job's lanes and queue, and several jobs compared on one time axis."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from matplotlib.patches import Rectangle
 from matplotlib.text import Annotation
 
 import pcmodel
-from pcmodel import _lanes, sweeps, timeline, workloads
-from pcmodel.records import JobSummary, TaskResult
+from pcmodel import timeline, workloads
+from pcmodel.records import JobSummary
 
 
 def _run(workers: int = 3, **kwargs: object) -> JobSummary:
@@ -116,58 +116,6 @@ def test_plot_timelines_draws_the_handler_lane_under_the_workers() -> None:
 def test_plot_timelines_needs_at_least_one_job() -> None:
     with pytest.raises(ValueError, match="at least one"):
         timeline.plot_timelines({})
-
-
-def test_plot_speedup_draws_measured_ideal_and_perfect_curves() -> None:
-    points = sweeps.sweep_workers(workloads.seed_job(), range(1, 7))
-    fig = timeline.plot_speedup(points)
-    ax = fig.axes[0]
-    labels = [line.get_label() for line in ax.get_lines()]
-    assert labels[:3] == ["perfect: speedup = workers", "ideal greedy schedule", "measured (virtual clock)"]
-    measured = ax.get_lines()[2]
-    assert np.asarray(measured.get_ydata(), dtype=float).tolist() == pytest.approx(
-        [p.speedup for p in points]
-    )
-    with pytest.raises(ValueError, match="at least one"):
-        timeline.plot_speedup([])
-
-
-def test_plot_queue_sweep_draws_three_panels_with_unbounded_last() -> None:
-    traffic = workloads.bursty(40, size=10, pause=2.0, payload_bytes=1000)
-    points = sweeps.sweep_queue_size(traffic, [0, 2, 8], workers=3)
-    fig = timeline.plot_queue_sweep({"bursty": points})
-    assert len(fig.axes) == 3
-    memory_ax = fig.axes[0]
-    line = memory_ax.get_lines()[0]
-    # Evenly spaced, one tick per size measured, unbounded last.
-    assert np.asarray(line.get_xdata(), dtype=float).tolist() == [0, 1, 2]
-    assert [tick.get_text() for tick in memory_ax.get_xticklabels()] == ["2", "8", "inf"]
-
-
-def test_plot_queue_sweep_labels_every_size_even_close_ones() -> None:
-    traffic = workloads.bursty(40, size=10, pause=2.0, payload_bytes=1000)
-    points = sweeps.sweep_queue_size(traffic, [16, 20, 32], workers=3)
-    ticks = [t.get_text() for t in timeline.plot_queue_sweep({"bursty": points}).axes[0].get_xticklabels()]
-    assert ticks == ["16", "20", "32"]
-    with pytest.raises(ValueError, match="at least one"):
-        timeline.plot_queue_sweep({})
-
-
-def test_plot_pipeline_names_every_piece() -> None:
-    fig = timeline.plot_pipeline()
-    text = " ".join(t.get_text() for t in fig.axes[0].texts)
-    # The workers put rows of fields; the handler builds the TaskResult (as worker.py says).
-    assert "builds a\nTaskResult" in text
-    assert "row of fields" in text
-    for piece in (
-        "producer.py",
-        "work queue",
-        "worker.py",
-        "result queue",
-        "result_handler.py",
-        "controller.py",
-    ):
-        assert piece in text
 
 
 def test_overlapping_callbacks_get_lanes_of_their_own() -> None:
@@ -298,32 +246,6 @@ def test_plot_timelines_draws_the_calls_of_the_jobs_that_have_them() -> None:
     )
     with_calls, without = fig.axes
     assert len(_bars(with_calls)) > len(_bars(without)) == len(summary.results or ())
-
-
-def test_429s_too_close_to_tell_apart_share_a_marker_with_their_count() -> None:
-    assert _lanes._clusters([(0, 0.0), (2, 0.001), (0, 0.002), (0, 0.5), (2, 0.0015)], 0.01) == [
-        (0, 0.0, 2),
-        (0, 0.5, 1),
-        (2, 0.001, 2),
-    ]
-
-
-def test_window_labels_that_would_overprint_are_joined() -> None:
-    def result(task_id: int, worker: int, start: float, attempts: int = 1) -> TaskResult:
-        return TaskResult(task_id, None, 1, None, worker, 0.0, start, start + 0.01, attempts)
-
-    results = [
-        result(11, 2, 0.050),
-        result(12, 2, 0.051),
-        result(13, 2, 0.052, 2),
-        result(14, 2, 0.6),
-        result(1, 0, 0.05),
-    ]
-    assert _lanes._window_labels(results, span=1.2) == [
-        (0, 0.05, "1"),
-        (2, 0.05, "11,12,13 \N{MULTIPLICATION SIGN}2"),
-        (2, 0.6, "14"),
-    ]
 
 
 def test_plot_timelines_can_title_each_job_with_its_elapsed_time_and_calls_done_only() -> None:
