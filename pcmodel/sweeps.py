@@ -3,7 +3,7 @@
 Each point of a sweep is a whole job run on the virtual clock, so a sweep of a dozen jobs of
 hundreds of simulated calls takes a fraction of a second and gives the same numbers every
 time. The results are plain records, ready to print, to test, or to plot with
-`pcmodel.timeline.plot_speedup` and `plot_queue_sweep`.
+`pcmodel.timeline.plot_speedup` and `plot_queue_sweep` (drawn in `pcmodel.sweep_plots`).
 
 `run_virtual` runs any hand-written async code on the virtual clock, so a lesson can build a
 producer and workers by hand and still print exact times.

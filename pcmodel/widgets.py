@@ -17,7 +17,9 @@ widget view, so a saved notebook shows a figure where a page without a kernel (G
 nbviewer) cannot show the slider. `explore` reads its controls as ipywidgets' `interact`
 does: `(min, max, step)`, starting at the draw function's default.
 
-ipywidgets and matplotlib are imported by this module only.
+ipywidgets is imported by this module only, and matplotlib by the plots it shows. At about
+430 lines the module is a little over the package's 400: its two views, the explorer and the
+live progress, share the rendering to PNG and the rules above, and read best side by side.
 """
 
 from __future__ import annotations
@@ -268,7 +270,8 @@ def summary_so_far(results: Sequence[TaskResult], *, workers: int, clock: str = 
     """A `JobSummary` of the results that have come in so far, to draw a job while it runs.
 
     Its `elapsed` is the latest finish among `results`; its queue depth counts only the tasks
-    that have finished.
+    that have finished. It counts from the results themselves, where the controller adds up
+    what each piece reported (`pcmodel.controller._summarize`): the two must agree.
     """
     ordered = tuple(sorted(results, key=lambda r: r.task_id))
     failed = sum(1 for r in ordered if not r.ok)
