@@ -289,6 +289,7 @@ def test_a_retry_policy_honours_the_simulated_retry_after() -> None:
     following = {(call.task_id, call.attempt): call for call in calls}
     for call in limited:
         assert isinstance(call.error, workloads.RateLimited)
+        assert call.error.retry_after is not None  # the twin always says how long to wait
         later = following[call.task_id, call.attempt + 1]
         assert later.started_at >= call.finished_at + call.error.retry_after - 1e-9
     # Admitted calls never beat the bucket: at most burst + rate * t in any window of t.
