@@ -92,6 +92,15 @@ class JobQueue(Generic[_T]):
 
     async def put(self, item: _T) -> None:
         """Put `item` at the end, waiting for room first if there is none."""
+        await self.wait_for_room()
+        self.put_nowait(item)
+
+    async def wait_for_room(self) -> None:
+        """Wait until there is room for an item, first come, first served among writers.
+
+        Once it returns, `put_nowait` succeeds if nothing else runs in between: a writer can
+        wait for room first and make its item after (stamped with the time it went in).
+        """
         while 0 < self.maxsize <= len(self._items):
             waiter = self._new_future()
             self._putters.append(waiter)
@@ -100,7 +109,6 @@ class JobQueue(Generic[_T]):
             except BaseException:
                 self._leave_line(self._putters, waiter, not self.full())
                 raise
-        self.put_nowait(item)
 
     async def get(self) -> _T:
         """Take the first item, waiting for one first if there is none."""

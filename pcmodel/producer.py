@@ -70,7 +70,7 @@ class ProducerReport:
     wait: float = 0.0
     """Seconds spent blocked on a full queue."""
     max_depth: int = 0
-    """Deepest the queue was just after one of this producer's puts, or when it found the queue full."""
+    """Deepest the queue was just after one of this producer's puts."""
     blocked: list[tuple[float, float]] | None = field(default=None)
     """(start, end) of each blocked period, relative to the job's start; None without trace."""
     error: BaseException | None = None
@@ -98,80 +98,49 @@ async def produce(
         control: the job's stop state; a source that raises stops the job's producing.
     """
     blocked_periods = report.blocked
-    put, put_nowait = work_queue.put, work_queue.put_nowait
-    qsize, is_full = work_queue.qsize, work_queue.full
-    # A put that finds the queue full proves it held `maxsize` items: the deepest it can be.
-    # From then on no put can make it deeper, so the fast path stops asking for its size.
-    full_depth = work_queue.maxsize if work_queue.maxsize > 0 else -1
-    max_depth = 0
-    wait = 0.0
-    item: list[Any] | None = None
 
-    # The two loops are the same, written out twice, slow path included: a function call per
-    # item (a shared helper, or a coroutine for the blocked put) is a large part of the
-    # producer's cost, and on a busy job every item takes the slow path.
-    #
-    # The clock is read once before each put: that reading is the item's enqueue time if the
-    # queue has room, and the start of the blocked period if it has not. A blocked item is a
-    # list so that its enqueue time can be stamped once `put` has placed it: nothing else
-    # runs between the put taking its place and that stamp, so no worker has seen it yet.
+    def put(params: Any) -> None:
+        """Put the next item on the queue, which has room: numbered, stamped, counted."""
+        work_queue.put_nowait((next(task_ids), params, now() - start))
+        if (depth := work_queue.qsize()) > report.max_depth:
+            report.max_depth = depth
+
+    async def wait_for_room(params: Any) -> None:
+        """Wait while the queue is full (the backpressure), and measure the wait."""
+        blocked_at = now() - start
+        try:
+            await work_queue.wait_for_room()
+        except asyncio.CancelledError:
+            if control.reason is not None:
+                control.held_back(params)  # the job stopped while this item waited for room
+            raise
+        unblocked_at = now() - start
+        report.wait += unblocked_at - blocked_at
+        if blocked_periods is not None and unblocked_at > blocked_at:
+            blocked_periods.append((blocked_at, unblocked_at))
+
+    # The same three lines for an async source and a plain one: `async for` cannot read a
+    # plain iterable, and wrapping one in an async generator would cost every item a step of
+    # that generator. An item is numbered and stamped when it goes in, so a blocked item's
+    # enqueue time is when it got its place, and task ids follow the order items entered.
     try:
         if isinstance(source, AsyncIterable):
             async for params in source:
-                task_id = next(task_ids)
-                enqueued_at = now() - start
-                try:
-                    put_nowait((task_id, params, enqueued_at))
-                except asyncio.QueueFull:
-                    item = [task_id, params, enqueued_at]
-                    await put(item)
-                    item[2] = unblocked_at = now() - start
-                    item = None
-                    wait += unblocked_at - enqueued_at
-                    max_depth = full_depth
-                    if blocked_periods is not None and unblocked_at > enqueued_at:
-                        blocked_periods.append((enqueued_at, unblocked_at))
-                    continue
-                if max_depth != full_depth and (depth := qsize()) > max_depth:
-                    max_depth = depth
+                if work_queue.full():
+                    await wait_for_room(params)
+                put(params)
         else:
-            # Nothing else runs while the producer reads a plain iterable, so a queue it left
-            # full is still full at the next item: that item waits at once, without the
-            # attempt (and the exception) that would only tell so.
-            full = False
-            # zip takes the item first, so a source that has run dry uses up no task id.
-            for params, task_id in zip(source, task_ids, strict=False):
-                enqueued_at = now() - start
-                if not full:
-                    try:
-                        put_nowait((task_id, params, enqueued_at))
-                    except asyncio.QueueFull:
-                        pass
-                    else:
-                        if max_depth != full_depth and (depth := qsize()) > max_depth:
-                            max_depth = depth
-                        continue
-                item = [task_id, params, enqueued_at]
-                await put(item)
-                item[2] = unblocked_at = now() - start
-                item = None
-                wait += unblocked_at - enqueued_at
-                max_depth = full_depth
-                if blocked_periods is not None and unblocked_at > enqueued_at:
-                    blocked_periods.append((enqueued_at, unblocked_at))
-                full = is_full()
+            for params in source:
+                if work_queue.full():
+                    await wait_for_room(params)
+                put(params)
     except (KeyboardInterrupt, SystemExit) as interrupt:
         raise Interrupted(interrupt) from None  # stops the job; run_job raises it again
     except BaseException as error:
         task = asyncio.current_task()
         if isinstance(error, asyncio.CancelledError) and task is not None and cancelled_by_others(task):
-            if item is not None and control.reason is not None:
-                control.held_back(item[1])  # the job stopped while this item waited for room
             raise
         # Only the source can raise here (putting raises nothing but a cancel): a broken
         # source ends producing, not the job.
         report.error = error
         control.source_failed(error)
-    finally:
-        report.max_depth = max_depth
-        report.wait = wait
