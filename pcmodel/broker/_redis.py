@@ -21,9 +21,7 @@ in one transaction at the end.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -53,7 +51,6 @@ __all__ = [
     "RedisError",
     "RedisTimeoutError",
     "ResponseError",
-    "bounded",
     "check_url",
     "clock_offset",
     "connect",
@@ -178,8 +175,13 @@ class BoundedRedis(aioredis.Redis):
         return self._round_trip
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
-        async with bounded(self._label, self._round_trip + _blocking_seconds(args)):
-            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        seconds = self._round_trip + _blocking_seconds(args)
+        scope = asyncio.timeout(seconds)
+        try:
+            async with scope:
+                return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        except (TimeoutError, RedisConnectionError, RedisTimeoutError, OSError) as error:
+            raise _lost(self._label, seconds, scope, error) from error
 
     def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> BoundedPipeline:
         pipe = BoundedPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
@@ -198,26 +200,25 @@ class BoundedPipeline(Pipeline):
         self._label, self._round_trip = label, round_trip_timeout
 
     async def execute(self, raise_on_error: bool = True) -> list[Any]:
-        async with bounded(self._label, self._round_trip):
-            return await super().execute(raise_on_error)
+        scope = asyncio.timeout(self._round_trip)
+        try:
+            async with scope:
+                return await super().execute(raise_on_error)
+        except (TimeoutError, RedisConnectionError, RedisTimeoutError, OSError) as error:
+            raise _lost(self._label, self._round_trip, scope, error) from error
 
 
-@contextlib.asynccontextmanager
-async def bounded(label: str, seconds: float) -> AsyncIterator[None]:
-    """Bound a round trip to `seconds`; raise losing the server as a builtins ConnectionError."""
-    scope = asyncio.timeout(seconds)
-    try:
-        async with scope:
-            yield
-    except TimeoutError as error:
+def _lost(label: str, seconds: float, scope: asyncio.Timeout, error: BaseException) -> BaseException:
+    """What to raise for `error`, raised in a round trip bounded by `scope`: losing the server
+    becomes a builtins ConnectionError that names it; anything else stays itself."""
+    if isinstance(error, TimeoutError):
         if not scope.expired():
-            raise
-        raise ConnectionError(
+            return error
+        return ConnectionError(
             f"the broker at {label} did not answer within {seconds:g} s (Broker.round_trip_timeout): "
             "is it a Redis server, and is it running?"
-        ) from error
-    except (RedisConnectionError, RedisTimeoutError, OSError) as error:
-        raise ConnectionError(f"lost the broker at {label}: {error}") from error
+        )
+    return ConnectionError(f"lost the broker at {label}: {error}")
 
 
 def _blocking_seconds(args: tuple[Any, ...]) -> float:
