@@ -14,6 +14,7 @@ import math
 import random
 
 from pcmodel._carapi_shared import (
+    DEFAULT_LATENCY,
     Latency,
     RateLimited,
     ServerError,
@@ -59,7 +60,7 @@ class SimulatedCarAPI:
     def __init__(
         self,
         *,
-        latency: Latency = (0.05, 0.25),
+        latency: Latency = DEFAULT_LATENCY,
         error_rate: float = 0.0,
         rate_limit: float | None = None,
         burst: int | None = None,

@@ -20,6 +20,7 @@ from typing import Final, NoReturn
 
 from pcmodel._carapi_connection import log
 from pcmodel._carapi_server import CarAPIServer
+from pcmodel._carapi_shared import DEFAULT_LATENCY
 
 __all__ = ["serve_main"]
 
@@ -67,9 +68,9 @@ def _parser() -> argparse.ArgumentParser:
         "--latency",
         type=_seconds,
         nargs=2,
-        default=(0.05, 0.25),
+        default=DEFAULT_LATENCY,
         metavar=("LOW", "HIGH"),
-        help="each answer takes a uniform LOW-HIGH seconds (default 0.05 0.25)",
+        help="each answer takes a uniform LOW-HIGH seconds (default {:g} {:g})".format(*DEFAULT_LATENCY),
     )
     parser.add_argument(
         "--error-rate",

@@ -27,6 +27,7 @@ from aiohttp import hdrs, web
 
 from pcmodel._carapi_connection import SERVER_NAME, Server, serving
 from pcmodel._carapi_shared import (
+    DEFAULT_LATENCY,
     MAX_CAR_ID,
     Latency,
     TokenBucket,
@@ -199,7 +200,7 @@ class CarAPIServer:
     def __init__(
         self,
         *,
-        latency: Latency = (0.05, 0.25),
+        latency: Latency = DEFAULT_LATENCY,
         error_rate: float = 0.0,
         rate_limit: float | None = None,
         burst: int | None = None,

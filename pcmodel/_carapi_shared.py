@@ -29,6 +29,7 @@ from pcmodel._validate import check_int
 
 __all__ = [
     "CAR_MODELS",
+    "DEFAULT_LATENCY",
     "RETRYABLE_ERRORS",
     "Latency",
     "PriceAPIError",
@@ -125,6 +126,10 @@ fail to connect."""
 Latency = tuple[float, float] | Callable[[random.Random], float]
 """Seconds an answer takes: `(low, high)` for a uniform draw, or a function of a seeded
 `random.Random` that returns the seconds (for example `lambda rng: rng.expovariate(20)`)."""
+
+DEFAULT_LATENCY: Final = (0.05, 0.25)
+"""How long an answer takes unless told otherwise: uniform between these seconds (server,
+twin and `pcmodel serve-api` alike)."""
 
 MAX_CAR_ID: Final = 10**9
 """The largest car id the API knows."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import inspect
 import pickle
 from types import ModuleType
 from typing import Any
@@ -133,6 +134,14 @@ def test_an_error_says_whether_it_is_worth_retrying() -> None:
     assert workloads.ServerError("no status given").status == 500
     assert workloads.ServerError("bad gateway", status=502).retryable
     assert workloads.RateLimited("slow down").retryable
+
+
+def test_the_twin_has_the_servers_knobs_with_the_same_defaults(carapi: ModuleType) -> None:
+    server = inspect.signature(carapi.CarAPIServer).parameters
+    twin = inspect.signature(workloads.SimulatedCarAPI).parameters
+    assert list(twin) == ["latency", "error_rate", "rate_limit", "burst", "seed"]
+    for name, parameter in twin.items():
+        assert server[name].default == parameter.default, name
 
 
 @pytest.mark.parametrize(
