@@ -145,17 +145,21 @@ def test_a_nan_delay_is_refused() -> None:
         runner.run(main())
 
 
-def test_to_thread_in_a_virtual_job_closes_without_a_warning() -> None:
+@pytest.mark.parametrize(
+    "function",
+    ["async def f(n): return await asyncio.to_thread(time.sleep, 0.01)", "def f(n): time.sleep(0.01)"],
+    ids=["to_thread", "plain"],
+)
+def test_a_virtual_job_using_threads_closes_without_a_warning(function: str) -> None:
     # Python 3.13 waits for the default executor's threads with a timer on the loop's clock,
     # which virtual time jumped straight past: "did not finishing joining its threads within
     # 300 seconds" (an error under -W error, and under this suite's filterwarnings).
     out = run_script(
-        """
+        f"""
         import asyncio, time
         import pcmodel
 
-        async def f(n):
-            return await asyncio.to_thread(time.sleep, 0.01)
+        {function}
 
         print(pcmodel.run_job(f, range(3), clock="virtual").succeeded)
         """
