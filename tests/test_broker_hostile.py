@@ -349,20 +349,33 @@ def test_interrupt_and_exit_from_a_callback_propagate_after_the_job_is_wound_dow
 # -- the worker command -------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("code", "raised"),
+    [
+        ("1 / 0", "ZeroDivisionError: division by zero"),
+        ("raise ValueError('no config')", "ValueError: no config"),
+        (
+            "import no_such_dependency_for_tests",
+            "ModuleNotFoundError: No module named 'no_such_dependency_for_tests'",
+        ),
+    ],
+)
 def test_a_function_whose_module_raises_on_import_is_one_clear_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    code: str,
+    raised: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    (tmp_path / "exploding_module_for_tests.py").write_text("def f(x):\n    return x\n\n1 / 0\n")
+    module = f"exploding_module_{abs(hash(code))}"
+    (tmp_path / f"{module}.py").write_text(f"def f(x):\n    return x\n\n{code}\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(SystemExit) as exit_info:
-        pcmodel.broker.worker_main(
-            ["--broker", "redis://127.0.0.1:1/0", "--function", "exploding_module_for_tests:f"]
-        )
+        pcmodel.broker.worker_main(["--broker", "redis://127.0.0.1:1/0", "--function", f"{module}:f"])
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
-    assert "cannot import --function 'exploding_module_for_tests:f': importing module " in error
-    assert "'exploding_module_for_tests' raised ZeroDivisionError: division by zero" in error
-    assert "exploding_module_for_tests.py, line 4" in error
+    assert f"cannot import --function '{module}:f': importing module '{module}' raised {raised}" in error
+    assert f"{module}.py, line 4)" in error
     assert "Traceback" not in error
 
 

@@ -162,12 +162,21 @@ def load_function(name: str) -> Callable[[Any], Any]:
     Raises:
         ValueError: the name is not `module:attribute`.
         TypeError: it names something not callable.
-        ImportError, AttributeError: the module or the attribute does not exist.
+        ImportError, AttributeError: the module or the attribute does not exist, or the module
+            raised as it was imported (the message names the module and the exception, with
+            the file and line that raised it).
     """
     module_name, colon, attribute = name.partition(":")
     if not colon or not module_name or not attribute:
         raise ValueError(f"--function must be 'package.module:name', got {name!r}")
-    target: Any = importlib.import_module(module_name)
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as missing:
+        if missing.name is not None and (module_name + ".").startswith(missing.name + "."):
+            raise  # the module itself (or its package) does not exist
+        raise ImportError(_import_failure(module_name, missing)) from missing
+    except Exception as error:  # the module's own code failed: say so in one paragraph
+        raise ImportError(_import_failure(module_name, error)) from error
     for part in attribute.split("."):
         target = getattr(target, part)
     if not callable(target):
@@ -811,17 +820,15 @@ async def serve_worker(
     return process.stats
 
 
-def _import_failure(name: str, error: BaseException) -> str:
-    """One paragraph on a `--function` whose module raised as it was imported."""
+def _import_failure(module: str, error: BaseException) -> str:
+    """One paragraph on a module that raised as it was imported: what, and where."""
     where = ""
     frames = traceback.extract_tb(error.__traceback__)
     if frames:
         where = f" (at {frames[-1].filename}, line {frames[-1].lineno})"
-    module = name.partition(":")[0]
     return (
-        f"cannot import --function {name!r}: importing module {module!r} raised "
-        f"{type(error).__name__}: {error}{where}. Fix the module, or check that it imports on its own: "
-        f"python -c 'import {module}'"
+        f"importing module {module!r} raised {type(error).__name__}: {error}{where}. Fix the module, "
+        f"or check that it imports on its own: python -c 'import {module}'"
     )
 
 
@@ -886,8 +893,6 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"cannot import --function {args.function!r}: {error}")
     except (TypeError, ValueError) as error:
         parser.error(str(error))
-    except Exception as error:  # noqa: BLE001 - the module's own code failed: say so in one paragraph
-        parser.error(_import_failure(args.function, error))
     if not logging.getLogger().handlers:
         logging.basicConfig(
             level=args.log_level,
