@@ -1,0 +1,153 @@
+"""The car-price API's twin on the virtual clock: seeded fates, its error rate, its rate limit, its knobs."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+
+import pcmodel
+from pcmodel import sweeps, workloads
+
+
+def _latency(rng: random.Random) -> float:
+    return 1.2 if rng.random() < 0.1 else rng.uniform(0.02, 0.1)
+
+
+KNOBS: dict[str, Any] = {"latency": _latency, "error_rate": 0.3, "seed": 5}
+
+
+def _call(api: workloads.SimulatedCarAPI, car: int) -> tuple[str, float]:
+    """One call on a fresh virtual loop: ("ok" or the error's name, seconds it took)."""
+
+    async def main() -> tuple[str, float]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            await api(car)
+        except workloads.PriceAPIError as error:
+            return type(error).__name__, loop.time() - started
+        return "ok", loop.time() - started
+
+    return sweeps.run_virtual(main)
+
+
+def test_simulated_api_draws_each_cars_fate_from_the_seed_and_the_request_count() -> None:
+    first, second = workloads.SimulatedCarAPI(**KNOBS), workloads.SimulatedCarAPI(**KNOBS)
+    fates = [_call(first, car) for car in [3, 4, 3, 5, 3]]
+    # Another order: each car's n-th request meets the same fate.
+    others = {car: [_call(second, car) for _ in range(3 if car == 3 else 1)] for car in [5, 3, 4]}
+    assert [fates[0], fates[2], fates[4]] == others[3]
+    assert fates[1] == others[4][0]
+    assert fates[3] == others[5][0]
+    assert first.requests == first.answered + first.errors_sent == 5
+    assert first.rate_limited == 0
+
+
+def test_simulated_api_fails_at_its_error_rate() -> None:
+    api = workloads.SimulatedCarAPI(latency=(0.0, 0.0), error_rate=0.25, seed=2)
+    summary = pcmodel.run_job(api, range(400), workers=50, clock="virtual")
+    assert 70 <= summary.failed <= 130
+    assert summary.failed == api.errors_sent
+    assert {type(r.error) for r in summary.results or () if not r.ok} == {workloads.ServerError}
+    assert all(isinstance(r.value, int) for r in summary.results or () if r.ok)
+
+
+def test_simulated_api_turns_calls_away_beyond_its_rate_with_the_wait_until_a_token() -> None:
+    api = workloads.SimulatedCarAPI(latency=(0.0, 0.0), rate_limit=10, burst=2)
+
+    async def main() -> list[object]:
+        outcomes: list[object] = []
+        for car in range(3):  # at t = 0: two tokens, then none
+            try:
+                outcomes.append(await api(car))
+            except workloads.RateLimited as error:
+                outcomes.append(error.retry_after)
+        await asyncio.sleep(0.1)  # one token back
+        outcomes.append(type(await api(9)).__name__)
+        return outcomes
+
+    outcomes = sweeps.run_virtual(main)
+    assert outcomes[2] == 0.1
+    assert outcomes[3] == "int"
+    assert (api.requests, api.rate_limited, api.answered) == (4, 1, 3)
+    assert isinstance(workloads.RateLimited("x", retry_after=1.0), workloads.PriceAPIError)
+    assert set(workloads.RETRYABLE_ERRORS) == {workloads.ServerError, workloads.RateLimited}
+
+
+def test_a_retry_policy_honours_the_simulated_retry_after() -> None:
+    api = workloads.SimulatedCarAPI(latency=(0.01, 0.01), rate_limit=5, burst=1)
+    log = workloads.CallLog(api)
+    retry = pcmodel.Retry(10, on=workloads.RETRYABLE_ERRORS, jitter=0.0)
+    summary = pcmodel.run_job(log, range(6), workers=6, retries=retry, clock="virtual")
+    assert summary.succeeded == 6
+    calls = log.calls(summary)
+    limited = [call for call in calls if call.outcome == "rate-limited"]
+    assert limited
+    following = {(call.task_id, call.attempt): call for call in calls}
+    for call in limited:
+        assert isinstance(call.error, workloads.RateLimited)
+        assert call.error.retry_after is not None  # the twin always says how long to wait
+        later = following[call.task_id, call.attempt + 1]
+        assert later.started_at >= call.finished_at + call.error.retry_after - 1e-9
+    # Admitted calls never beat the bucket: at most burst + rate * t in any window of t.
+    assert api.peak_per_second() <= 1 + 5
+    assert api.peak_per_second(window=0.1) == 1
+
+
+def test_simulated_api_refills_its_bucket_for_a_new_loop() -> None:
+    api = workloads.SimulatedCarAPI(latency=(0.0, 0.0), rate_limit=1, burst=3)
+    for _ in range(2):  # each job runs on a loop of its own, whose clock starts again
+        summary = pcmodel.run_job(api, range(3), workers=3, clock="virtual")
+        assert summary.failed == 0
+    assert api.rate_limited == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"error_rate": 1.5}, ValueError, "error_rate must be between 0 and 1"),
+        ({"error_rate": "high"}, TypeError, "error_rate must be a number"),
+        ({"latency": (0.3, 0.1)}, ValueError, "latency must be"),
+        ({"latency": 0.1}, TypeError, "latency must be a"),
+        ({"rate_limit": 0}, ValueError, "rate_limit must be > 0"),
+        ({"rate_limit": float("inf")}, ValueError, "rate_limit must be > 0"),
+        ({"rate_limit": "fast"}, TypeError, "rate_limit must be a number"),
+        ({"burst": 3}, ValueError, "burst needs a rate_limit"),
+        ({"rate_limit": 5, "burst": 0}, ValueError, "burst must be >= 1"),
+        ({"seed": 1.5}, TypeError, "seed must be an int"),
+    ],
+)
+def test_simulated_api_rejects_bad_knobs(
+    kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        workloads.SimulatedCarAPI(**kwargs)
+
+
+def test_simulated_api_needs_an_int_car() -> None:
+    api = workloads.SimulatedCarAPI()
+    with pytest.raises(TypeError, match="car must be an int id"):
+        sweeps.run_virtual(api("7"))  # type: ignore[arg-type]
+    assert "error_rate=0" in repr(api)
+
+
+def test_the_simulated_api_meets_the_same_fates_as_the_real_server() -> None:
+    carapi = pytest.importorskip("pcmodel.carapi")
+    cars = range(60)
+    fast: dict[str, Any] = {"latency": (0.0, 0.004), "error_rate": 0.3, "seed": 11}
+
+    async def real() -> list[int]:
+        async with carapi.CarAPIServer(**fast) as server, carapi.CarPriceClient(server.url) as fetch:
+            retry = pcmodel.Retry(8, on=carapi.RETRYABLE_ERRORS, backoff=0.0, jitter=0.0)
+            summary = await pcmodel.run_job_async(fetch, cars, workers=8, retries=retry)
+        return [r.attempts for r in summary.results or ()]
+
+    twin = workloads.SimulatedCarAPI(**fast)
+    retry = pcmodel.Retry(8, on=workloads.RETRYABLE_ERRORS, backoff=0.0, jitter=0.0)
+    replay = pcmodel.run_job(twin, cars, workers=8, retries=retry, clock="virtual")
+    attempts = [r.attempts for r in replay.results or ()]
+    assert any(a > 1 for a in attempts)
+    assert asyncio.run(real()) == attempts
