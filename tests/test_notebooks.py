@@ -1,5 +1,7 @@
 """The course's structure: every notebook indexed and chained, executed, with a widget and a
-figure, and every exercise with a check and a solution that passes it.
+figure; every exercise labelled, with hints, a stub, a check and an explained solution that
+passes it; the set-up check; 09's processes stopped however its cells run; and the instructor
+guide and cheat sheet in step with the notebooks and with `run_job`.
 
 The notebooks' outputs themselves are checked by nbval (`pytest --nbval` over notebooks/);
 these tests check what nbval cannot: how the notebooks fit together.
@@ -8,6 +10,8 @@ these tests check what nbval cannot: how the notebooks fit together.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import inspect
 import json
 import os
 import re
@@ -19,6 +23,8 @@ from typing import Any
 import nbclient as _nbclient
 import nbformat as _nbformat
 import pytest
+
+import pcmodel
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 COURSE = [
@@ -361,3 +367,24 @@ def _running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+CHEAT_SHEET = NOTEBOOKS.parent / "docs" / "cheat-sheet.md"
+
+
+def test_the_cheat_sheet_lists_every_run_job_option_with_its_default() -> None:
+    text = CHEAT_SHEET.read_text(encoding="utf-8")
+    options = inspect.signature(pcmodel.run_job).parameters.values()
+    for option in (option for option in options if option.kind is option.KEYWORD_ONLY):
+        default = repr(option.default).replace("'", '"')
+        assert f"| `{option.name}` | `{default}` |" in text, (
+            f"run_job's {option.name}={default} is not listed"
+        )
+
+
+def test_the_cheat_sheet_names_every_field_of_the_records() -> None:
+    text = CHEAT_SHEET.read_text(encoding="utf-8")
+    fields = [field.name for field in dataclasses.fields(pcmodel.JobSummary)] + list(
+        pcmodel.TaskResult._fields
+    )
+    assert [name for name in fields if f"`{name}`" not in text] == []
