@@ -451,6 +451,8 @@ class _BrokerJob:
             message = decode_result(fields)
         except MalformedMessageError as problem:
             self._malformed(problem)
+            if problem.task is not None and problem.task in self.unfinished:
+                await self._unreadable_result(problem.task, problem)
             return
         task_id = message.task
         if task_id is None:
@@ -484,6 +486,17 @@ class _BrokerJob:
         await self._deliver(row, cancelled=message.cancelled)
         del self.unfinished[task_id]
         self.entry_tasks.pop(message.entry, None)
+        self.space.set()
+
+    async def _unreadable_result(self, task_id: int, problem: MalformedMessageError) -> None:
+        """Fail a task whose result this side cannot read, rather than wait for it forever."""
+        params, enqueued_at = self.unfinished.pop(task_id)
+        now = self.since_start()
+        error = TypeError(
+            f"the result of task {task_id} cannot be read here ({problem}): a worker on a newer "
+            "Python wrote a value nested deeper than this Python's json reads; return flatter values"
+        )
+        await self._deliver((task_id, params, None, error, -1, enqueued_at, now, now, 1), cancelled=False)
         self.space.set()
 
     def _malformed(self, problem: BaseException) -> None:

@@ -28,6 +28,7 @@ import asyncio
 import builtins
 import json
 import math
+import re
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,6 +89,13 @@ class MalformedMessageError(ValueError):
     took a malformed work entry reports it and goes on, and the controller counts every such
     entry once, in `BrokerJobSummary.malformed`, apart from the job's tasks.
     """
+
+    def __init__(self, message: str, task: int | None = None) -> None:
+        super().__init__(message)
+        self.task = task
+        """The task a result too deep to read says it answers (its leading `"task"` field), or
+        None: a worker on a newer Python can write a value nested deeper than this side reads,
+        and that task must still get an outcome."""
 
 
 class WorkerLostError(RuntimeError):
@@ -259,6 +267,8 @@ def _short_repr(value: object) -> str:
     return f"{type(value).__name__} {text[:80]}"
 
 
+_TASK_HEAD: Final = re.compile(rb'\{"task":(\d{1,18}),')
+"""The start of a result message as `encode_result` writes it: the task id comes first."""
 _MAX_SLOTS: Final = 1_000_000
 """More worker slots than any process has: a result claiming more is not a real one."""
 
@@ -303,7 +313,15 @@ def decode_result(fields: object) -> ResultMessage:
     if not isinstance(fields, dict) or b"r" not in fields:
         raise MalformedMessageError("the result message has no 'r' field")
     raw = fields[b"r"]
-    message = _loads(raw, "the result message")
+    try:
+        message = _loads(raw, "the result message")
+    except MalformedMessageError as unreadable:
+        head = (
+            _TASK_HEAD.match(raw) if isinstance(raw, bytes) and "nested too deep" in str(unreadable) else None
+        )
+        if head is None:
+            raise
+        raise MalformedMessageError(str(unreadable), task=int(head[1])) from None
     if not isinstance(message, dict):
         raise MalformedMessageError(f"the result message is not a JSON object: {preview(raw)}")
 
