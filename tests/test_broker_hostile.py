@@ -267,6 +267,28 @@ async def test_hostile_entries_in_both_streams_are_counted_once_and_nothing_dies
 
 
 @needs_server
+async def test_a_results_stream_replaced_mid_job_fails_the_job_not_the_workers(
+    redis_url: str, processes: Workers
+) -> None:
+    async with aioredis.Redis.from_url(redis_url) as client:
+
+        async def replace_the_stream(result: TaskResult) -> None:
+            if result.task_id == 0:
+                job_id = await current_job_id(client, QUEUE)
+                await client.delete(f"pcmodel:job:{{{job_id}}}:results")
+                await client.set(f"pcmodel:job:{{{job_id}}}:results", "not a stream")
+
+        with pytest.raises(ConnectionError, match=r"failed during job \w+: .*WRONGTYPE"):
+            await run(
+                redis_url, [{"n": n, "sleep": 0.1} for n in range(10)], on_task_complete=replace_the_stream
+            )
+    assert await job_keys(redis_url) == []
+    assert alive(processes)
+    # The workers serve the next job as usual.
+    assert (await run(redis_url, plan())).succeeded == 8
+
+
+@needs_server
 async def test_a_poison_entry_is_given_up_after_max_deliveries_without_being_read(redis_url: str) -> None:
     # A consumer that takes every entry and never answers stands for a worker the poison
     # killed; the process that takes them over after the visibility timeout gives them all up

@@ -57,6 +57,7 @@ from pcmodel.broker._redis import (
     JobKeys,
     Redis,
     RedisConnectionError,
+    RedisError,
     RedisTimeoutError,
     ResponseError,
     check_url,
@@ -366,9 +367,11 @@ class _WorkerProcess:
                     block=max(1, int(self.poll * 1000)),
                 )
             except ResponseError as gone:
-                # A job's stream was deleted as we read it (the job ended): look again.
+                # A job's stream was deleted as we read it (the job ended): look again, after
+                # a short pause, so that an error Redis keeps giving cannot make this spin.
                 logger.debug("reading items: %s", gone)
                 self.next_refresh = 0.0
+                await _pause(_RETRY_FIRST)
                 continue
             except (RedisConnectionError, RedisTimeoutError, OSError) as unreachable:
                 await backoff.pause(unreachable)
@@ -583,13 +586,21 @@ class _WorkerProcess:
                 pipe.xack(job.keys.work, GROUP, entry_id)
                 pipe.xdel(job.keys.work, entry_id)
             try:
-                await pipe.execute()
-            except (RedisConnectionError, RedisTimeoutError, OSError) as unreachable:
-                # The items stay claimed by this process (the keeper goes on refreshing them),
+                answers = await pipe.execute(raise_on_error=False)
+            except (RedisError, OSError) as unreachable:
+                # Redis is gone, or refused the whole transaction (out of memory, read-only):
+                # the items stay claimed by this process (the keeper goes on refreshing them),
                 # so writing again is safe: a result written twice is dropped by the controller.
                 await backoff.pause(unreachable)
                 continue
             backoff.succeeded()
+            refused = [answer for answer in answers if isinstance(answer, Exception)]
+            if refused:
+                # A job's keys replaced by something else (not a stream): that job fails on its
+                # controller's side; this process goes on with the others.
+                logger.error(
+                    "Redis refused %d of the writes of %d results: %s", len(refused), len(results), refused[0]
+                )
             break
         for job, entry_id, _ in results:
             job.inflight.discard(entry_id)
