@@ -114,7 +114,6 @@ class JobControl:
         "drained",
         "error",
         "fail_fast",
-        "halting",
         "producers",
         "reason",
         "since_start",
@@ -137,7 +136,6 @@ class JobControl:
         self.fail_fast = fail_fast
         self.reason: StopReason | None = None
         self.error: BaseException | None = None
-        self.halting = False
         self.unprocessed = 0
         self.unprocessed_params: list[Any] | None = [] if trace else None
         self.drained: list[tuple[float, float]] | None = [] if trace else None
@@ -177,7 +175,6 @@ class JobControl:
         if drain:
             self._drain()
         if cancel_in_flight:
-            self.halting = True
             for worker in self.workers:
                 if worker is not current and not worker.done():
                     self._absorbable.add(worker)
