@@ -32,7 +32,7 @@ import re
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from pcmodel.policies import Retry
 
@@ -273,9 +273,11 @@ _MAX_SLOTS: Final = 1_000_000
 """More worker slots than any process has: a result claiming more is not a real one."""
 
 
-@dataclass(frozen=True, slots=True)
-class ResultMessage:
-    """A result stream entry as the controller read it: every field checked."""
+class ResultMessage(NamedTuple):
+    """A result stream entry as the controller read it: every field checked.
+
+    A named tuple, not a dataclass: one is built per result on the controller's hot path.
+    """
 
     task: int | None
     """The task id; None when the worker could not tell it (a work entry it could not read,
@@ -304,6 +306,17 @@ class ResultMessage:
     """True if a fail-fast stop of the job cancelled the call (or kept it from starting)."""
 
 
+_RESULT_RULES: Final = (
+    "task (an int >= 0, or null with an error), entry and process (strings), slot and slots "
+    "(ints, 0 <= slot < slots), started and finished (finite numbers), attempts (an int >= 0), "
+    "deliveries (an int >= 1), error (an object or null)"
+)
+
+
+def _is_time(value: object) -> bool:
+    return type(value) is int or (type(value) is float and math.isfinite(value))
+
+
 def decode_result(fields: object) -> ResultMessage:
     """Read a result stream entry's fields, checking every one.
 
@@ -324,41 +337,43 @@ def decode_result(fields: object) -> ResultMessage:
         raise MalformedMessageError(str(unreadable), task=int(head[1])) from None
     if not isinstance(message, dict):
         raise MalformedMessageError(f"the result message is not a JSON object: {preview(raw)}")
-
-    def field(name: str, kind: type | tuple[type, ...], default: Any = None, *, low: float = 0) -> Any:
-        value = message.get(name, default)
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, kind)
-            or (isinstance(value, int | float) and not (math.isfinite(value) and value >= low))
-        ):
-            raise MalformedMessageError(f"the result message has a bad {name!r}: {preview(raw)}")
-        return value
-
-    task = None if message.get("task") is None else field("task", int)
-    process = field("process", str)
-    slot = field("slot", int)
-    slots = field("slots", int, slot + 1)
-    if not 0 <= slot < slots <= _MAX_SLOTS:
-        raise MalformedMessageError(f"the result message has a bad slot: {preview(raw)}")
-    error = message.get("error")
-    if error is not None and not isinstance(error, dict):
-        raise MalformedMessageError(f"the result message has a bad 'error': {preview(raw)}")
-    if task is None and error is None:
-        raise MalformedMessageError(f"the result message names no task and no error: {preview(raw)}")
+    get = message.get
+    task, entry, process, error = get("task"), get("entry", ""), get("process"), get("error")
+    slot, attempts, deliveries = get("slot"), get("attempts", 1), get("deliveries", 1)
+    slots = get("slots", slot + 1 if type(slot) is int else None)
+    started: Any = get("started")
+    finished: Any = get("finished")
+    # `type(...) is int` rather than isinstance: a bool is not a count. One expression, since
+    # this runs once per result on the controller.
+    if not (
+        ((type(task) is int and task >= 0) or (task is None and type(error) is dict))
+        and type(entry) is str
+        and type(process) is str
+        and type(slot) is int
+        and type(slots) is int
+        and 0 <= slot < slots <= _MAX_SLOTS
+        and _is_time(started)
+        and _is_time(finished)
+        and type(attempts) is int
+        and attempts >= 0
+        and type(deliveries) is int
+        and deliveries >= 1
+        and (error is None or type(error) is dict)
+    ):
+        raise MalformedMessageError(f"the result message breaks the rules ({_RESULT_RULES}): {preview(raw)}")
     return ResultMessage(
-        task=task,
-        entry=str(message.get("entry", "")),
-        process=process,
-        slot=slot,
-        slots=slots,
-        started=float(field("started", (int, float), low=-math.inf)),
-        finished=float(field("finished", (int, float), low=-math.inf)),
-        attempts=field("attempts", int, 1),
-        deliveries=field("deliveries", int, 1, low=1),
-        value=message.get("value"),
-        error=error,
-        cancelled=message.get("cancelled") is True,
+        task,
+        entry,
+        process,
+        slot,
+        slots,
+        float(started),
+        float(finished),
+        attempts,
+        deliveries,
+        get("value"),
+        error,
+        get("cancelled") is True,
     )
 
 
