@@ -17,7 +17,7 @@ import pytest
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
-BOUND = 30.0
+BOUND = 60.0
 """Seconds to wait for a line or for the end of the process: far more than it needs."""
 
 PRELUDE = """
