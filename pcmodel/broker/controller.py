@@ -27,6 +27,11 @@ Stopping: `stop.set()` and `fail_fast=True` stop producing and take back the ite
 queued in Redis (reported as `unprocessed`); after a stop the calls in flight finish, after a
 fail-fast stop the workers cancel them. Cancelling the job deletes its keys at once; workers
 then drop what they hold for it.
+
+Why this module is long (about 800 lines): it still holds its own copy of the job's
+lifecycle, beside `pcmodel.controller`'s. Issue 12 puts the Redis transport behind the one
+controller; until then the lifecycle helpers it can share (`_call_on_job_complete`,
+`_raise_from_group`) come from there rather than being copied.
 """
 
 from __future__ import annotations

@@ -27,6 +27,10 @@ Nothing an item does stops the process: a malformed message is reported to the c
 item. Losing Redis is not fatal either: each piece retries with a growing pause. SIGTERM (or
 Ctrl-C) stops it gracefully: it takes no new item, finishes and acknowledges every item it
 holds, and exits 0; a second signal stops it at once, leaving its items to other processes.
+
+The module is long (about 1,000 lines) because it is the whole worker process: its four
+pieces share one state (`_WorkerProcess`), plus the command line that starts it. Splitting the
+transport from the pieces is issue 12's work, together with the controller's.
 """
 
 from __future__ import annotations
