@@ -73,21 +73,31 @@ class JobThreads(concurrent.futures.Executor):
             future, fn, args, kwargs = call
             with self._lock:
                 self._busy.add(me)
-            if future.set_running_or_notify_cancel():
+            error: BaseException | None = None
+            result: Any = None
+            started = future.set_running_or_notify_cancel()
+            if started:
                 try:
                     result = fn(*args, **kwargs)
-                except BaseException as error:  # noqa: BLE001 - handed to the awaiting worker
+                except BaseException as exc:  # noqa: BLE001 - handed to the awaiting worker
+                    error = exc
+            # Off the busy list before the result is handed over: once the worker has its
+            # result, this thread must no longer count as running a call.
+            with self._lock:
+                self._busy.discard(me)
+                stopping = self._shutdown
+                if stopping:
+                    self._threads.discard(me)
+                else:
+                    self._idle += 1
+            if started:
+                if error is not None:
                     future.set_exception(error)
                 else:
                     future.set_result(result)
-                finally:
-                    del future  # no reference cycle through the traceback
-            with self._lock:
-                self._busy.discard(me)
-                if self._shutdown:
-                    self._threads.discard(me)
-                    return
-                self._idle += 1
+            del future, error, result  # no reference cycle through a traceback
+            if stopping:
+                return
         with self._lock:
             self._threads.discard(me)
 
