@@ -851,6 +851,12 @@ def test_errors_travel_by_name_never_by_import() -> None:
     strange = decode_error(encode_error(UnicodeDecodeError("utf-8", b"\x80", 0, 1, "bad")), "x")
     assert isinstance(strange, RemoteError)
     assert strange.type_name == "builtins.UnicodeDecodeError"
+    # A message never plants an interrupt, an exit or a StopIteration in the job: those are
+    # kept by name.
+    for dangerous in (KeyboardInterrupt(), SystemExit(2), StopIteration(), GeneratorExit()):
+        rebuilt = decode_error(encode_error(dangerous), "x")
+        assert isinstance(rebuilt, RemoteError)
+        assert rebuilt.type_name == f"builtins.{type(dangerous).__name__}"
 
 
 @pytest.mark.parametrize(
