@@ -134,7 +134,12 @@ def run_job(
         ValueError: an argument is out of range (checked before anything starts).
         DeadlockError: a virtual-time job got stuck (every task waiting on something that
             can never happen).
-        KeyboardInterrupt: the job was interrupted; it is cancelled and unwound first.
+        ConnectionError: with `broker=`, the broker cannot be reached, refuses the
+            connection, does not answer within `Broker.round_trip_timeout`, or fails mid-job
+            (the message names the URL, without its password).
+        KeyboardInterrupt: the job was interrupted; it is cancelled and unwound first. A
+            KeyboardInterrupt or SystemExit raised by the function or a callback stops the
+            job the same way and is raised again as itself.
     """
     spec = make_spec(**locals())  # first line: locals() holds exactly the arguments
     if _loop_running():
@@ -184,6 +189,7 @@ async def run_job_async(
     Raises:
         TypeError, ValueError: bad arguments, before anything starts.
         DeadlockError: a virtual-time job got stuck.
+        ConnectionError: with `broker=`, the broker failed (see `run_job`).
     """
     spec = make_spec(**locals())  # first line: locals() holds exactly the arguments
     return await _execute_anywhere(spec)
@@ -219,6 +225,9 @@ def start_job(
     Raises:
         TypeError, ValueError: bad arguments.
         RuntimeError: no event loop is running in this thread.
+
+    Awaiting the task raises what `run_job_async` raises (a `ConnectionError` from a broker,
+    say).
     """
     spec = make_spec(**locals())  # first line: locals() holds exactly the arguments
     try:

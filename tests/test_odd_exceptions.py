@@ -21,9 +21,10 @@ import pytest
 
 import pcmodel
 from pcmodel import JobSummary, Retry, run_job
+from pcmodel.clock import Clock
 from pcmodel.policies import RateLimiter
 
-CLOCKS = ["real", "virtual"]
+CLOCKS: list[Clock] = ["real", "virtual"]
 
 
 class Odd(BaseException):
