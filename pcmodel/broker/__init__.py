@@ -23,9 +23,13 @@ The function, the callbacks and the summary are the same as in one process. What
 - each job's keys are its own (`pcmodel:job:{id}:...`) and are deleted when it ends.
 
 Modules: `config` (`Broker`, the settings; no redis import), `controller` (the controller side,
-`run_job_on_broker`), `worker` (the worker process, `serve_worker` and `worker_main`),
-`messages` (what travels, and the errors), `records` (`BrokerJobSummary`). Importing this
-package is light: redis is imported when one of the other names is first used.
+`run_job_on_broker`), `worker` (the worker process, `serve_worker`, and a map of its pieces:
+the fetcher, the slots, the writer and the keeper in `_fetch`, `_reclaim`, `_slots`,
+`_writer`, `_keeper`, over the state in `_process`), `naming` (`queue_name`, `load_function`;
+no redis import), `rate_limit` (the rate limit every worker process of a job shares), `cli`
+(`worker_main`, the command line), `messages` (what travels, and the errors), `records`
+(`BrokerJobSummary`). Importing this package is light: redis is imported when one of the
+other names is first used.
 """
 
 from __future__ import annotations
@@ -36,10 +40,12 @@ from typing import TYPE_CHECKING, Any
 from pcmodel.broker.config import Broker
 
 if TYPE_CHECKING:
+    from pcmodel.broker.cli import worker_main
     from pcmodel.broker.controller import live_workers, run_job_on_broker, wait_for_workers
     from pcmodel.broker.messages import MalformedMessageError, RemoteError, WorkerLostError
+    from pcmodel.broker.naming import load_function, queue_name
     from pcmodel.broker.records import BrokerJobSummary, WorkerInfo, WorkerProcess
-    from pcmodel.broker.worker import WorkerStats, load_function, queue_name, serve_worker, worker_main
+    from pcmodel.broker.worker import WorkerStats, serve_worker
 
 __all__ = [
     "Broker",
@@ -70,10 +76,10 @@ _HOMES = {
     "WorkerInfo": "records",
     "WorkerProcess": "records",
     "WorkerStats": "worker",
-    "load_function": "worker",
-    "queue_name": "worker",
+    "load_function": "naming",
+    "queue_name": "naming",
     "serve_worker": "worker",
-    "worker_main": "worker",
+    "worker_main": "cli",
 }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from pcmodel.broker.worker import worker_main
+from pcmodel.broker.cli import worker_main
 
 if __name__ == "__main__":
     sys.exit(worker_main())

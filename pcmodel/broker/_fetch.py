@@ -1,0 +1,138 @@
+"""The fetcher: takes a queue's items from Redis into the process, one per free slot.
+
+`fetch` reads new items of every job on the queue with `XREADGROUP`, never more than there are
+free worker slots, so items wait in Redis, where any process can take them, rather than in
+one process's memory. Before new items it takes over the items of processes that stopped
+(`_reclaim`), since those are older. `refresh` learns which jobs run on the queue (and their
+settings: timeout, retry, the shared rate limit) and forgets the ones that ended.
+
+Every item taken goes through `ProcessState.take`, into the buffer the slots read. Losing
+Redis is not fatal: the loop retries with a growing pause until `stop` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from pcmodel.broker._process import RETRY_FIRST, Job, ProcessState
+from pcmodel.broker._reclaim import reclaim
+from pcmodel.broker._redis import (
+    GROUP,
+    JobKeys,
+    RedisConnectionError,
+    RedisTimeoutError,
+    ResponseError,
+    decode_text,
+    jobs_key,
+    stream_entries,
+)
+from pcmodel.broker.messages import decode_spec
+from pcmodel.broker.rate_limit import SharedRateLimiter
+from pcmodel.worker import Policies
+
+__all__ = ["fetch", "refresh"]
+
+logger = logging.getLogger("pcmodel.broker")
+
+
+async def fetch(process: ProcessState, stop: asyncio.Event) -> None:
+    """Read new items into the buffer, at most one per free slot, until `stop` is set."""
+    backoff = process.backoff("read items from Redis")
+    while not stop.is_set():
+        free = process.workers - process.outstanding
+        try:
+            if free <= 0:
+                await _nap(process)
+                continue
+            if process.loop.time() >= process.next_refresh:
+                await refresh(process)
+            readable = {job.keys.work: job for job in process.jobs.values() if not (job.gone or job.halted)}
+            if not readable:
+                await _nap(process)
+                continue
+            # Items left by a stopped process come first: they are older than any new
+            # one, and taking them only when a slot is free and no new item is waiting
+            # would leave them until the queue runs dry.
+            taken = 0
+            for candidate in readable.values():
+                if taken < free and process.loop.time() >= candidate.next_reclaim:
+                    taken += await reclaim(process, candidate, free - taken)
+            if taken:
+                continue
+            reply = await process.client.xreadgroup(
+                GROUP,
+                process.name,
+                dict.fromkeys(readable, ">"),
+                count=max(1, free // len(readable)),
+                block=max(1, int(process.poll * 1000)),
+            )
+        except ResponseError as gone:
+            # A job's stream was deleted as we read it (the job ended): look again, after
+            # a short pause, so that an error Redis keeps giving cannot make this spin.
+            logger.debug("reading items: %s", gone)
+            process.next_refresh = 0.0
+            await process.pause(RETRY_FIRST)
+            continue
+        except (RedisConnectionError, RedisTimeoutError, OSError) as unreachable:
+            await backoff.pause(unreachable)
+            continue
+        backoff.succeeded()
+        for stream, entries in stream_entries(reply):
+            reader = readable.get(stream)
+            if reader is None:
+                continue
+            for entry_id, fields in entries:
+                process.take(reader, entry_id, fields, 1)
+
+
+async def _nap(process: ProcessState) -> None:
+    """Wait for a free slot (or a stop) at most one poll interval."""
+    process.wake.clear()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(process.poll):
+            await process.wake.wait()
+
+
+async def refresh(process: ProcessState) -> None:
+    """Learn which jobs run on the queue; forget the ones that ended."""
+    process.next_refresh = process.loop.time() + process.poll
+    members = await process.client.smembers(jobs_key(process.queue))
+    live = {decode_text(member) for member in members}
+    for job_id in [job_id for job_id in process.jobs if job_id not in live]:
+        process.forget(job_id)
+    new = [job_id for job_id in live if job_id not in process.jobs and job_id not in process.unreadable]
+    if not new:
+        return
+    pipe = process.client.pipeline(transaction=False)
+    for job_id in new:
+        pipe.hget(JobKeys(job_id, process.queue).meta, "spec")
+    specs = await pipe.execute()
+    for job_id, raw in zip(new, specs, strict=True):
+        keys = JobKeys(job_id, process.queue)
+        if raw is None:
+            # Listed but without settings: its controller went away and the job's keys
+            # expired. Take it off the list so no process looks at it again.
+            async with process.client.pipeline(transaction=True) as janitor:
+                janitor.srem(jobs_key(process.queue), job_id)
+                janitor.delete(*keys.owned())
+                await janitor.execute()
+            logger.info("removed job %s: its controller is gone", job_id)
+            continue
+        try:
+            settings = decode_spec(raw)
+        except (ValueError, TypeError, KeyError, RecursionError) as unreadable:
+            logger.error(
+                "job %s has settings this worker cannot read (%s): its items fail", job_id, unreadable
+            )
+            process.jobs[job_id] = Job(keys, None, str(unreadable))
+            continue
+        job = Job(keys, settings, None)
+        if settings.timeout is not None or settings.retry is not None or settings.max_per_second is not None:
+            limiter = None
+            if settings.max_per_second is not None:
+                limiter = SharedRateLimiter(settings.max_per_second, settings.burst, process.client, keys)
+            job.policies = Policies(settings.timeout, settings.retry, limiter)
+        process.jobs[job_id] = job
+        logger.info("serving job %s", job_id)
