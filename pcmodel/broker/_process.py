@@ -153,7 +153,7 @@ class Item(NamedTuple):
 
 
 class ProcessState:
-    """The pieces of one worker process and the state they share."""
+    """The state the pieces of one worker process share (see the module docstring)."""
 
     def __init__(
         self,
