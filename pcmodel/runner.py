@@ -31,10 +31,11 @@ from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from pcmodel.clock import Clock, DeadlockError, VirtualTimeLoop, fail_if_stuck, loop_factory
-from pcmodel.controller import JobSpec, execute, make_spec
+from pcmodel.controller import execute
 from pcmodel.policies import Retry
 from pcmodel.producer import Producers
 from pcmodel.records import JobSummary, TaskResult
+from pcmodel.spec import JobSpec, make_spec
 from pcmodel.stopping import StopSignal
 
 if TYPE_CHECKING:

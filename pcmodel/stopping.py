@@ -20,11 +20,20 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pcmodel._queues import STOP, JobQueue
 
-__all__ = ["Interrupted", "JobControl", "StopReason", "StopSignal", "cancelled_by_others"]
+__all__ = [
+    "Carrier",
+    "Interrupted",
+    "JobControl",
+    "QueueTakeBack",
+    "StopReason",
+    "StopSignal",
+    "cancelled_by_others",
+    "raise_from_group",
+]
 
 StopReason = Literal["stop", "fail_fast", "source_error"]
 
@@ -106,11 +115,26 @@ class StopSignal:
         return f"StopSignal(set={self._set})"
 
 
+class Carrier(Protocol):
+    """What a stop asks of whatever carries the job's items (see `pcmodel.transport`)."""
+
+    def take_back(self, control: JobControl, *, cancel_in_flight: bool) -> None:
+        """Take back the items no worker has started (each reported through
+        `control.took_back`); with `cancel_in_flight`, halt the calls in flight too."""
+
+
 class JobControl:
-    """The stop state one job's pieces share. Only the controller makes one."""
+    """The stop state one job's pieces share. Only the controller makes one.
+
+    The state is the same whatever carries the items; what a stop does to them is the
+    carrier's (`Carrier.take_back`): the in-process transport drains its queue and cancels
+    its worker tasks, the Redis one reads the queued entries back and raises a halt flag.
+    """
 
     __slots__ = (
         "_absorbable",
+        "carrier",
+        "closed",
         "drained",
         "error",
         "fail_fast",
@@ -119,23 +143,25 @@ class JobControl:
         "since_start",
         "unprocessed",
         "unprocessed_params",
-        "work_queue",
         "workers",
     )
 
     def __init__(
         self,
-        work_queue: JobQueue[Any],
+        carrier: Carrier | JobQueue[Any],
         *,
         fail_fast: bool,
         trace: bool,
         since_start: Callable[[], float],
     ) -> None:
-        self.work_queue = work_queue
+        # A bare work queue (the pieces wired by hand, as the notebooks do) is carried by the
+        # in-process take-back.
+        self.carrier = QueueTakeBack(carrier) if isinstance(carrier, JobQueue) else carrier
         self.since_start = since_start
         self.fail_fast = fail_fast
         self.reason: StopReason | None = None
         self.error: BaseException | None = None
+        self.closed = False
         self.unprocessed = 0
         self.unprocessed_params: list[Any] | None = [] if trace else None
         self.drained: list[tuple[float, float]] | None = [] if trace else None
@@ -164,8 +190,8 @@ class JobControl:
         cancel_in_flight: bool = False,
     ) -> None:
         """Stop producing; with `drain`, take the queued items back; maybe cancel the calls."""
-        if self.reason is not None:
-            return  # the first reason to stop is the one reported
+        if self.reason is not None or self.closed:
+            return  # the first reason to stop is the one reported; after the job, none is
         self.reason = reason
         self.error = error
         current = asyncio.current_task()
@@ -173,35 +199,29 @@ class JobControl:
             if producer is not current:
                 producer.cancel()
         if drain:
-            self._drain()
-        if cancel_in_flight:
-            for worker in self.workers:
-                if worker is not current and not worker.done():
-                    self._absorbable.add(worker)
-                    worker.cancel()
+            self.carrier.take_back(self, cancel_in_flight=cancel_in_flight)
 
-    def _drain(self) -> None:
-        queue = self.work_queue
-        stops = 0
-        while not queue.empty():
-            item = queue.get_nowait()
-            if item is STOP:
-                stops += 1
-                continue
-            self.unprocessed += 1
-            if self.unprocessed_params is not None:
-                self.unprocessed_params.append(item[1])
-            if self.drained is not None:
-                self.drained.append((item[2], self.since_start()))
-        # Stop markers are how workers end: give back the ones taken out.
-        for _ in range(stops):
-            queue.put_nowait(STOP)
+    def took_back(self, params: Any, enqueued_at: float) -> None:
+        """A stop took an item back before any worker started it: report it unprocessed."""
+        self.unprocessed += 1
+        if self.unprocessed_params is not None:
+            self.unprocessed_params.append(params)
+        if self.drained is not None:
+            self.drained.append((enqueued_at, self.since_start()))
 
     def held_back(self, params: Any) -> None:
         """A producer was stopped holding an item it could not queue: report it unprocessed."""
         self.unprocessed += 1
         if self.unprocessed_params is not None:
             self.unprocessed_params.append(params)
+
+    def cancel_calls(self, workers: list[asyncio.Task[Any]]) -> None:
+        """The fail-fast cancel of in-process worker tasks, which `absorb_cancel` recognises."""
+        current = asyncio.current_task()
+        for worker in workers:
+            if worker is not current and not worker.done():
+                self._absorbable.add(worker)
+                worker.cancel()
 
     def absorb_cancel(self) -> bool:
         """In a worker that caught CancelledError: True if it was the fail-fast cancel.
@@ -215,3 +235,42 @@ class JobControl:
         self._absorbable.discard(task)
         task.uncancel()
         return True
+
+
+class QueueTakeBack:
+    """A stop in one process: drain the work queue, and cancel the worker tasks on fail-fast."""
+
+    __slots__ = ("work_queue",)
+
+    def __init__(self, work_queue: JobQueue[Any]) -> None:
+        self.work_queue = work_queue
+
+    def take_back(self, control: JobControl, *, cancel_in_flight: bool) -> None:
+        queue = self.work_queue
+        stops = 0
+        while not queue.empty():
+            item = queue.get_nowait()
+            if item is STOP:
+                stops += 1
+                continue
+            control.took_back(item[1], item[2])
+        # Stop markers are how workers end: give back the ones taken out.
+        for _ in range(stops):
+            queue.put_nowait(STOP)
+        if cancel_in_flight:
+            control.cancel_calls(control.workers)
+
+
+def raise_from_group(group_error: BaseExceptionGroup[BaseException]) -> None:
+    """Raise what ended the job's task group as the caller should see it.
+
+    A KeyboardInterrupt or SystemExit that a piece carried out (see `Interrupted`) is raised
+    again as itself; a piece that failed for a reason of its own is raised as itself too, not
+    wrapped in a group the caller would have to unpack.
+    """
+    for error in group_error.exceptions:
+        if isinstance(error, Interrupted):
+            raise error.interrupt from None
+    if len(group_error.exceptions) == 1:
+        raise group_error.exceptions[0] from None
+    raise group_error

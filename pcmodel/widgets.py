@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as _ipywidgets
 
+from pcmodel._summary import Tally, build_summary
 from pcmodel.records import JobSummary, TaskResult
 from pcmodel.stopping import StopSignal
 from pcmodel.timeline import plot_timeline
@@ -270,27 +271,17 @@ def summary_so_far(results: Sequence[TaskResult], *, workers: int, clock: str = 
     """A `JobSummary` of the results that have come in so far, to draw a job while it runs.
 
     Its `elapsed` is the latest finish among `results`; its queue depth counts only the tasks
-    that have finished. It counts from the results themselves, where the controller adds up
-    what each piece reported (`pcmodel.controller._summarize`): the two must agree.
+    that have finished. It is built by the controller's own builder (`pcmodel._summary`), from
+    the results themselves: a CancelledError among them counts as cancelled, since results alone
+    cannot say whether a stop or the function raised it.
     """
-    ordered = tuple(sorted(results, key=lambda r: r.task_id))
-    failed = sum(1 for r in ordered if not r.ok)
-    cancelled = sum(1 for r in ordered if isinstance(r.error, asyncio.CancelledError))
-    return JobSummary(
-        tasks=len(ordered),
-        succeeded=len(ordered) - failed,
-        failed=failed,
-        elapsed=max((r.finished_at for r in ordered), default=0.0),
-        busy_time=sum(r.duration for r in ordered),
+    return build_summary(
+        Tally.of_results(results),
+        elapsed=max((r.finished_at for r in results), default=0.0),
         workers=workers,
-        max_queue_depth=0,
-        producer_wait=0.0,
-        callback_errors=0,
         clock=clock,
-        results=ordered,
-        producer_blocked=(),
-        retries=sum(r.attempts - 1 for r in ordered),
-        cancelled=cancelled,
+        results=results,
+        trace=True,
     )
 
 

@@ -1,0 +1,612 @@
+"""The Redis Streams transport: a job's items on worker processes, through Redis.
+
+The pipeline keeps its shape; the work queue moves into Redis and the workers into other
+processes. The controller (`pcmodel.controller`) runs the job's lifecycle as for a local job;
+this transport (see `pcmodel.transport`) carries the items:
+
+```
+producer(s) ─► XADD job:work ─► worker processes (XREADGROUP) ─► XADD job:results ─► reader ─► the controller's result queue
+```
+
+- **Producers** read the sources lazily and `XADD` items in batches (`{"task": id, "params":
+  ...}`, JSON) to the job's work stream. Backpressure: a producer waits while the job's
+  unfinished items (produced, not yet reported) reach `queue_size`, so Redis holds at most
+  that many.
+- The **reader** follows the job's result stream. Results are de-duplicated by task id: a
+  task reported twice (a worker that was thought dead finished after all) is reported once,
+  so `on_task_complete` runs exactly once per item. An entry that is not a result a worker
+  wrote is counted in `malformed` and skipped.
+- A **keeper** refreshes the expiry of the job's keys (a controller killed outright leaves
+  nothing behind for long), warns when no worker process serves the queue, and once per stall
+  when no result has come for `stall_after` seconds.
+- A **stop** reads the entries no worker has taken back out of the work stream (reported as
+  `unprocessed`); a fail-fast stop first raises the job's halt flag, and the workers cancel
+  the calls in flight.
+
+Every round trip to Redis is bounded (`Broker.round_trip_timeout`); losing Redis, or an error
+from it, fails the job with a builtins `ConnectionError` naming the URL. Closing the transport
+(also on a cancel) deletes the job's keys; workers then drop what they hold for it.
+
+Why this module is long (about 600 lines): it is one job's side of one protocol, and its
+parts (the batched producer's room accounting, the reader's de-duplication, the stop's
+take-back and the keeper's stall check) all read and change the same state, the job's
+unfinished items and their stream entries; split, that state would travel between modules.
+The lifecycle itself is not here: it is the controller's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Self, TypeVar
+
+from pcmodel._summary import Tally
+from pcmodel.broker._redis import (
+    DRAIN_CONSUMER,
+    GROUP,
+    PRESENCE_TTL,
+    BoundedRedis,
+    JobKeys,
+    RedisError,
+    connect,
+    decode_text,
+    first_contact,
+    jobs_key,
+    redacted,
+    stream_entries,
+    workers_key,
+)
+from pcmodel.broker.config import Broker
+from pcmodel.broker.messages import (
+    MalformedMessageError,
+    ResultMessage,
+    decode_error,
+    decode_result,
+    decode_work,
+    encode_spec,
+    encode_work,
+)
+from pcmodel.broker.presence import live_workers
+from pcmodel.broker.records import BrokerJobSummary, WorkerProcess
+from pcmodel.broker.worker import queue_name
+from pcmodel.producer import ProducerReport
+from pcmodel.spec import JobSpec
+from pcmodel.stopping import JobControl
+from pcmodel.transport import Job, TransportReport
+
+__all__ = ["RedisTransport"]
+
+logger = logging.getLogger("pcmodel.broker")
+
+_BATCH: Final = 100
+"""Most items a producer sends in one round trip."""
+_READ_BATCH: Final = 500
+_NO_WORKER_WARNING_EVERY: Final = 30.0
+_T = TypeVar("_T")
+
+
+async def _uninterrupted(awaitable: Awaitable[_T]) -> _T:
+    """Await `awaitable` to its end even if cancelled meanwhile, then pass the cancel on.
+
+    A round trip cut in the middle leaves unknown whether Redis applied it: an item might be
+    in the work stream that the controller thinks was never sent, and the job would wait for
+    it forever.
+    """
+    future = asyncio.ensure_future(awaitable)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.wait([future])
+        if not future.cancelled():
+            future.exception()  # retrieved: the cancel is what the caller hears about
+        raise
+
+
+@dataclass(slots=True)
+class _Lanes:
+    name: str
+    first: int
+    workers: int
+    tasks: int = 0
+
+
+class RedisTransport:
+    """Carries a job's items through Redis Streams to worker processes (see the module)."""
+
+    def __init__(self, spec: JobSpec, broker: Broker) -> None:
+        if spec.clock != "real":
+            raise ValueError(
+                f"clock={spec.clock!r} cannot drive worker processes through a broker: their calls "
+                "take real time; use clock='real'"
+            )
+        self.spec = spec
+        self.broker = broker
+        queue = queue_name(spec.function) if broker.queue is None else broker.queue
+        self.keys = JobKeys(uuid.uuid4().hex, queue)
+        # Checked before anything is sent: a setting that cannot travel fails here.
+        self.settings = encode_spec(
+            timeout=spec.timeout,
+            retry=spec.retry,
+            max_per_second=spec.max_per_second,
+            burst=spec.burst,
+            visibility_timeout=broker.visibility_timeout,
+            max_deliveries=broker.max_deliveries,
+        )
+        self.lease = broker.lease
+        self.loop = asyncio.get_running_loop()
+        self.now: Callable[[], float] = self.loop.time
+        self.origin = self.loop.time()
+        self.client: BoundedRedis = connect(broker.url, broker.round_trip_timeout)
+        self.offset = 0.0
+        self.keys_made = False
+        # Invariant: `unfinished` holds every task sent and not yet handed to the result
+        # handlers (nor taken back by a stop); producers keep it at most `queue_size` long.
+        self.unfinished: dict[int, tuple[Any, float]] = {}
+        self.reserved = 0
+        self.space = asyncio.Event()
+        self.done = asyncio.Event()
+        self.producing_done = False
+        self.task_ids = itertools.count()
+        self.tally = Tally()
+        self.duplicates = 0
+        self.redelivered = 0
+        self.malformed = 0
+        # The work stream entry of each task sent and not yet answered: a worker that gives
+        # up on an entry without reading it (see `max_deliveries`) names only the entry.
+        self.entry_tasks: dict[str, int] = {}
+        self.lanes: dict[str, _Lanes] = {}
+        self.next_lane = 0
+        self.malformed_seen: set[str] = set()
+        self.last_progress = self.origin
+        self.stall_warned = False
+        self.job: Job | None = None
+        self.group: asyncio.TaskGroup | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def since_start(self) -> float:
+        return self.loop.time() - self.origin
+
+    @property
+    def control(self) -> JobControl:
+        assert self.job is not None
+        return self.job.control
+
+    # -- the transport's lifecycle ----------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        try:
+            self.offset = await first_contact(self.client, self.broker.url)
+            await self._create_keys()
+            self.keys_made = True
+            await self._check_workers()
+        except BaseException as error:
+            await self.__aexit__(type(error), error, error.__traceback__)
+            raise
+        self.origin = self.loop.time()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if self.keys_made:
+                self.keys_made = False
+                await self._delete_keys()
+        finally:
+            await self.client.aclose()
+        if isinstance(error, RedisError):
+            # The broker answered with an error mid-job (its keys deleted under it, say): the
+            # caller hears of it as of any other broker failure.
+            raise ConnectionError(
+                f"the broker at {redacted(self.broker.url)} failed during job {self.keys.job_id}: {error}"
+            ) from error
+
+    def start(self, job: Job, group: asyncio.TaskGroup) -> None:
+        self.job, self.group, self.origin = job, group, job.start
+        self.task_ids = job.task_ids
+        self.last_progress = self.origin
+        self.tasks = [
+            group.create_task(self._read(), name="pcmodel-broker-reader"),
+            group.create_task(self._keep(), name="pcmodel-broker-keeper"),
+        ]
+
+    def produce(self, source: Iterable[Any] | AsyncIterable[Any], report: ProducerReport) -> Any:
+        return self._produce(source, report)
+
+    def take_back(self, control: JobControl, *, cancel_in_flight: bool) -> None:
+        if self.group is not None:
+            self.group.create_task(self._drain(cancel_in_flight), name="pcmodel-broker-drain")
+
+    async def finish(self) -> None:
+        self.producing_done = True
+        self._check_done()
+        await self.done.wait()
+        for task in self.tasks:
+            task.cancel()
+
+    def report(self) -> TransportReport:
+        processes = tuple(
+            WorkerProcess(
+                name=lanes.name,
+                host=lanes.name.rsplit(":", 2)[0],
+                pid=_pid_of(lanes.name),
+                first_lane=lanes.first,
+                workers=lanes.workers,
+                tasks=lanes.tasks,
+            )
+            for lanes in sorted(self.lanes.values(), key=lambda lanes: lanes.first)
+        )
+        extras = {
+            "job_id": self.keys.job_id,
+            "queue": self.keys.queue,
+            "processes": processes,
+            "duplicates": self.duplicates,
+            "redelivered": self.redelivered,
+            "malformed": self.malformed,
+        }
+        return TransportReport(self.tally, max(self.next_lane, 1), BrokerJobSummary, extras)
+
+    async def _create_keys(self) -> None:
+        keys, lease_ms = self.keys, int(self.lease * 1000)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.xgroup_create(keys.work, GROUP, id="0", mkstream=True)
+            # A stream exists only with an entry or a group: this group only creates it.
+            pipe.xgroup_create(keys.results, "pcmodel-reader", id="0", mkstream=True)
+            pipe.hset(keys.meta, "spec", self.settings)
+            for key in (keys.work, keys.results, keys.meta):
+                pipe.pexpire(key, lease_ms)
+            pipe.sadd(jobs_key(keys.queue), keys.job_id)
+            await pipe.execute()
+
+    async def _delete_keys(self) -> None:
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.srem(jobs_key(self.keys.queue), self.keys.job_id)
+                pipe.delete(*self.keys.owned())
+                await pipe.execute()
+        except (RedisError, OSError) as error:
+            logger.warning(
+                "could not delete job %s's keys (%s): they expire within %g s",
+                self.keys.job_id,
+                error,
+                self.lease,
+            )
+
+    async def _check_workers(self) -> None:
+        workers = await live_workers(self.client, self.keys.queue)
+        if not workers:
+            self._warn_no_workers()
+            return
+        slots = sum(worker.workers for worker in workers)
+        if 0 < self.spec.queue_size < slots:
+            logger.warning(
+                "queue_size=%d is below the %d worker slots serving queue %r: at most %d items "
+                "run at once; raise queue_size to keep every worker busy",
+                self.spec.queue_size,
+                slots,
+                self.keys.queue,
+                self.spec.queue_size,
+            )
+
+    def _warn_no_workers(self) -> None:
+        logger.warning(
+            "no worker process serves queue %r: start one with "
+            "'python -m pcmodel worker --broker URL --function %s' (the job waits for it)",
+            self.keys.queue,
+            self.keys.queue,
+        )
+
+    def _check_done(self) -> None:
+        if self.producing_done and not self.unfinished:
+            self.done.set()
+
+    # -- producers --------------------------------------------------------------------------
+
+    async def _produce(self, source: Iterable[Any] | AsyncIterable[Any], report: ProducerReport) -> None:
+        """Send every item of `source` to the work stream, keeping count in `report`."""
+        iterator: Iterator[Any] | AsyncIterator[Any]
+        iterator = aiter(source) if isinstance(source, AsyncIterable) else iter(source)
+        end = object()
+        while self.control.reason is None:
+            room = await self._reserve(report)
+            try:
+                try:
+                    if isinstance(iterator, AsyncIterator):
+                        item = await anext(iterator, end)
+                        batch = [] if item is end else [item]
+                    else:
+                        batch = list(itertools.islice(iterator, room))
+                except Exception as source_error:  # noqa: BLE001 - a broken source ends producing, not the job
+                    report.error = source_error
+                    self.control.source_failed(source_error)
+                    return
+                if not batch:
+                    return
+                await self._send(batch, report)
+            finally:
+                self.reserved -= room
+
+    async def _reserve(self, report: ProducerReport) -> int:
+        """Wait for room under `queue_size`; book up to a batch of it and return how much."""
+        size = self.spec.queue_size
+        if size == 0:
+            self.reserved += _BATCH
+            return _BATCH
+        free = size - len(self.unfinished) - self.reserved
+        if free <= 0:
+            blocked_at = self.loop.time()
+            while free <= 0:
+                self.space.clear()
+                await self.space.wait()
+                free = size - len(self.unfinished) - self.reserved
+            unblocked_at = self.loop.time()
+            report.wait += unblocked_at - blocked_at
+            if report.blocked is not None and unblocked_at > blocked_at:
+                report.blocked.append((blocked_at - self.origin, unblocked_at - self.origin))
+        room = min(free, _BATCH)
+        self.reserved += room
+        return room
+
+    async def _send(self, batch: list[Any], report: ProducerReport) -> None:
+        enqueued_at = self.since_start()
+        pipe = self.client.pipeline(transaction=False)
+        rejected: list[tuple[int, Any, Exception]] = []
+        sent: list[int] = []
+        for params in batch:
+            task_id = next(self.task_ids)
+            try:
+                data = encode_work(task_id, params)
+            except (TypeError, ValueError) as problem:
+                rejected.append((task_id, params, problem))
+                continue
+            # Known before it is sent: its result may come back before XADD returns.
+            self.unfinished[task_id] = (params, enqueued_at)
+            pipe.xadd(self.keys.work, {b"m": data})
+            sent.append(task_id)
+        if sent:
+            await _uninterrupted(self._xadd(pipe, sent))
+            report.max_depth = max(report.max_depth, len(self.unfinished))
+        for task_id, params, reason in rejected:
+            error = TypeError(
+                f"the params of task {task_id} cannot travel to a worker process as JSON ({reason}): "
+                "send dicts, lists, strings, numbers, booleans or None"
+            )
+            await self._deliver(task_id, params, None, error, -1, enqueued_at, enqueued_at, enqueued_at, 0)
+
+    async def _xadd(self, pipe: Any, task_ids: list[int]) -> None:
+        """Send a batch of `XADD`s; note which entry carries which task."""
+        entry_ids = await pipe.execute()
+        for task_id, entry_id in zip(task_ids, entry_ids, strict=True):
+            self.entry_tasks[decode_text(entry_id)] = task_id
+
+    # -- the reader -------------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        """Follow the result stream until every task is reported."""
+        last: bytes | str = b"0-0"
+        while True:
+            reply = await self.client.xread({self.keys.results: last}, count=_READ_BATCH, block=1000)
+            streams = stream_entries(reply)
+            if not streams:
+                continue
+            entries = streams[0][1]
+            for entry_id, fields in entries:
+                last = entry_id
+                await self._take(entry_id, fields)
+            # Read results leave Redis at once: the stream stays short however long the job.
+            await self.client.xdel(self.keys.results, *(entry_id for entry_id, _ in entries))
+            if self.producing_done and not self.unfinished:
+                self.done.set()
+                return
+
+    async def _take(self, entry_id: bytes, fields: Any) -> None:
+        """Hand one result stream entry on as its task's result, or count why not."""
+        try:
+            message = decode_result(fields)
+        except MalformedMessageError as problem:
+            self._malformed(problem)
+            if problem.task is not None and problem.task in self.unfinished:
+                await self._unreadable_result(problem.task, problem)
+            return
+        task_id = message.task
+        if task_id is None:
+            # A worker's report on a work entry it did not read: one this controller sent
+            # (given up after max_deliveries) is that task's result; any other is malformed.
+            task_id = self.entry_tasks.get(message.entry)
+            if task_id is None:
+                if message.entry in self.malformed_seen:
+                    self.duplicates += 1
+                else:
+                    self.malformed_seen.add(message.entry)
+                    self._malformed(decode_error(message.error, message.process))
+                return
+        known = self.unfinished.get(task_id)
+        if known is None:
+            self.duplicates += 1
+            return
+        params, enqueued_at = known
+        lane = self._lane(message)
+        started = message.started - self.offset - self.origin
+        finished = message.finished - self.offset - self.origin
+        # Clocks agree to within half a round trip: never report a start before the enqueue.
+        started = max(started, enqueued_at)
+        finished = max(finished, started)
+        error = decode_error(message.error, message.process) if message.error is not None else None
+        if message.deliveries > 1:
+            self.redelivered += 1
+        self.lanes[message.process].tasks += 1
+        self.last_progress = self.loop.time()
+        await self._deliver(
+            task_id,
+            params,
+            message.value,
+            error,
+            lane,
+            enqueued_at,
+            started,
+            finished,
+            message.attempts,
+            cancelled=message.cancelled,
+        )
+        del self.unfinished[task_id]
+        self.entry_tasks.pop(message.entry, None)
+        self.space.set()
+
+    async def _unreadable_result(self, task_id: int, problem: MalformedMessageError) -> None:
+        """Fail a task whose result this side cannot read, rather than wait for it forever."""
+        params, enqueued_at = self.unfinished.pop(task_id)
+        now = self.since_start()
+        error = TypeError(
+            f"the result of task {task_id} cannot be read here ({problem}): a worker on a newer "
+            "Python wrote a value nested deeper than this Python's json reads; return flatter values"
+        )
+        await self._deliver(task_id, params, None, error, -1, enqueued_at, now, now, 1)
+        self.space.set()
+
+    def _malformed(self, problem: BaseException) -> None:
+        """Count an entry that is not a message pcmodel wrote; log the first one."""
+        self.malformed += 1
+        if self.malformed == 1:
+            logger.warning(
+                "job %s: ignored an entry of its streams that is not a pcmodel message (%s); "
+                "further ones are only counted, in BrokerJobSummary.malformed",
+                self.keys.job_id,
+                problem,
+            )
+
+    def _lane(self, message: ResultMessage) -> int:
+        """The timeline lane of the slot that ran a result; a new process gets a new band."""
+        process = message.process
+        lanes = self.lanes.get(process)
+        if lanes is None:
+            lanes = self.lanes[process] = _Lanes(process, self.next_lane, message.slots)
+            self.next_lane += message.slots
+        return lanes.first + min(message.slot, lanes.workers - 1)
+
+    async def _deliver(
+        self,
+        task_id: int,
+        params: Any,
+        value: Any,
+        error: BaseException | None,
+        lane: int,
+        enqueued_at: float,
+        started: float,
+        finished: float,
+        attempts: int,
+        *,
+        cancelled: bool = False,
+    ) -> None:
+        """Count a result and hand it to the result handlers, as a row of `TaskResult` fields."""
+        self.tally.count(error, started, finished, attempts)
+        # Only a fail-fast stop cancels calls; a CancelledError the function raised of its own
+        # is a plain failure.
+        self.tally.cancelled += error is not None and cancelled
+        assert self.job is not None
+        await self.job.result_queue.put(
+            (task_id, params, value, error, lane, enqueued_at, started, finished, attempts)
+        )
+        if error is not None and self.spec.fail_fast:
+            self.control.task_failed(error)
+
+    # -- stopping ---------------------------------------------------------------------------
+
+    async def _drain(self, cancel_in_flight: bool) -> None:
+        """Take back the items no worker has taken yet; with `cancel_in_flight`, halt the rest."""
+        keys, control = self.keys, self.control
+        if cancel_in_flight:
+            await self.client.hset(keys.meta, "halt", "1")
+        while True:
+            # Reading in the workers' own group makes the race fair: each entry goes either
+            # to a worker (and its result comes back) or here (and it is unprocessed).
+            reply = await self.client.xreadgroup(GROUP, DRAIN_CONSUMER, {keys.work: ">"}, count=_READ_BATCH)
+            streams = stream_entries(reply)
+            entries = streams[0][1] if streams else []
+            if not entries:
+                break
+            for entry_id, fields in entries:
+                task_id = self._task_of_entry(entry_id, fields)
+                if task_id is None:
+                    continue
+                known = self.unfinished.pop(task_id, None)
+                if known is not None:
+                    control.took_back(*known)
+            ids = [entry_id for entry_id, _ in entries]
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.xack(keys.work, GROUP, *ids)
+                pipe.xdel(keys.work, *ids)
+                await pipe.execute()
+        self.space.set()
+        self._check_done()
+
+    def _task_of_entry(self, entry_id: bytes, fields: Any) -> int | None:
+        """The task a work entry taken back carries; None (and counted) if it is not one sent."""
+        task_id = self.entry_tasks.pop(decode_text(entry_id), None)
+        if task_id is not None:
+            return task_id
+        try:
+            # Sent, but taken back before `_xadd` noted its entry id: the entry says.
+            return decode_work(fields).task_id
+        except MalformedMessageError as problem:
+            self._malformed(problem)
+            return None
+
+    # -- the keeper -------------------------------------------------------------------------
+
+    async def _keep(self) -> None:
+        """Keep the job's keys alive; warn while no worker process serves the queue."""
+        keys, lease_ms = self.keys, int(self.lease * 1000)
+        interval = min(self.lease / 4, 5.0)
+        warned_at = self.loop.time()
+        while True:
+            await asyncio.sleep(interval)
+            now = self.loop.time()
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key in (keys.work, keys.results, keys.meta):
+                    pipe.pexpire(key, lease_ms)
+                pipe.zcount(workers_key(keys.queue), now + self.offset - PRESENCE_TTL, "+inf")
+                *_, live = await pipe.execute()
+            if not live and self.unfinished and now - warned_at >= _NO_WORKER_WARNING_EVERY:
+                warned_at = now
+                self._warn_no_workers()
+            self._check_stall(now, live)
+
+    def _check_stall(self, now: float, live: int) -> None:
+        """Log once per stall when no result has come for `stall_after` seconds."""
+        stall_after = self.spec.stall_after
+        if stall_after is None or not self.unfinished:
+            self.stall_warned = False
+            return
+        quiet = now - max(self.last_progress, self.origin)
+        if quiet < stall_after:
+            self.stall_warned = False
+        elif not self.stall_warned:
+            self.stall_warned = True
+            oldest = min(enqueued_at for _, enqueued_at in self.unfinished.values())
+            logger.warning(
+                "job %s has had no result for %.0f s: %d items unfinished (tasks %s), the oldest "
+                "sent %.0f s ago; %d worker processes serve queue %r (see 'python -m pcmodel worker')",
+                self.keys.job_id,
+                quiet,
+                len(self.unfinished),
+                _some(self.unfinished),
+                self.since_start() - oldest,
+                live,
+                self.keys.queue,
+            )
+
+
+def _some(tasks: dict[int, Any], shown: int = 5) -> str:
+    """The first few task ids of `tasks`, for a message."""
+    ids = [str(task_id) for task_id in itertools.islice(tasks, shown)]
+    return ", ".join(ids) + (", ..." if len(tasks) > shown else "")
+
+
+def _pid_of(name: str) -> int:
+    parts = name.rsplit(":", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else 0
