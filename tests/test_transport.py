@@ -252,3 +252,42 @@ def test_the_broker_transport_never_imports_the_controller(name: str) -> None:
 def test_the_controller_and_the_broker_import_each_other_in_no_loop_even_lazily() -> None:
     for name in ("pcmodel.controller", "pcmodel.broker.transport", "pcmodel.broker.controller"):
         assert name not in _reachable(name, deep=True)
+
+
+# -- the one builder, for a finished job and a live view -------------------------------------
+
+
+async def _flaky(n: int) -> int:
+    await asyncio.sleep(0.5 + n % 3)
+    if n % 4 == 1:
+        raise ValueError(f"bad {n}")
+    return n
+
+
+def test_the_live_view_of_every_result_counts_what_the_finished_job_reported() -> None:
+    from pcmodel import run_job, widgets
+
+    summary = run_job(_flaky, range(12), workers=3, retries=1, clock="virtual")
+    assert summary.results is not None
+    live = widgets.summary_so_far(summary.results, workers=summary.workers, clock="virtual")
+    fields = ("tasks", "succeeded", "failed", "elapsed", "retries", "cancelled", "results")
+    assert [getattr(live, name) for name in fields] == [getattr(summary, name) for name in fields]
+    # Added in another order (per worker, not per task), so equal up to rounding.
+    assert live.busy_time == pytest.approx(summary.busy_time, rel=1e-12)
+    assert (summary.failed, summary.retries) == (3, 3)  # the test can tell a wrong count
+
+
+def test_a_fail_fast_job_on_the_local_transport_reports_what_it_took_back() -> None:
+    from pcmodel import run_job
+
+    summary = run_job(_flaky, range(20), workers=2, queue_size=5, fail_fast=True, clock="virtual")
+    assert summary.stop_reason == "fail_fast"
+    assert summary.results is not None
+    assert summary.unprocessed_params is not None
+    assert summary.drained is not None
+    ran = {r.params for r in summary.results}
+    assert ran.isdisjoint(summary.unprocessed_params)
+    assert summary.unprocessed == len(summary.unprocessed_params) > 0
+    # The queue held 5 (drained); the producer, blocked on the full queue, held one more.
+    assert (len(summary.drained), summary.unprocessed) == (5, 6)
+    assert ran | set(summary.unprocessed_params) == set(range(len(ran) + summary.unprocessed))
