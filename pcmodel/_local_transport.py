@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterable, Callable, Iterable
+from collections.abc import AsyncIterable, Callable, Coroutine, Iterable
 from types import TracebackType
 from typing import Any, Self
 
@@ -110,7 +110,9 @@ class LocalTransport:
                 name="pcmodel-stall-watch",
             )  # fmt: skip
 
-    def produce(self, source: Iterable[Any] | AsyncIterable[Any], report: ProducerReport) -> Any:
+    def produce(
+        self, source: Iterable[Any] | AsyncIterable[Any], report: ProducerReport
+    ) -> Coroutine[Any, Any, None]:
         job = self.job
         assert job is not None
         return produce(source, self.work_queue, job.task_ids, self.now, job.start, report, job.control)

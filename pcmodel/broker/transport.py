@@ -40,7 +40,7 @@ import asyncio
 import itertools
 import logging
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
@@ -215,7 +215,9 @@ class RedisTransport:
             group.create_task(self._keep(), name="pcmodel-broker-keeper"),
         ]
 
-    def produce(self, source: Iterable[Any] | AsyncIterable[Any], report: ProducerReport) -> Any:
+    def produce(
+        self, source: Iterable[Any] | AsyncIterable[Any], report: ProducerReport
+    ) -> Coroutine[Any, Any, None]:
         return self._produce(source, report)
 
     def take_back(self, control: JobControl, *, cancel_in_flight: bool) -> None:
