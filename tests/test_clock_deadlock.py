@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pcmodel import DeadlockError, clock, run_job, run_job_async
+from pcmodel import DeadlockError, _task_waits, run_job, run_job_async
 
 
 def line_of(function: Callable[..., Any], text: str) -> str:
@@ -136,7 +136,7 @@ def test_a_task_that_cannot_be_described_still_ends_in_a_deadlock_error(
     def broken(coro: Any) -> Any:
         raise AttributeError("no code")
 
-    monkeypatch.setattr(clock, "_code", broken)
+    monkeypatch.setattr(_task_waits, "_code", broken)
     lines = blocked_lines(deadlock_message(awaits_a_bare_future, range(1), workers=1))
     assert (
         "pcmodel-worker-0 awaits something that could not be described (AttributeError('no code'))" in lines

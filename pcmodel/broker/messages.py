@@ -20,6 +20,10 @@ traceback; the controller rebuilds a built-in exception (`ValueError`, `TimeoutE
 as itself and any other as a `RemoteError` that keeps the type's name and its bases' names.
 Retry rules travel the same way, as exception type names matched against the raised
 exception's class hierarchy, so a worker never imports a module a message names.
+
+At about 500 lines this is still one concern, the wire format: the three kinds of message
+share the defensive reading (`_loads`, the field checks), and splitting them would put the
+rules for what a malformed entry is in three places.
 """
 
 from __future__ import annotations
