@@ -27,11 +27,10 @@ Every round trip to Redis is bounded (`Broker.round_trip_timeout`); losing Redis
 from it, fails the job with a builtins `ConnectionError` naming the URL. Closing the transport
 (also on a cancel) deletes the job's keys; workers then drop what they hold for it.
 
-Why this module is long (about 600 lines): it is one job's side of one protocol, and its
-parts (the batched producer's room accounting, the reader's de-duplication, the stop's
-take-back and the keeper's stall check) all read and change the same state, the job's
-unfinished items and their stream entries; split, that state would travel between modules.
-The lifecycle itself is not here: it is the controller's.
+The parts share one state, the job's unfinished items and their stream entries, held here:
+the producers, the stop's take-back and the keys' life are in this module; the reader is
+`pcmodel.broker._results.ResultReader` and the keeper `pcmodel.broker._job_keeper.JobKeeper`,
+both mixed into `RedisTransport`. The lifecycle itself is not here: it is the controller's.
 """
 
 from __future__ import annotations
@@ -41,15 +40,14 @@ import itertools
 import logging
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
 from pcmodel._summary import Tally
+from pcmodel.broker._job_keeper import JobKeeper
 from pcmodel.broker._redis import (
     DRAIN_CONSUMER,
     GROUP,
-    PRESENCE_TTL,
     BoundedRedis,
     JobKeys,
     RedisError,
@@ -59,20 +57,12 @@ from pcmodel.broker._redis import (
     jobs_key,
     redacted,
     stream_entries,
-    workers_key,
 )
+from pcmodel.broker._results import Lanes, ResultReader
 from pcmodel.broker.config import Broker
-from pcmodel.broker.messages import (
-    MalformedMessageError,
-    ResultMessage,
-    decode_error,
-    decode_result,
-    decode_work,
-    encode_spec,
-    encode_work,
-)
+from pcmodel.broker.messages import MalformedMessageError, decode_work, encode_spec, encode_work
 from pcmodel.broker.presence import live_workers
-from pcmodel.broker.records import BrokerJobSummary, WorkerProcess
+from pcmodel.broker.records import BrokerJobSummary
 from pcmodel.broker.worker import queue_name
 from pcmodel.producer import ProducerReport
 from pcmodel.spec import JobSpec
@@ -85,8 +75,8 @@ logger = logging.getLogger("pcmodel.broker")
 
 _BATCH: Final = 100
 """Most items a producer sends in one round trip."""
-_READ_BATCH: Final = 500
-_NO_WORKER_WARNING_EVERY: Final = 30.0
+_DRAIN_BATCH: Final = 500
+"""Most entries a stop takes back in one round trip."""
 _T = TypeVar("_T")
 
 
@@ -107,15 +97,7 @@ async def _uninterrupted(awaitable: Awaitable[_T]) -> _T:
         raise
 
 
-@dataclass(slots=True)
-class _Lanes:
-    name: str
-    first: int
-    workers: int
-    tasks: int = 0
-
-
-class RedisTransport:
+class RedisTransport(ResultReader, JobKeeper):
     """Carries a job's items through Redis Streams to worker processes (see the module)."""
 
     def __init__(self, spec: JobSpec, broker: Broker) -> None:
@@ -159,7 +141,7 @@ class RedisTransport:
         # The work stream entry of each task sent and not yet answered: a worker that gives
         # up on an entry without reading it (see `max_deliveries`) names only the entry.
         self.entry_tasks: dict[str, int] = {}
-        self.lanes: dict[str, _Lanes] = {}
+        self.lanes: dict[str, Lanes] = {}
         self.next_lane = 0
         self.malformed_seen: set[str] = set()
         self.last_progress = self.origin
@@ -167,14 +149,6 @@ class RedisTransport:
         self.job: Job | None = None
         self.group: asyncio.TaskGroup | None = None
         self.tasks: list[asyncio.Task[None]] = []
-
-    def since_start(self) -> float:
-        return self.loop.time() - self.origin
-
-    @property
-    def control(self) -> JobControl:
-        assert self.job is not None
-        return self.job.control
 
     # -- the transport's lifecycle ----------------------------------------------------------
 
@@ -232,21 +206,10 @@ class RedisTransport:
             task.cancel()
 
     def report(self) -> TransportReport:
-        processes = tuple(
-            WorkerProcess(
-                name=lanes.name,
-                host=lanes.name.rsplit(":", 2)[0],
-                pid=_pid_of(lanes.name),
-                first_lane=lanes.first,
-                workers=lanes.workers,
-                tasks=lanes.tasks,
-            )
-            for lanes in sorted(self.lanes.values(), key=lambda lanes: lanes.first)
-        )
         extras = {
             "job_id": self.keys.job_id,
             "queue": self.keys.queue,
-            "processes": processes,
+            "processes": self.processes(),
             "duplicates": self.duplicates,
             "redelivered": self.redelivered,
             "malformed": self.malformed,
@@ -294,14 +257,6 @@ class RedisTransport:
                 self.keys.queue,
                 self.spec.queue_size,
             )
-
-    def _warn_no_workers(self) -> None:
-        logger.warning(
-            "no worker process serves queue %r: start one with "
-            "'python -m pcmodel worker --broker URL --function %s' (the job waits for it)",
-            self.keys.queue,
-            self.keys.queue,
-        )
 
     def _check_done(self) -> None:
         if self.producing_done and not self.unfinished:
@@ -386,136 +341,6 @@ class RedisTransport:
         for task_id, entry_id in zip(task_ids, entry_ids, strict=True):
             self.entry_tasks[decode_text(entry_id)] = task_id
 
-    # -- the reader -------------------------------------------------------------------------
-
-    async def _read(self) -> None:
-        """Follow the result stream until every task is reported."""
-        last: bytes | str = b"0-0"
-        while True:
-            reply = await self.client.xread({self.keys.results: last}, count=_READ_BATCH, block=1000)
-            streams = stream_entries(reply)
-            if not streams:
-                continue
-            entries = streams[0][1]
-            for entry_id, fields in entries:
-                last = entry_id
-                await self._take(entry_id, fields)
-            # Read results leave Redis at once: the stream stays short however long the job.
-            await self.client.xdel(self.keys.results, *(entry_id for entry_id, _ in entries))
-            if self.producing_done and not self.unfinished:
-                self.done.set()
-                return
-
-    async def _take(self, entry_id: bytes, fields: Any) -> None:
-        """Hand one result stream entry on as its task's result, or count why not."""
-        try:
-            message = decode_result(fields)
-        except MalformedMessageError as problem:
-            self._malformed(problem)
-            if problem.task is not None and problem.task in self.unfinished:
-                await self._unreadable_result(problem.task, problem)
-            return
-        task_id = message.task
-        if task_id is None:
-            # A worker's report on a work entry it did not read: one this controller sent
-            # (given up after max_deliveries) is that task's result; any other is malformed.
-            task_id = self.entry_tasks.get(message.entry)
-            if task_id is None:
-                if message.entry in self.malformed_seen:
-                    self.duplicates += 1
-                else:
-                    self.malformed_seen.add(message.entry)
-                    self._malformed(decode_error(message.error, message.process))
-                return
-        known = self.unfinished.get(task_id)
-        if known is None:
-            self.duplicates += 1
-            return
-        params, enqueued_at = known
-        lane = self._lane(message)
-        started = message.started - self.offset - self.origin
-        finished = message.finished - self.offset - self.origin
-        # Clocks agree to within half a round trip: never report a start before the enqueue.
-        started = max(started, enqueued_at)
-        finished = max(finished, started)
-        error = decode_error(message.error, message.process) if message.error is not None else None
-        if message.deliveries > 1:
-            self.redelivered += 1
-        self.lanes[message.process].tasks += 1
-        self.last_progress = self.loop.time()
-        await self._deliver(
-            task_id,
-            params,
-            message.value,
-            error,
-            lane,
-            enqueued_at,
-            started,
-            finished,
-            message.attempts,
-            cancelled=message.cancelled,
-        )
-        del self.unfinished[task_id]
-        self.entry_tasks.pop(message.entry, None)
-        self.space.set()
-
-    async def _unreadable_result(self, task_id: int, problem: MalformedMessageError) -> None:
-        """Fail a task whose result this side cannot read, rather than wait for it forever."""
-        params, enqueued_at = self.unfinished.pop(task_id)
-        now = self.since_start()
-        error = TypeError(
-            f"the result of task {task_id} cannot be read here ({problem}): a worker on a newer "
-            "Python wrote a value nested deeper than this Python's json reads; return flatter values"
-        )
-        await self._deliver(task_id, params, None, error, -1, enqueued_at, now, now, 1)
-        self.space.set()
-
-    def _malformed(self, problem: BaseException) -> None:
-        """Count an entry that is not a message pcmodel wrote; log the first one."""
-        self.malformed += 1
-        if self.malformed == 1:
-            logger.warning(
-                "job %s: ignored an entry of its streams that is not a pcmodel message (%s); "
-                "further ones are only counted, in BrokerJobSummary.malformed",
-                self.keys.job_id,
-                problem,
-            )
-
-    def _lane(self, message: ResultMessage) -> int:
-        """The timeline lane of the slot that ran a result; a new process gets a new band."""
-        process = message.process
-        lanes = self.lanes.get(process)
-        if lanes is None:
-            lanes = self.lanes[process] = _Lanes(process, self.next_lane, message.slots)
-            self.next_lane += message.slots
-        return lanes.first + min(message.slot, lanes.workers - 1)
-
-    async def _deliver(
-        self,
-        task_id: int,
-        params: Any,
-        value: Any,
-        error: BaseException | None,
-        lane: int,
-        enqueued_at: float,
-        started: float,
-        finished: float,
-        attempts: int,
-        *,
-        cancelled: bool = False,
-    ) -> None:
-        """Count a result and hand it to the result handlers, as a row of `TaskResult` fields."""
-        self.tally.count(error, started, finished, attempts)
-        # Only a fail-fast stop cancels calls; a CancelledError the function raised of its own
-        # is a plain failure.
-        self.tally.cancelled += error is not None and cancelled
-        assert self.job is not None
-        await self.job.result_queue.put(
-            (task_id, params, value, error, lane, enqueued_at, started, finished, attempts)
-        )
-        if error is not None and self.spec.fail_fast:
-            self.control.task_failed(error)
-
     # -- stopping ---------------------------------------------------------------------------
 
     async def _drain(self, cancel_in_flight: bool) -> None:
@@ -526,7 +351,7 @@ class RedisTransport:
         while True:
             # Reading in the workers' own group makes the race fair: each entry goes either
             # to a worker (and its result comes back) or here (and it is unprocessed).
-            reply = await self.client.xreadgroup(GROUP, DRAIN_CONSUMER, {keys.work: ">"}, count=_READ_BATCH)
+            reply = await self.client.xreadgroup(GROUP, DRAIN_CONSUMER, {keys.work: ">"}, count=_DRAIN_BATCH)
             streams = stream_entries(reply)
             entries = streams[0][1] if streams else []
             if not entries:
@@ -557,58 +382,3 @@ class RedisTransport:
         except MalformedMessageError as problem:
             self._malformed(problem)
             return None
-
-    # -- the keeper -------------------------------------------------------------------------
-
-    async def _keep(self) -> None:
-        """Keep the job's keys alive; warn while no worker process serves the queue."""
-        keys, lease_ms = self.keys, int(self.lease * 1000)
-        interval = min(self.lease / 4, 5.0)
-        warned_at = self.loop.time()
-        while True:
-            await asyncio.sleep(interval)
-            now = self.loop.time()
-            async with self.client.pipeline(transaction=False) as pipe:
-                for key in (keys.work, keys.results, keys.meta):
-                    pipe.pexpire(key, lease_ms)
-                pipe.zcount(workers_key(keys.queue), now + self.offset - PRESENCE_TTL, "+inf")
-                *_, live = await pipe.execute()
-            if not live and self.unfinished and now - warned_at >= _NO_WORKER_WARNING_EVERY:
-                warned_at = now
-                self._warn_no_workers()
-            self._check_stall(now, live)
-
-    def _check_stall(self, now: float, live: int) -> None:
-        """Log once per stall when no result has come for `stall_after` seconds."""
-        stall_after = self.spec.stall_after
-        if stall_after is None or not self.unfinished:
-            self.stall_warned = False
-            return
-        quiet = now - max(self.last_progress, self.origin)
-        if quiet < stall_after:
-            self.stall_warned = False
-        elif not self.stall_warned:
-            self.stall_warned = True
-            oldest = min(enqueued_at for _, enqueued_at in self.unfinished.values())
-            logger.warning(
-                "job %s has had no result for %.0f s: %d items unfinished (tasks %s), the oldest "
-                "sent %.0f s ago; %d worker processes serve queue %r (see 'python -m pcmodel worker')",
-                self.keys.job_id,
-                quiet,
-                len(self.unfinished),
-                _some(self.unfinished),
-                self.since_start() - oldest,
-                live,
-                self.keys.queue,
-            )
-
-
-def _some(tasks: dict[int, Any], shown: int = 5) -> str:
-    """The first few task ids of `tasks`, for a message."""
-    ids = [str(task_id) for task_id in itertools.islice(tasks, shown)]
-    return ", ".join(ids) + (", ..." if len(tasks) > shown else "")
-
-
-def _pid_of(name: str) -> int:
-    parts = name.rsplit(":", 2)
-    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else 0
