@@ -80,7 +80,7 @@ async def execute(spec: JobSpec, transport: Transport | None = None) -> JobSumma
         # Listening before any piece starts: a signal set already stops the job having started
         # nothing (its callback runs at the group's first wait, before any piece's first step).
         if spec.stop is not None:
-            spec.stop._listen(asyncio.get_running_loop(), control.request_stop)
+            spec.stop.subscribe(asyncio.get_running_loop(), control.request_stop)
         try:
             async with asyncio.TaskGroup() as group:
                 job.handlers.extend(
@@ -110,7 +110,7 @@ async def execute(spec: JobSpec, transport: Transport | None = None) -> JobSumma
         finally:
             control.closed = True
             if spec.stop is not None:
-                spec.stop._forget(control.request_stop)
+                spec.stop.unsubscribe(control.request_stop)
 
     if control.reason == "source_error":
         logger.error("a params source raised, so the job stopped producing: %r", control.error)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import inspect
 import signal
 import threading
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator
@@ -142,7 +143,7 @@ def run_job(
             KeyboardInterrupt or SystemExit raised by the function or a callback stops the
             job the same way and is raised again as itself.
     """
-    spec = make_spec(**locals())  # first line: locals() holds exactly the arguments
+    spec = _spec_of(locals())
     if _loop_running():
         return _JobThread(spec).run_blocking()
     # No loop in this thread: an ordinary Runner, which turns Ctrl-C into a cancel of the job.
@@ -192,7 +193,7 @@ async def run_job_async(
         DeadlockError: a virtual-time job got stuck.
         ConnectionError: with `broker=`, the broker failed (see `run_job`).
     """
-    spec = make_spec(**locals())  # first line: locals() holds exactly the arguments
+    spec = _spec_of(locals())
     return await _execute_anywhere(spec)
 
 
@@ -230,7 +231,7 @@ def start_job(
     Awaiting the task raises what `run_job_async` raises (a `ConnectionError` from a broker,
     say).
     """
-    spec = make_spec(**locals())  # first line: locals() holds exactly the arguments
+    spec = _spec_of(locals())
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
@@ -253,6 +254,15 @@ def _loop_running() -> bool:
     except RuntimeError:
         return False
     return True
+
+
+_JOB_ARGUMENTS = tuple(inspect.signature(make_spec).parameters)
+"""The arguments every way to run a job takes: `make_spec`'s (a test holds them equal)."""
+
+
+def _spec_of(arguments: dict[str, Any]) -> JobSpec:
+    """`make_spec` over a runner's own arguments, picked by name from its `locals()`."""
+    return make_spec(**{name: arguments[name] for name in _JOB_ARGUMENTS})
 
 
 async def _execute_anywhere(spec: JobSpec) -> JobSummary:

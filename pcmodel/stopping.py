@@ -100,14 +100,20 @@ class StopSignal:
         """True once `set()` was called."""
         return self._set
 
-    def _listen(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:
+    def subscribe(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:
+        """Call `callback` on `loop` when the signal is set (at once if it already is).
+
+        How a job listens: the controller subscribes its stop for the job's lifetime. Safe
+        from any thread.
+        """
         with self._lock:
             self._listeners.append((loop, callback))
             already = self._set
         if already:
             loop.call_soon(callback)
 
-    def _forget(self, callback: Callable[[], object]) -> None:
+    def unsubscribe(self, callback: Callable[[], object]) -> None:
+        """Stop calling `callback` (the job it stops has ended)."""
         with self._lock:
             self._listeners = [(loop, cb) for loop, cb in self._listeners if cb is not callback]
 
