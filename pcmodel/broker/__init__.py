@@ -22,8 +22,11 @@ The function, the callbacks and the summary are the same as in one process. What
   de-duplicated by task id, so `on_task_complete` still runs exactly once per item;
 - each job's keys are its own (`pcmodel:job:{id}:...`) and are deleted when it ends.
 
-Modules: `config` (`Broker`, the settings; no redis import), `controller` (the controller side,
-`run_job_on_broker`), `worker` (the worker process, `serve_worker`, and a map of its pieces:
+Modules: `config` (`Broker`, the settings; no redis import), `transport` (`RedisTransport`: a
+job's items carried through Redis, behind the one controller of `pcmodel.controller`, with its
+result reader in `_results` and its keys' keeper in `_job_keeper`), `controller`
+(`run_job_on_broker`, through the one controller), `presence` (`live_workers`,
+`wait_for_workers`: who serves a queue), `worker` (the worker process, `serve_worker`, and a map of its pieces:
 the fetcher, the slots, the writer and the keeper in `_fetch`, `_reclaim`, `_slots`,
 `_writer`, `_keeper`, over the state in `_process`), `naming` (`queue_name`, `load_function`;
 no redis import), `rate_limit` (the rate limit every worker process of a job shares), `cli`
@@ -41,9 +44,10 @@ from pcmodel.broker.config import Broker
 
 if TYPE_CHECKING:
     from pcmodel.broker.cli import worker_main
-    from pcmodel.broker.controller import live_workers, run_job_on_broker, wait_for_workers
+    from pcmodel.broker.controller import run_job_on_broker
     from pcmodel.broker.messages import MalformedMessageError, RemoteError, WorkerLostError
     from pcmodel.broker.naming import load_function, queue_name
+    from pcmodel.broker.presence import live_workers, wait_for_workers
     from pcmodel.broker.records import BrokerJobSummary, WorkerInfo, WorkerProcess
     from pcmodel.broker.worker import WorkerStats, serve_worker
 
@@ -66,9 +70,9 @@ __all__ = [
 ]
 
 _HOMES = {
-    "live_workers": "controller",
+    "live_workers": "presence",
     "run_job_on_broker": "controller",
-    "wait_for_workers": "controller",
+    "wait_for_workers": "presence",
     "MalformedMessageError": "messages",
     "RemoteError": "messages",
     "WorkerLostError": "messages",
