@@ -31,11 +31,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import heapq
 import itertools
 import select
 import selectors
+import signal
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar, TypeVarTuple, Unpack, cast
@@ -436,10 +439,28 @@ def real_time_loop() -> asyncio.AbstractEventLoop:
 
 
 def loop_factory(clock: Clock) -> Callable[[], asyncio.AbstractEventLoop]:
-    """The loop factory for `clock`: a `VirtualTimeLoop`, or `real_time_loop`."""
-    if clock == "virtual":
-        return VirtualTimeLoop
-    return real_time_loop
+    """The loop factory for `clock`: a `VirtualTimeLoop`, or `real_time_loop`, built whole."""
+    factory: Callable[[], asyncio.AbstractEventLoop] = (
+        VirtualTimeLoop if clock == "virtual" else real_time_loop
+    )
+    return functools.partial(_built_whole, factory)
+
+
+def _built_whole(factory: Callable[[], asyncio.AbstractEventLoop]) -> asyncio.AbstractEventLoop:
+    """`factory()`, with Ctrl-C held back until the loop is whole.
+
+    A KeyboardInterrupt raised in the middle of building a loop leaves a half-made one, whose
+    finalizer then fails noisily ("no attribute '_ssock'") on top of the interrupt's own
+    traceback. In the main thread of a POSIX process, SIGINT is blocked while the loop is
+    built, and delivered as soon as it is.
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        return factory()
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        return factory()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 class DeadlockError(RuntimeError):
