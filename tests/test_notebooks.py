@@ -78,7 +78,7 @@ def test_the_course_is_exactly_the_numbered_notebooks() -> None:
 
 def test_the_index_lists_every_notebook() -> None:
     links = set(LINK.findall(_markdown(_read(COURSE[0]))))
-    missing = [name for name in [*COURSE[1:], SOLUTIONS] if name not in links]
+    missing = [name for name in [*COURSE[1:], SOLUTIONS, SETUP_CHECK] if name not in links]
     assert missing == []
 
 
