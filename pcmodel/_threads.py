@@ -24,9 +24,11 @@ import itertools
 import queue
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["JobThreads", "in_threads"]
+__all__ = ["JobThreads", "in_threads", "result_when_done"]
+
+_R = TypeVar("_R")
 
 _STOP = None
 
@@ -187,3 +189,15 @@ def in_threads(
 def _name(function: Callable[..., Any]) -> str:
     name = getattr(function, "__qualname__", None) or type(function).__qualname__
     return f"the function {name}()"
+
+
+def result_when_done(future: concurrent.futures.Future[_R]) -> _R:
+    """`future.result()`, waited for in slices of 0.1 s so that Ctrl-C can interrupt the wait.
+
+    A plain `future.result()` waits on a lock, and before Python 3.14 a lock wait on Windows
+    cannot be interrupted (CPython issue gh-125541): "Interrupt kernel" would then only take
+    effect once the job had ended.
+    """
+    while not future.done():
+        concurrent.futures.wait([future], timeout=0.1)
+    return future.result()

@@ -31,6 +31,7 @@ import threading
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from pcmodel._threads import result_when_done
 from pcmodel.clock import Clock, DeadlockError, VirtualTimeLoop, fail_if_stuck, loop_factory
 from pcmodel.controller import execute
 from pcmodel.policies import Retry
@@ -377,7 +378,7 @@ class _JobThread:
                     self._thread.join()
         if interrupted:
             raise KeyboardInterrupt  # outside the except block: one short traceback
-        return self._done.result()
+        return result_when_done(self._done)
 
     async def run_async(self) -> JobSummary:
         """Start the job and await its end; cancelling the awaiting task cancels the job."""

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from pcmodel._threads import result_when_done
 from pcmodel.clock import VirtualTimeLoop, fail_if_stuck
 from pcmodel.records import TaskResult, ideal_makespan
 from pcmodel.runner import run_job
@@ -119,7 +120,7 @@ def _run_in_thread(main: Awaitable[_T] | Callable[[], Awaitable[_T]]) -> _T:
     thread = threading.Thread(target=target, name="pcmodel-virtual", daemon=True)
     thread.start()
     try:
-        return done.result()
+        return result_when_done(done)
     except KeyboardInterrupt:
         ready.wait()
         if handles:
