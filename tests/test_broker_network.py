@@ -198,3 +198,70 @@ async def test_a_unix_socket_url_works(tmp_path: Path) -> None:
         assert isinstance(summary, BrokerJobSummary)
         assert (summary.tasks, summary.succeeded) == (10, 10)
         assert await job_keys(url) == []
+
+
+async def test_waiting_for_workers_on_a_broker_that_is_not_up_says_so() -> None:
+    import socket
+
+    from pcmodel.broker import wait_for_workers
+
+    with socket.socket() as probe:  # a port nobody listens on: a Redis server not started yet
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with asyncio.timeout(30):
+        with pytest.raises(TimeoutError) as error_info:
+            await wait_for_workers(f"redis://:pw@127.0.0.1:{port}/0", "q", timeout=0.5)
+    message = str(error_info.value)
+    assert message.startswith("0 of the 1 worker processes expected on queue 'q' showed up within 0.5 s")
+    assert "; the broker did not answer: " in message
+    assert f"redis://***@127.0.0.1:{port}/0" in message
+    assert ":pw@" not in message
+
+
+@needs_server
+async def test_waiting_for_workers_asks_a_broker_again_until_it_is_up(tmp_path: Path) -> None:
+    import socket
+
+    from pcmodel.broker import wait_for_workers
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"redis://127.0.0.1:{port}/0"
+    assert REDIS_SERVER is not None
+    started = asyncio.Event()
+    stop = asyncio.Event()
+    servers: list[asyncio.subprocess.Process] = []
+
+    async def start_late() -> None:
+        await asyncio.sleep(0.5)  # the first asks find nobody
+        servers.append(
+            await asyncio.create_subprocess_exec(
+                REDIS_SERVER, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp_path),
+                stdout=asyncio.subprocess.DEVNULL,
+            )
+        )  # fmt: skip
+        started.set()
+
+    async def a_worker() -> None:
+        await started.wait()
+        for _ in range(200):  # until the server takes connections, then serve
+            try:
+                await serve_worker(url, act, queue="late", workers=1, stop=stop)
+                return
+            except ConnectionError:
+                await asyncio.sleep(0.05)
+
+    try:
+        async with asyncio.timeout(30), asyncio.TaskGroup() as group:
+            group.create_task(start_late())
+            worker = group.create_task(a_worker())
+            found = await wait_for_workers(url, "late", timeout=20)
+            stop.set()
+            await worker
+        assert [info.queue for info in found] == ["late"]
+    finally:
+        stop.set()
+        for server in servers:
+            server.terminate()
+            await server.wait()

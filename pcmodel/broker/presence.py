@@ -1,6 +1,6 @@
 """Which worker processes serve a queue now: `live_workers` and `wait_for_workers`.
 
-Each worker process keeps a heartbeat in Redis (see `pcmodel.broker.worker`); these read it.
+Each worker process keeps a heartbeat in Redis (see `pcmodel.broker._keeper`); these read it.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from pcmodel._validate import check_int
 from pcmodel.broker._redis import (
     PRESENCE_TTL,
     Redis,
+    RedisConnectionError,
+    RedisTimeoutError,
     check_url,
     connect,
     decode_text,
@@ -72,21 +74,35 @@ async def wait_for_workers(
 ) -> list[WorkerInfo]:
     """Wait until at least `count` worker processes serve `queue`; return them.
 
+    A broker that does not answer yet (a Redis server still starting, say) is asked again
+    until the deadline.
+
     Raises:
-        TimeoutError: fewer than `count` showed up within `timeout` seconds.
+        TimeoutError: fewer than `count` showed up within `timeout` seconds (the message
+            says if the broker never answered).
     """
     check_int("count", count, 1)
     client = connect(check_url(url))
     workers: list[WorkerInfo] = []
+    unanswered: BaseException | None = None
     try:
         async with asyncio.timeout(timeout):
             # Heartbeats live in Redis: looking again is the only way to see a new one.
-            while len(workers := await live_workers(client, queue)) < count:  # noqa: ASYNC110
+            while True:
+                try:
+                    workers = await live_workers(client, queue)
+                except (RedisConnectionError, RedisTimeoutError, OSError) as problem:
+                    unanswered = problem
+                else:
+                    unanswered = None
+                    if len(workers) >= count:
+                        break
                 await asyncio.sleep(0.05)
     except TimeoutError:
+        why = "" if unanswered is None else f"; the broker did not answer: {unanswered}"
         raise TimeoutError(
             f"{len(workers)} of the {count} worker processes expected on queue {queue!r} showed "
-            f"up within {timeout:g} s"
+            f"up within {timeout:g} s{why}"
         ) from None
     finally:
         await client.aclose()
