@@ -109,11 +109,13 @@ def _run_in_thread(main: Awaitable[_T] | Callable[[], Awaitable[_T]]) -> _T:
     def target() -> None:
         try:
             with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
-                done.set_result(runner.run(job()))
+                value = runner.run(job())
         except asyncio.CancelledError:
             done.cancel()
         except BaseException as error:  # noqa: BLE001 - handed to the waiting thread, not lost
             done.set_exception(error)
+        else:
+            done.set_result(value)  # once the loop is closed: nothing of the run is left
         finally:
             ready.set()
 
@@ -128,8 +130,9 @@ def _run_in_thread(main: Awaitable[_T] | Callable[[], Awaitable[_T]]) -> _T:
             # A RuntimeError means the loop already closed: the run is over.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(task.cancel)
-        thread.join()
         raise
+    finally:
+        thread.join()  # the outcome is handed over (or the run cancelled): only the return is left
 
 
 @dataclass(frozen=True, slots=True)
