@@ -21,9 +21,10 @@ And the clock never spins: it jumps straight to the next timer however far ahead
 no timer: a job whose tasks wait only on such timers is stuck. A NaN delay is refused with a
 `ValueError`, as no clock can reach it.
 
-At about 480 lines this is one concern, the two clocks: most of it is `VirtualTimeLoop`, whose
+At about 500 lines this is one concern, the two clocks: most of it is `VirtualTimeLoop`, whose
 turn of the loop and timer heap are asyncio's own, rewritten in one place so that time can
-jump; the real clock's loop is the short rest. What a stuck job's tasks await is described in
+jump; the real clock's loop and the factory that builds either loop whole (Ctrl-C held back
+meanwhile) are the short rest. What a stuck job's tasks await is described in
 `pcmodel._task_waits`.
 """
 
