@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterable, Callable, Iterable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,26 +98,28 @@ async def produce(
         control: the job's stop state; a source that raises stops the job's producing.
     """
     blocked_periods = report.blocked
+    # The item that waits for room, and since when; `blocked_at` is None while none waits.
+    held: Any = None
+    blocked_at: float | None = None
+
+    def wait_for_room(params: Any) -> Awaitable[None]:
+        """Note the item that must wait, and when it started to: the queue is full."""
+        nonlocal held, blocked_at
+        held, blocked_at = params, now() - start
+        return work_queue.wait_for_room()  # the backpressure
 
     def put(params: Any) -> None:
         """Put the next item on the queue, which has room: numbered, stamped, counted."""
-        work_queue.put_nowait((next(task_ids), params, now() - start))
+        nonlocal held, blocked_at
+        enqueued_at = now() - start
+        if blocked_at is not None:  # it waited for room: count the wait
+            report.wait += enqueued_at - blocked_at
+            if blocked_periods is not None and enqueued_at > blocked_at:
+                blocked_periods.append((blocked_at, enqueued_at))
+            held, blocked_at = None, None
+        work_queue.put_nowait((next(task_ids), params, enqueued_at))
         if (depth := work_queue.qsize()) > report.max_depth:
             report.max_depth = depth
-
-    async def wait_for_room(params: Any) -> None:
-        """Wait while the queue is full (the backpressure), and measure the wait."""
-        blocked_at = now() - start
-        try:
-            await work_queue.wait_for_room()
-        except asyncio.CancelledError:
-            if control.reason is not None:
-                control.held_back(params)  # the job stopped while this item waited for room
-            raise
-        unblocked_at = now() - start
-        report.wait += unblocked_at - blocked_at
-        if blocked_periods is not None and unblocked_at > blocked_at:
-            blocked_periods.append((blocked_at, unblocked_at))
 
     # The same three lines for an async source and a plain one: `async for` cannot read a
     # plain iterable, and wrapping one in an async generator would cost every item a step of
@@ -139,6 +141,8 @@ async def produce(
     except BaseException as error:
         task = asyncio.current_task()
         if isinstance(error, asyncio.CancelledError) and task is not None and cancelled_by_others(task):
+            if blocked_at is not None and control.reason is not None:
+                control.held_back(held)  # the job stopped while this item waited for room
             raise
         # Only the source can raise here (putting raises nothing but a cancel): a broken
         # source ends producing, not the job.

@@ -52,8 +52,9 @@ async def handle_results(
         trace: if a list, every result's `TaskResult` is appended to it (the job's trace).
     """
     report = HandlerReport()
+    needed = on_task_complete is not None or trace is not None
     while (row := await result_queue.get()) is not STOP:
-        if on_task_complete is None and trace is None:
+        if not needed:
             continue  # nobody needs the record: it is never built
         # The worker sent the `TaskResult`'s fields, in its order: the record is made here,
         # once per task, straight from that tuple (see `pcmodel.records`).
