@@ -203,3 +203,31 @@ def test_the_pieces_wired_by_hand_run_a_whole_job() -> None:
         (2, 4, 1, 1.0, 3.0),
         (3, 1, 0, 3.0, 4.0),
     ]
+
+
+def test_an_item_taken_after_a_wait_for_room_on_the_result_queue_starts_when_it_is_taken() -> None:
+    """The worker reuses its last clock reading only when nothing was awaited since."""
+
+    async def main() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        work_queue: JobQueue[Any] = JobQueue(0)
+        result_queue: JobQueue[Any] = JobQueue(1)  # room for one row: the second waits
+        for item in [(0, 0, 0.0), (1, 0, 0.0), (2, 0, 0.0), STOP]:
+            work_queue.put_nowait(item)
+        worker = asyncio.create_task(
+            work(0, _square_after, work_queue, result_queue, loop.time, 0.0, _control(work_queue, loop))
+        )
+        rows = []
+        for _ in range(3):
+            await asyncio.sleep(5)  # a slow result handler
+            rows.append(await result_queue.get())
+        await worker
+        return rows
+
+    results = [TaskResult(*row) for row in _run(main())]
+    # Task 1 finished at 0 but waited for room until 5; task 2 was taken then, so starts at 5.
+    assert [(r.task_id, r.started_at, r.finished_at) for r in results] == [
+        (0, 0.0, 0.0),
+        (1, 0.0, 0.0),
+        (2, 5.0, 5.0),
+    ]
