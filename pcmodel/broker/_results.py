@@ -164,7 +164,7 @@ class ResultReader:
             f"the result of task {task_id} cannot be read here ({problem}): a worker on a newer "
             "Python wrote a value nested deeper than this Python's json reads; return flatter values"
         )
-        await self._deliver(task_id, params, None, error, -1, enqueued_at, now, now, 1)
+        await self._failed_here(task_id, params, error, enqueued_at=enqueued_at, at=now, attempts=1)
         self.space.set()
 
     def _malformed(self, problem: BaseException) -> None:
@@ -186,6 +186,12 @@ class ResultReader:
             lanes = self.lanes[process] = Lanes(process, self.next_lane, message.slots)
             self.next_lane += message.slots
         return lanes.first + min(message.slot, lanes.workers - 1)
+
+    async def _failed_here(
+        self, task_id: int, params: Any, error: BaseException, *, enqueued_at: float, at: float, attempts: int
+    ) -> None:
+        """Report a task that failed on this side, in no worker's lane (-1), at `at`."""
+        await self._deliver(task_id, params, None, error, -1, enqueued_at, at, at, attempts)
 
     async def _deliver(
         self,

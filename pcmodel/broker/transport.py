@@ -333,7 +333,9 @@ class RedisTransport(ResultReader, JobKeeper):
                 f"the params of task {task_id} cannot travel to a worker process as JSON ({reason}): "
                 "send dicts, lists, strings, numbers, booleans or None"
             )
-            await self._deliver(task_id, params, None, error, -1, enqueued_at, enqueued_at, enqueued_at, 0)
+            await self._failed_here(
+                task_id, params, error, enqueued_at=enqueued_at, at=enqueued_at, attempts=0
+            )
 
     async def _xadd(self, pipe: Any, task_ids: list[int]) -> None:
         """Send a batch of `XADD`s; note which entry carries which task."""
