@@ -6,19 +6,15 @@ the test instead of hanging it.
 
 from __future__ import annotations
 
-import queue
 import signal
 import socket
-import subprocess
 import sys
-import threading
 
 import pytest
 
 from pcmodel.__main__ import main
 from pcmodel.carapi import serve_main
-
-BOUND = 60.0  # seconds: reached only by a regression
+from tests._command import BOUND, Command
 
 
 @pytest.mark.parametrize(
@@ -92,46 +88,8 @@ def exchange(port: int, request: bytes) -> bytes:
         return answer
 
 
-class Served:
-    """A `pcmodel serve-api` subprocess whose output lines are read by a thread."""
-
-    def __init__(self, *options: str) -> None:
-        argv = [sys.executable, "-m", "pcmodel", "serve-api", *options]
-        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.lines: queue.Queue[str] = queue.Queue()
-        self._pump = threading.Thread(target=self._read, daemon=True)
-        self._pump.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line)
-
-    def line(self) -> str:
-        return self.lines.get(timeout=BOUND)
-
-    def stop(self, stop_signal: signal.Signals, times: int = 1) -> tuple[int, str]:
-        """Send `stop_signal` `times` times, wait (bounded), return the exit code and stderr."""
-        try:
-            for _ in range(times):
-                self.process.send_signal(stop_signal)
-            self.process.wait(timeout=BOUND)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait(timeout=BOUND)
-            self._pump.join(timeout=BOUND)
-        assert self.process.stderr is not None
-        err = self.process.stderr.read()
-        self.process.stderr.close()
-        assert self.process.stdout is not None
-        self.process.stdout.close()
-        return self.process.returncode, err
-
-
-@pytest.mark.skipif(sys.platform == "win32", reason="sends POSIX signals")
 def test_serve_api_on_localhost_closes_idle_sockets_logs_garbage_in_one_line_and_stops_on_ctrl_c() -> None:
-    served = Served("--host", "localhost", "--idle-timeout", "0.2", "--latency", "0", "0")
+    served = Command("serve-api", "--host", "localhost", "--idle-timeout", "0.2", "--latency", "0", "0")
     try:
         first = served.line()
         assert first.startswith("car-price API on http://127.0.0.1:")
@@ -143,7 +101,7 @@ def test_serve_api_on_localhost_closes_idle_sockets_logs_garbage_in_one_line_and
         assert answer.startswith(b"HTTP/1.0 400 Bad Request\r\n")
         assert b"\r\nServer: pcmodel-carapi\r\n" in answer
     finally:
-        code, err = served.stop(signal.SIGINT)
+        code, err = served.finish(signal.SIGINT)
     assert served.line().startswith("stopped: 0 requests")
     lines = err.splitlines()
     assert code == 130, err
@@ -154,7 +112,7 @@ def test_serve_api_on_localhost_closes_idle_sockets_logs_garbage_in_one_line_and
 
 @pytest.mark.skipif(sys.platform == "win32", reason="sends POSIX signals")
 def test_ctrl_c_twice_while_requests_are_in_flight_is_one_line_and_130() -> None:
-    served = Served("--latency", "30", "30")
+    served = Command("serve-api", "--latency", "30", "30")
     clients: list[socket.socket] = []
     try:
         port = int(served.line().rsplit(":", 1)[1])
@@ -172,7 +130,7 @@ def test_ctrl_c_twice_while_requests_are_in_flight_is_one_line_and_130() -> None
     finally:
         # The second Ctrl-C lands while the server stops: it used to break aiohttp's shutdown
         # and print a traceback per connection.
-        code, err = served.stop(signal.SIGINT, times=2)
+        code, err = served.finish(signal.SIGINT, times=2)
         for client in clients:
             client.close()
     assert (code, err) == (130, "pcmodel serve-api: interrupted\n")

@@ -8,64 +8,16 @@ assertions are about output and exit codes, never about how long anything took.
 from __future__ import annotations
 
 import os
-import queue
 import select
 import signal
 import subprocess
 import sys
-import threading
 
 import pytest
 
-BOUND = 60.0  # seconds: reached only by a regression
+from tests._command import BOUND, Command
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="sends POSIX signals")
-
-
-class Command:
-    """`python -m pcmodel ...` in a subprocess, its stdout lines read by a thread."""
-
-    def __init__(self, *arguments: str) -> None:
-        argv = [sys.executable, "-m", "pcmodel", *arguments]
-        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self._pump = threading.Thread(target=self._read, daemon=True)
-        self._pump.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def line(self) -> str:
-        line = self.lines.get(timeout=BOUND)
-        assert line is not None, "the command ended early"
-        return line
-
-    def rest(self) -> list[str]:
-        """The remaining stdout lines, once the command has ended."""
-        lines = []
-        while (line := self.lines.get(timeout=BOUND)) is not None:
-            lines.append(line)
-        return lines
-
-    def finish(self, stop_signal: signal.Signals | None = None) -> tuple[int, str]:
-        """Send `stop_signal` (if any), wait (bounded); return the exit code and stderr."""
-        try:
-            if stop_signal is not None:
-                self.process.send_signal(stop_signal)
-            self.process.wait(timeout=BOUND)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait(timeout=BOUND)
-            self._pump.join(timeout=BOUND)
-        assert self.process.stdout is not None
-        assert self.process.stderr is not None
-        self.process.stdout.close()
-        with self.process.stderr:
-            return self.process.returncode, self.process.stderr.read()
 
 
 def test_ctrl_c_while_the_demo_job_runs_is_one_line_and_exit_code_130() -> None:
