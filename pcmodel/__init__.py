@@ -15,7 +15,7 @@ which calls `on_task_complete`; `on_job_complete` fires once at the end.
 
 from __future__ import annotations
 
-from pcmodel import workloads
+from pcmodel import export, workloads
 from pcmodel.broker import Broker
 from pcmodel.clock import VirtualTimeLoop
 from pcmodel.policies import Retry
@@ -38,6 +38,7 @@ __all__ = [
     "TaskResult",
     "VirtualTimeLoop",
     "__version__",
+    "export",
     "ideal_makespan",
     "plot_timeline",
     "producers",

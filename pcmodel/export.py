@@ -1,0 +1,464 @@
+"""Export a job's timeline for the tools engineers already use: Perfetto, chrome://tracing, CSV.
+
+A timeline plot (`pcmodel.plot_timeline`) shows a job in a notebook; a job of 10,000 items
+needs a viewer that zooms. Perfetto (ui.perfetto.dev) and Chrome's `chrome://tracing` both
+open the Trace Event Format, a JSON object with a list of events, so `write_trace` writes
+one:
+
+- one track per worker ("worker 0", "worker 1", ...), with a slice per task window, from the
+  moment the worker took the item to the end of its last attempt; the slice's arguments give
+  the task id, the params (their `repr`), how it ended, the attempts and the exact times in
+  seconds;
+- an instant event on the worker's track where a task failed, named after the error;
+- counters: the work queue's depth over time (`JobSummary.queue_depth`) and the workers busy;
+- a track for the periods a producer was blocked on a full queue (backpressure).
+
+Times are microseconds since the job started, as the format wants: `ts` is exactly
+`started_at * 1e6`. `write_csv` writes the task windows as a table, one row per task, for a
+spreadsheet or `pandas.read_csv`.
+
+A source is a `JobSummary` of a job run with `trace=True`, or any iterable of `TaskResult`s
+(a filtered list of `summary.results`, say). Reading them never runs user code beyond `repr`
+and `str` of params and errors, and a `repr` or `str` that raises is reported in the text
+instead of stopping the export.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import math
+import operator
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from pcmodel.records import JobSummary, TaskResult, queue_depth
+
+__all__ = ["CSV_COLUMNS", "trace_events", "write_csv", "write_trace"]
+
+CSV_COLUMNS = (
+    "task_id",
+    "worker",
+    "enqueued_at",
+    "started_at",
+    "finished_at",
+    "wait",
+    "duration",
+    "ok",
+    "error_type",
+    "error",
+    "attempts",
+    "params",
+)
+"""The columns of `write_csv`, in order."""
+
+_PID = 1  # the whole job is one process in the viewer; its threads are the tracks
+_MICROSECONDS = 1_000_000
+_MAX_TEXT = 500  # characters of a repr or message kept in a slice's arguments
+_QUEUE_COUNTER = "work queue"
+_BUSY_COUNTER = "workers"
+_BLOCKED_TRACK = "producers blocked"
+
+
+@dataclass(frozen=True, slots=True)
+class _Task:
+    """A `TaskResult`'s fields checked and converted to plain JSON-ready values."""
+
+    task_id: int
+    worker: int
+    enqueued_at: float
+    started_at: float
+    finished_at: float
+    attempts: int
+    params: Any
+    error: BaseException | None
+
+
+def trace_events(source: JobSummary | Iterable[TaskResult]) -> dict[str, Any]:
+    """A job's timeline in the Trace Event Format, ready for `json.dump`.
+
+    Perfetto and chrome://tracing show it with a track per worker and a slice per task; see
+    the module's docstring for every event. On one track, slices never overlap: should two
+    tasks of one worker overlap in time (a record built by hand, or the lanes of a job whose
+    worker processes took over each other's items), the later one goes to a track of its
+    own, "worker 3 (overlap)", rather than a slice the viewer would misdraw.
+
+    Args:
+        source: the `JobSummary` of a job run with `trace=True`, or an iterable of
+            `TaskResult`s.
+
+    Returns:
+        A dict with "traceEvents" (the events, metadata first, then in time order),
+        "displayTimeUnit" ("ms") and "otherData" (the job's figures, for the viewer's
+        metadata panel).
+
+    Raises:
+        TypeError: `source` is neither, or holds something that is not a `TaskResult`.
+        ValueError: the summary's job ran with `trace=False`, or a result's times are not
+            finite or not in order (enqueued, started, finished).
+    """
+    summary, tasks = _read_source(source)
+    if summary is None:
+        depth = queue_depth(_as_results(tasks))
+        blocked: tuple[tuple[float, float], ...] = ()
+        lanes = sorted({task.worker for task in tasks})
+        other: dict[str, Any] = {"tasks": len(tasks)}
+    else:
+        depth = summary.queue_depth or ()
+        blocked = summary.producer_blocked or ()
+        lanes = sorted({task.worker for task in tasks} | set(range(summary.workers)))
+        other = _figures(summary)
+    other["source"] = "pcmodel"
+    other["time"] = "microseconds since the job started"
+
+    tracks = _Tracks()
+    for lane in lanes:  # every worker gets its track, idle or not, in order
+        tracks.track(_lane_name(lane), lane)
+    timed: list[dict[str, Any]] = []
+    for task in sorted(tasks, key=lambda t: (t.started_at, -t.finished_at, t.task_id)):
+        timed.extend(_task_events(task, tracks))
+    for start, end in sorted(blocked):
+        ts, dur = _span(start, end)
+        tid = tracks.place(_BLOCKED_TRACK, len(lanes), ts, dur)
+        timed.append(
+            {
+                "name": "blocked: work queue full",
+                "cat": "producer",
+                "ph": "X",
+                "ts": ts,
+                "dur": dur,
+                "pid": _PID,
+                "tid": tid,
+                "args": {"start": start, "end": end},
+            }
+        )
+    for sample in depth:
+        timed.append(_counter(_QUEUE_COUNTER, sample.time, "depth", sample.depth))
+    for time, busy in _busy(tasks):
+        timed.append(_counter(_BUSY_COUNTER, time, "busy", busy))
+    # Time order; at one instant a longer slice first, so a viewer reads nesting right.
+    timed.sort(key=lambda event: (event["ts"], -event.get("dur", 0.0)))
+    return {
+        "traceEvents": tracks.metadata() + timed,
+        "displayTimeUnit": "ms",
+        "otherData": other,
+    }
+
+
+def write_trace(source: JobSummary | Iterable[TaskResult], path: str | os.PathLike[str]) -> Path:
+    """Write a job's timeline as a Trace Event Format JSON file; open it in Perfetto.
+
+    Drag the file onto ui.perfetto.dev (it stays in the browser: nothing is uploaded), or
+    load it in Chrome's chrome://tracing. See `trace_events` for what it holds.
+
+    Args:
+        source: the `JobSummary` of a job run with `trace=True`, or an iterable of
+            `TaskResult`s.
+        path: the file to write (replaced if it exists); `.json` by convention.
+
+    Returns:
+        The path written, as a `Path`.
+
+    Raises:
+        TypeError, ValueError: as `trace_events`.
+    """
+    events = trace_events(source)
+    target = Path(path)
+    # allow_nan=False: the format is strict JSON, and trace_events already refused NaN times.
+    text = json.dumps(events, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    target.write_text(text, encoding="utf-8")
+    return target
+
+
+def write_csv(source: JobSummary | Iterable[TaskResult], path: str | os.PathLike[str]) -> Path:
+    """Write a job's task windows as CSV: one row per task, the columns of `CSV_COLUMNS`.
+
+    Times are seconds since the job started, written exactly (`repr` of the float), so
+    `float()` of a cell gives back the job's time. `ok` is `True` or `False`; `error_type`
+    and `error` are empty for a task that succeeded. `params` is JSON where the params can
+    be written as JSON (a tuple becomes a list), and their Python `repr` otherwise. The file
+    is UTF-8; `csv.DictReader` or `pandas.read_csv` reads it back.
+
+    Args:
+        source: the `JobSummary` of a job run with `trace=True`, or an iterable of
+            `TaskResult`s.
+        path: the file to write (replaced if it exists).
+
+    Returns:
+        The path written, as a `Path`.
+
+    Raises:
+        TypeError, ValueError: as `trace_events`.
+    """
+    _, tasks = _read_source(source)
+    target = Path(path)
+    with target.open("w", encoding="utf-8", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for task in tasks:
+            error = task.error
+            writer.writerow(
+                {
+                    "task_id": task.task_id,
+                    "worker": task.worker,
+                    "enqueued_at": repr(task.enqueued_at),
+                    "started_at": repr(task.started_at),
+                    "finished_at": repr(task.finished_at),
+                    "wait": repr(task.started_at - task.enqueued_at),
+                    "duration": repr(task.finished_at - task.started_at),
+                    "ok": error is None,
+                    "error_type": "" if error is None else _type_name(error),
+                    "error": "" if error is None else _safe_str(error, limit=None),
+                    "attempts": task.attempts,
+                    "params": _params_json(task.params),
+                }
+            )
+    return target
+
+
+# -- reading a source ---------------------------------------------------------------------
+
+
+def _read_source(source: object) -> tuple[JobSummary | None, list[_Task]]:
+    """The summary (if the source is one) and its tasks, each checked."""
+    if isinstance(source, JobSummary):
+        if source.results is None:
+            raise ValueError(
+                "this job ran with trace=False, so it kept no task to export: run it again with trace=True"
+            )
+        return source, [_checked(index, result) for index, result in enumerate(source.results)]
+    if isinstance(source, str | bytes | os.PathLike):
+        raise TypeError(f"source must be a JobSummary or an iterable of TaskResult, got the path {source!r}")
+    if not isinstance(source, Iterable):
+        raise TypeError(
+            f"source must be a JobSummary or an iterable of TaskResult, got {type(source).__name__}"
+        )
+    return None, [_checked(index, result) for index, result in enumerate(source)]
+
+
+def _checked(index: int, result: object) -> _Task:
+    """One result, its numbers made plain ints and floats; refuse what no viewer could draw."""
+    if not isinstance(result, TaskResult):
+        raise TypeError(f"source item {index} must be a TaskResult, got {type(result).__name__}")
+    try:
+        task = _Task(
+            task_id=operator.index(result.task_id),
+            worker=operator.index(result.worker),
+            enqueued_at=float(result.enqueued_at),
+            started_at=float(result.started_at),
+            finished_at=float(result.finished_at),
+            attempts=operator.index(result.attempts),
+            params=result.params,
+            error=result.error,
+        )
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"source item {index} has a field of the wrong type ({error}): task_id, worker and "
+            "attempts must be integers, the times numbers"
+        ) from None
+    times = (task.enqueued_at, task.started_at, task.finished_at)
+    if not all(math.isfinite(time) for time in times):
+        raise ValueError(f"task {task.task_id} has a time that is not finite: {times}")
+    if not task.enqueued_at <= task.started_at <= task.finished_at:
+        raise ValueError(
+            f"task {task.task_id}'s times are out of order: enqueued_at {task.enqueued_at}, "
+            f"started_at {task.started_at}, finished_at {task.finished_at}; a task is enqueued, "
+            "then started, then finished"
+        )
+    return task
+
+
+def _as_results(tasks: list[_Task]) -> list[TaskResult]:
+    """The checked tasks as `TaskResult`s again, for `records.queue_depth`."""
+    return [
+        TaskResult(t.task_id, t.params, None, t.error, t.worker, t.enqueued_at, t.started_at, t.finished_at)
+        for t in tasks
+    ]
+
+
+def _figures(summary: JobSummary) -> dict[str, Any]:
+    """The summary's scalar figures, with the error as safe text (its repr may raise)."""
+    error = summary.error
+    # scalars() takes the error's repr, which may raise: it gets the summary without it.
+    figures = replace(summary, error=None).scalars()
+    figures["error"] = None if error is None else f"{_type_name(error)}: {_safe_str(error)}"
+    return figures
+
+
+# -- events ---------------------------------------------------------------------------------
+
+
+class _Tracks:
+    """The viewer's threads: a name and a tid each, and the end of the last slice on each.
+
+    Invariant: on one tid, the slices placed are disjoint in the units the file holds
+    (`ts + dur` of one is at most `ts` of the next), so no viewer sees a bad nesting.
+    """
+
+    def __init__(self) -> None:
+        self._tids: dict[tuple[str, int], int] = {}  # (track name, overlap index) -> tid
+        self._names: dict[int, str] = {}
+        self._order: dict[int, int] = {}
+        self._ends: dict[int, float] = {}
+
+    def track(self, name: str, order: int, overlap: int = 0) -> int:
+        """The tid of a track, made on first use; `order` sorts it in the viewer."""
+        key = (name, overlap)
+        if key not in self._tids:
+            tid = len(self._tids) + 1  # tid 0 carries the counters
+            self._tids[key] = tid
+            self._names[tid] = name if overlap == 0 else f"{name} (overlap {overlap})"
+            self._order[tid] = order
+            self._ends[tid] = -math.inf
+        return self._tids[key]
+
+    def place(self, name: str, order: int, ts: float, dur: float) -> int:
+        """The tid of the first track of that name free at `ts`; note the slice's end there."""
+        overlap = 0
+        while True:
+            tid = self.track(name, order, overlap)
+            if self._ends[tid] <= ts:
+                self._ends[tid] = ts + dur
+                return tid
+            overlap += 1
+
+    def metadata(self) -> list[dict[str, Any]]:
+        """The "M" events that name the process and each track, and sort the tracks."""
+        events: list[dict[str, Any]] = [
+            _meta("process_name", 0, {"name": "pcmodel job"}),
+            _meta("process_sort_index", 0, {"sort_index": 0}),
+        ]
+        for tid, name in self._names.items():
+            events.append(_meta("thread_name", tid, {"name": name}))
+            events.append(_meta("thread_sort_index", tid, {"sort_index": self._order[tid]}))
+        return events
+
+
+def _meta(name: str, tid: int, args: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "ph": "M", "ts": 0, "pid": _PID, "tid": tid, "args": args}
+
+
+def _counter(name: str, time: float, key: str, value: int) -> dict[str, Any]:
+    return {"name": name, "ph": "C", "ts": time * _MICROSECONDS, "pid": _PID, "tid": 0, "args": {key: value}}
+
+
+def _span(start: float, end: float) -> tuple[float, float]:
+    """`ts` and `dur` in microseconds, with `ts + dur` never past `end`'s microseconds.
+
+    `ts` is exact (`start * 1e6`); `dur` is the difference of the two, lowered by a unit in
+    the last place if rounding put `ts + dur` past the end, where the next slice may begin.
+    """
+    ts, end_us = start * _MICROSECONDS, end * _MICROSECONDS
+    dur = end_us - ts
+    while dur > 0 and ts + dur > end_us:
+        dur = math.nextafter(dur, 0.0)
+    return ts, dur
+
+
+def _task_events(task: _Task, tracks: _Tracks) -> list[dict[str, Any]]:
+    """The slice of one task window, and an instant event where it failed."""
+    ts, dur = _span(task.started_at, task.finished_at)
+    tid = tracks.place(_lane_name(task.worker), task.worker, ts, dur)
+    error = task.error
+    args: dict[str, Any] = {
+        "task_id": task.task_id,
+        "worker": task.worker,
+        "params": _safe_repr(task.params),
+        "ok": error is None,
+        "attempts": task.attempts,
+        "enqueued_at": task.enqueued_at,
+        "started_at": task.started_at,
+        "finished_at": task.finished_at,
+        "wait": task.started_at - task.enqueued_at,
+    }
+    if error is not None:
+        args["error_type"] = _type_name(error)
+        args["error"] = _safe_str(error)
+    slice_ = {
+        "name": f"task {task.task_id}",
+        "cat": "task" if error is None else "task,failed",
+        "ph": "X",
+        "ts": ts,
+        "dur": dur,
+        "pid": _PID,
+        "tid": tid,
+        "args": args,
+    }
+    if error is None:
+        return [slice_]
+    ending = "cancelled" if isinstance(error, asyncio.CancelledError) else "failed"
+    instant = {
+        "name": f"{ending}: {args['error_type']}",
+        "cat": "failure",
+        "ph": "i",
+        "s": "t",  # the instant belongs to its worker's track
+        "ts": ts + dur,
+        "pid": _PID,
+        "tid": tid,
+        "args": {"task_id": task.task_id, "error": args["error"]},
+    }
+    return [slice_, instant]
+
+
+def _busy(tasks: list[_Task]) -> list[tuple[float, int]]:
+    """How many tasks were running, at each instant it changed (ends before starts)."""
+    changes: dict[float, int] = {}
+    for task in tasks:
+        changes[task.started_at] = changes.get(task.started_at, 0) + 1
+        changes[task.finished_at] = changes.get(task.finished_at, 0) - 1
+    running = 0
+    samples = []
+    for time in sorted(changes):
+        running += changes[time]
+        samples.append((time, running))
+    return samples
+
+
+def _lane_name(worker: int) -> str:
+    # A negative lane holds the tasks that failed before any worker took them (a broker job's
+    # params that JSON cannot carry, say).
+    return f"worker {worker}" if worker >= 0 else "failed before a worker"
+
+
+# -- text from user objects -----------------------------------------------------------------
+
+
+def _clean(text: str, limit: int | None = _MAX_TEXT) -> str:
+    """Text safe to write as UTF-8 (a lone surrogate escaped), cut to `limit` characters."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1] + "\N{HORIZONTAL ELLIPSIS}"
+    return text
+
+
+def _safe_repr(value: object, limit: int | None = _MAX_TEXT) -> str:
+    try:
+        text = repr(value)
+    except Exception as error:  # noqa: BLE001 - a repr that raises must not stop the export
+        return f"<{type(value).__name__} object: its repr raised {type(error).__name__}>"
+    return _clean(text, limit)
+
+
+def _safe_str(error: BaseException, limit: int | None = _MAX_TEXT) -> str:
+    try:
+        text = str(error)
+    except Exception as failure:  # noqa: BLE001 - an error's str that raises is still an error
+        return f"<its str raised {type(failure).__name__}>"
+    return _clean(text, limit)
+
+
+def _type_name(error: BaseException) -> str:
+    return type(error).__name__
+
+
+def _params_json(params: object) -> str:
+    """The params as JSON if they can be written as JSON, else their repr."""
+    try:
+        text = json.dumps(params, ensure_ascii=False, allow_nan=False)
+    except Exception:  # noqa: BLE001 - not JSON (a set, NaN, a cycle, a subclass that raises)
+        return _safe_repr(params, limit=None)
+    return _clean(text, limit=None)

@@ -1,0 +1,446 @@
+"""The exported timeline: a Trace Event Format file Perfetto opens, and a CSV of the task windows.
+
+No Perfetto UI can be loaded here (it is a web app served from the internet), so the trace is
+checked against the format itself: the fields each phase requires, slices that nest or are
+disjoint on every track, counters that match the job's own figures, and times that are the
+job's virtual-clock times in microseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import itertools
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import pcmodel
+from pcmodel import export, workloads
+from pcmodel.records import JobSummary, TaskResult
+from pcmodel.timeline import peak_concurrency
+
+MICRO = 1_000_000
+PHASES = {"X", "i", "C", "M"}
+
+
+def check_trace(trace: dict[str, Any]) -> list[dict[str, Any]]:
+    """Check a trace against the Trace Event Format; return its events.
+
+    The rules a viewer relies on: the JSON object form with `traceEvents`; every event has
+    name, ph, ts, pid and tid; a complete slice ("X") has a non-negative `dur`; a counter ("C")
+    has numeric args; an instant ("i") a scope; every track an event lands on is named; and on
+    one track, slices nest or are disjoint.
+    """
+    assert json.loads(json.dumps(trace, allow_nan=False)) == trace, "not strict JSON"
+    assert trace["displayTimeUnit"] in {"ms", "ns"}
+    events = trace["traceEvents"]
+    assert isinstance(events, list)
+    named: set[tuple[int, int]] = set()
+    slices: dict[tuple[int, int], list[tuple[float, float]]] = {}
+    for event in events:
+        for field in ("name", "ph", "ts", "pid", "tid"):
+            assert field in event, f"{field} missing from {event}"
+        assert isinstance(event["name"], str)
+        assert event["ph"] in PHASES, event
+        assert isinstance(event["ts"], int | float), event
+        assert event["ts"] >= 0, event
+        assert isinstance(event["pid"], int), event
+        assert isinstance(event["tid"], int), event
+        if event["ph"] == "M":
+            if event["name"] == "thread_name":
+                named.add((event["pid"], event["tid"]))
+                assert isinstance(event["args"]["name"], str)
+        elif event["ph"] == "C":
+            assert event["args"], event
+            assert all(isinstance(v, int | float) and v >= 0 for v in event["args"].values()), event
+        else:
+            assert (event["pid"], event["tid"]) in named, f"unnamed track for {event}"
+            if event["ph"] == "X":
+                assert isinstance(event["dur"], int | float), event
+                assert event["dur"] >= 0, event
+                slices.setdefault((event["pid"], event["tid"]), []).append((event["ts"], event["dur"]))
+            else:
+                assert event["s"] in {"g", "p", "t"}, event
+    for track, spans in slices.items():
+        open_ends: list[float] = []
+        for ts, dur in sorted(spans, key=lambda span: (span[0], -span[1])):
+            while open_ends and open_ends[-1] <= ts:
+                open_ends.pop()
+            if open_ends:
+                assert ts + dur <= open_ends[-1], f"slices overlap without nesting on {track}"
+            open_ends.append(ts + dur)
+    return events
+
+
+def _of(events: Iterable[dict[str, Any]], ph: str, name: str | None = None) -> list[dict[str, Any]]:
+    return [e for e in events if e["ph"] == ph and (name is None or e["name"] == name)]
+
+
+def _track_names(events: list[dict[str, Any]]) -> dict[int, str]:
+    return {e["tid"]: e["args"]["name"] for e in _of(events, "M", "thread_name")}
+
+
+def _cars(tasks: int = 24, **kwargs: Any) -> JobSummary:
+    job = workloads.car_prices(tasks, seed=4, failure_rate=0.25)
+    options: dict[str, Any] = {"workers": 4, "clock": "virtual", **kwargs}
+    return pcmodel.run_job(job.function, job.params, **options)
+
+
+def _result(task_id: int, worker: int, start: float, end: float, **fields: Any) -> TaskResult:
+    values: dict[str, Any] = {"params": task_id, "value": None, "error": None, "enqueued_at": 0.0}
+    values.update(fields)
+    return TaskResult(
+        task_id,
+        values["params"],
+        values["value"],
+        values["error"],
+        worker,
+        values["enqueued_at"],
+        start,
+        end,
+    )
+
+
+# -- the trace of a job ----------------------------------------------------------------------
+
+
+def test_trace_has_a_named_track_per_worker_and_a_slice_per_task_at_the_jobs_exact_times() -> None:
+    summary = _cars()
+    results = summary.results or ()
+    trace = pcmodel.export.trace_events(summary)
+    events = check_trace(trace)
+    names = _track_names(events)
+    assert sorted(v for v in names.values() if v.startswith("worker")) == [f"worker {w}" for w in range(4)]
+    slices = {e["args"]["task_id"]: e for e in _of(events, "X") if e["cat"].startswith("task")}
+    assert sorted(slices) == [r.task_id for r in results]
+    for result in results:
+        event = slices[result.task_id]
+        assert names[event["tid"]] == f"worker {result.worker}"
+        assert event["name"] == f"task {result.task_id}"
+        assert event["ts"] == result.started_at * MICRO  # exactly the virtual time
+        end = result.finished_at * MICRO
+        assert event["ts"] + event["dur"] <= end
+        assert end - (event["ts"] + event["dur"]) <= 2 * math.ulp(end)
+        args = event["args"]
+        assert (args["enqueued_at"], args["started_at"], args["finished_at"]) == (
+            result.enqueued_at,
+            result.started_at,
+            result.finished_at,
+        )
+        assert args["params"] == repr(result.params)
+        assert args["ok"] is result.ok
+        assert args["attempts"] == result.attempts
+        if result.ok:
+            assert "error" not in args
+        else:
+            assert args["error_type"] == type(result.error).__name__
+            assert args["error"] == str(result.error)
+    assert trace["otherData"]["tasks"] == summary.tasks
+    assert trace["otherData"]["elapsed"] == summary.elapsed
+
+
+def test_slices_on_a_worker_track_are_disjoint_and_follow_each_other() -> None:
+    summary = _cars(60, workers=7)
+    events = check_trace(export.trace_events(summary))
+    by_track: dict[int, list[dict[str, Any]]] = {}
+    for event in _of(events, "X"):
+        by_track.setdefault(event["tid"], []).append(event)
+    for spans in by_track.values():
+        spans.sort(key=lambda e: e["ts"])
+        for before, after in itertools.pairwise(spans):
+            assert before["ts"] + before["dur"] <= after["ts"]
+    assert "overlap" not in " ".join(_track_names(events).values())
+
+
+def test_queue_depth_counter_is_the_summarys_queue_depth() -> None:
+    summary = _cars(40, workers=3, queue_size=4)
+    events = check_trace(export.trace_events(summary))
+    depth = [(e["ts"], e["args"]["depth"]) for e in _of(events, "C", "work queue")]
+    assert depth == [(s.time * MICRO, s.depth) for s in summary.queue_depth or ()]
+    assert max(d for _, d in depth) == summary.max_queue_depth == 4
+    assert depth[-1][1] == 0
+
+
+def test_busy_counter_peaks_at_the_jobs_peak_concurrency_and_ends_at_zero() -> None:
+    summary = _cars(40, workers=3, queue_size=4)
+    events = check_trace(export.trace_events(summary))
+    busy = [e["args"]["busy"] for e in _of(events, "C", "workers")]
+    assert max(busy) == peak_concurrency(summary) == 3
+    assert busy[-1] == 0
+
+
+def test_producer_blocked_periods_are_slices_on_their_own_track() -> None:
+    summary = _cars(40, workers=3, queue_size=4)
+    assert summary.producer_blocked, "the job should make its producer wait"
+    events = check_trace(export.trace_events(summary))
+    names = _track_names(events)
+    blocked = [e for e in _of(events, "X") if e["cat"] == "producer"]
+    assert {names[e["tid"]] for e in blocked} == {"producers blocked"}
+    assert [(e["args"]["start"], e["args"]["end"]) for e in blocked] == sorted(summary.producer_blocked)
+    assert [e["ts"] for e in blocked] == [start * MICRO for start, _ in sorted(summary.producer_blocked)]
+
+
+def test_each_failure_is_an_instant_on_its_workers_track_where_the_task_ended() -> None:
+    summary = _cars(24, retries=1)
+    failed = [r for r in summary.results or () if not r.ok]
+    assert failed, "the seed should give failures"
+    events = check_trace(export.trace_events(summary))
+    instants = _of(events, "i")
+    assert sorted(e["args"]["task_id"] for e in instants) == [r.task_id for r in failed]
+    slices = {e["args"]["task_id"]: e for e in _of(events, "X")}
+    for instant in instants:
+        task = slices[instant["args"]["task_id"]]
+        assert instant["tid"] == task["tid"]
+        assert instant["ts"] == task["ts"] + task["dur"]
+        assert instant["name"] == f"failed: {task['args']['error_type']}"
+        assert instant["s"] == "t"
+    assert any(e["args"]["attempts"] == 2 for e in slices.values()), "retries should show"
+
+
+def test_a_fail_fast_stop_shows_its_cancelled_calls_as_cancelled() -> None:
+    async def call(n: int) -> int:
+        await asyncio.sleep(1 + n / 10)
+        if n == 0:
+            raise ValueError("first")
+        return n
+
+    summary = pcmodel.run_job(call, range(6), workers=3, clock="virtual", fail_fast=True)
+    assert summary.cancelled == 2
+    events = check_trace(export.trace_events(summary))
+    names = sorted(e["name"] for e in _of(events, "i"))
+    assert names == ["cancelled: CancelledError", "cancelled: CancelledError", "failed: ValueError"]
+    assert export.trace_events(summary)["otherData"]["error"] == "ValueError: first"
+
+
+def test_an_empty_job_gives_named_worker_tracks_and_nothing_else() -> None:
+    async def call(n: int) -> int:
+        return n
+
+    summary = pcmodel.run_job(call, [], workers=2, clock="virtual")
+    events = check_trace(export.trace_events(summary))
+    assert {e["ph"] for e in events} == {"M"}
+    assert sorted(_track_names(events).values()) == ["worker 0", "worker 1"]
+    assert export.trace_events([])["traceEvents"][0]["name"] == "process_name"
+
+
+def test_write_trace_writes_the_events_as_strict_json(tmp_path: Path) -> None:
+    summary = _cars()
+    path = export.write_trace(summary, tmp_path / "job.json")
+    assert path == tmp_path / "job.json"
+    assert json.loads(path.read_text(encoding="utf-8")) == export.trace_events(summary)
+
+
+# -- other sources ---------------------------------------------------------------------------
+
+
+def test_an_iterable_of_results_exports_only_those_and_the_workers_they_ran_on() -> None:
+    summary = _cars(24)
+    failed = [r for r in summary.results or () if not r.ok]
+    events = check_trace(export.trace_events(r for r in failed))
+    assert sorted(e["args"]["task_id"] for e in _of(events, "X")) == [r.task_id for r in failed]
+    assert sorted(_track_names(events).values()) == sorted({f"worker {r.worker}" for r in failed})
+    depth = [(e["ts"], e["args"]["depth"]) for e in _of(events, "C", "work queue")]
+    assert depth == [(s.time * MICRO, s.depth) for s in pcmodel.records.queue_depth(failed)]
+
+
+def test_overlapping_tasks_of_one_worker_go_to_an_overlap_track() -> None:
+    results = [
+        _result(0, 0, 0.0, 2.0),
+        _result(1, 0, 1.0, 3.0),  # overlaps task 0 without nesting in it
+        _result(2, 0, 2.0, 2.5),  # starts when task 0 ends: back on the worker's track
+        _result(3, 0, 0.5, 1.5),  # overlaps both
+    ]
+    events = check_trace(export.trace_events(results))
+    names = _track_names(events)
+    track = {e["args"]["task_id"]: names[e["tid"]] for e in _of(events, "X")}
+    assert track == {0: "worker 0", 1: "worker 0 (overlap 2)", 2: "worker 0", 3: "worker 0 (overlap 1)"}
+
+
+def test_a_task_that_failed_before_any_worker_gets_a_track_of_its_own() -> None:
+    results = [_result(0, -1, 1.0, 1.0, error=TypeError("params JSON cannot carry")), _result(1, 0, 0.0, 1.0)]
+    events = check_trace(export.trace_events(results))
+    names = _track_names(events)
+    assert sorted(names.values()) == ["failed before a worker", "worker 0"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.floats(min_value=0.0, max_value=1e4, allow_nan=False), min_size=1, max_size=8),
+        min_size=1,
+        max_size=4,
+    ),
+    st.floats(min_value=0.0, max_value=1e5),
+)
+def test_back_to_back_tasks_never_overlap_after_rounding_to_microseconds(
+    durations: list[list[float]], offset: float
+) -> None:
+    """A task that starts when the previous one ends must not overlap it in the file, even
+    where `start * 1e6 + (end * 1e6 - start * 1e6)` rounds past `end * 1e6`."""
+    results: list[TaskResult] = []
+    for worker, lane in enumerate(durations):
+        time = offset
+        for duration in lane:
+            results.append(_result(len(results), worker, time, time + duration))
+            time += duration
+    events = check_trace(export.trace_events(results))
+    for event in _of(events, "X"):
+        assert event["ts"] == event["args"]["started_at"] * MICRO
+        assert event["ts"] + event["dur"] <= event["args"]["finished_at"] * MICRO
+
+
+# -- refused sources -------------------------------------------------------------------------
+
+
+def test_a_summary_without_trace_is_refused_with_the_remedy() -> None:
+    summary = _cars(trace=False)
+    with pytest.raises(ValueError, match=r"trace=False.*run it again with trace=True"):
+        export.trace_events(summary)
+    with pytest.raises(ValueError, match="trace=False"):
+        export.write_csv(summary, "never-written.csv")
+    assert not Path("never-written.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (42, "got int"),
+        ("job.sqlite", "got the path 'job.sqlite'"),
+        ([(0, 1, 2)], "source item 0 must be a TaskResult, got tuple"),
+        ([_result(0, 0, 0.0, 1.0), None], "source item 1 must be a TaskResult, got NoneType"),
+        ([_result("zero", 0, 0.0, 1.0)], "source item 0 has a field of the wrong type"),  # type: ignore[arg-type]
+    ],
+)
+def test_what_is_not_a_source_is_refused_with_a_type_error(source: object, message: str) -> None:
+    with pytest.raises(TypeError, match=message):
+        export.trace_events(source)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("result", "message"),
+    [
+        (_result(0, 0, 0.0, math.nan), "not finite"),
+        (_result(0, 0, 0.0, math.inf), "not finite"),
+        (_result(0, 0, 2.0, 1.0), "out of order"),
+        (_result(0, 0, 1.0, 2.0, enqueued_at=1.5), "out of order"),
+    ],
+)
+def test_times_no_viewer_could_draw_are_refused_with_a_value_error(result: TaskResult, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        export.trace_events([result])
+
+
+# -- hostile params and errors ---------------------------------------------------------------
+
+
+class _Unprintable:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+class _SilentError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+def _hostile_results() -> list[TaskResult]:
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    return [
+        _result(0, 0, 0.0, 1.0, params=_Unprintable(), error=_SilentError()),
+        _result(1, 1, 0.0, 1.0, params={1, 2}),  # a set: not JSON
+        _result(2, 2, 0.0, 1.0, params={"price": math.nan}),  # NaN: not strict JSON
+        _result(3, 0, 1.0, 2.0, params=cycle, error=ValueError("\N{SNOWMAN} prix 3\u00a0€\nligne 2")),
+        _result(4, 1, 1.0, 2.0, params="\ud800 lone surrogate", error=KeyError("\ud83d")),
+        _result(5, 2, 1.0, 2.0, params={"ville": "Zürich", "emoji": "\N{AUTOMOBILE}"}),
+        _result(6, 0, 2.0, 3.0, params="x" * 10_000),
+    ]
+
+
+def test_hostile_params_and_errors_still_export_a_valid_trace(tmp_path: Path) -> None:
+    path = export.write_trace(_hostile_results(), tmp_path / "hostile.json")
+    trace = json.loads(path.read_text(encoding="utf-8"))
+    events = check_trace(trace)
+    args = {e["args"]["task_id"]: e["args"] for e in _of(events, "X")}
+    assert args[0]["params"] == "<_Unprintable object: its repr raised RuntimeError>"
+    assert args[0]["error_type"] == "_SilentError"
+    assert args[0]["error"] == "<its str raised RuntimeError>"
+    assert args[3]["error"] == "\N{SNOWMAN} prix 3\u00a0€\nligne 2"
+    assert args[4]["params"] == "'\\ud800 lone surrogate'"
+    assert args[5]["params"] == repr({"ville": "Zürich", "emoji": "\N{AUTOMOBILE}"})
+    assert len(args[6]["params"]) == 500
+    assert args[6]["params"].endswith("\N{HORIZONTAL ELLIPSIS}")
+
+
+def test_a_summary_whose_error_cannot_be_printed_still_exports() -> None:
+    class Loud(Exception):
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+        def __str__(self) -> str:
+            raise RuntimeError("no str")
+
+    async def call(n: int) -> int:
+        raise Loud
+
+    summary = pcmodel.run_job(call, range(2), workers=1, clock="virtual", fail_fast=True)
+    trace = export.trace_events(summary)
+    check_trace(trace)
+    assert trace["otherData"]["error"] == "Loud: <its str raised RuntimeError>"
+
+
+# -- CSV -------------------------------------------------------------------------------------
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as file:
+        reader = csv.DictReader(file)
+        assert tuple(reader.fieldnames or ()) == export.CSV_COLUMNS
+        return list(reader)
+
+
+def test_csv_round_trips_every_task_window_exactly(tmp_path: Path) -> None:
+    summary = _cars(24, retries=1)
+    results = summary.results or ()
+    rows = _read_csv(export.write_csv(summary, tmp_path / "job.csv"))
+    assert len(rows) == len(results)
+    for row, result in zip(rows, results, strict=True):
+        assert int(row["task_id"]) == result.task_id
+        assert int(row["worker"]) == result.worker
+        assert float(row["enqueued_at"]) == result.enqueued_at
+        assert float(row["started_at"]) == result.started_at
+        assert float(row["finished_at"]) == result.finished_at
+        assert float(row["wait"]) == result.wait
+        assert float(row["duration"]) == result.duration
+        assert row["ok"] == str(result.ok)
+        assert int(row["attempts"]) == result.attempts
+        assert row["error_type"] == ("" if result.ok else type(result.error).__name__)
+        assert row["error"] == ("" if result.ok else str(result.error))
+        assert json.loads(row["params"]) == json.loads(json.dumps(result.params))
+
+
+def test_csv_of_hostile_params_and_errors_reads_back(tmp_path: Path) -> None:
+    rows = _read_csv(export.write_csv(_hostile_results(), tmp_path / "hostile.csv"))
+    by_id = {int(row["task_id"]): row for row in rows}
+    assert by_id[0]["params"] == "<_Unprintable object: its repr raised RuntimeError>"
+    assert by_id[0]["error"] == "<its str raised RuntimeError>"
+    assert by_id[1]["params"] == "{1, 2}"  # not JSON: the repr
+    assert by_id[2]["params"] == "{'price': nan}"
+    assert by_id[3]["params"] == "[[...]]"
+    assert by_id[3]["error"] == "\N{SNOWMAN} prix 3\u00a0€\nligne 2"  # the newline survives quoting
+    assert by_id[4]["params"] == '"\\ud800 lone surrogate"'
+    assert by_id[4]["error_type"] == "KeyError"
+    assert json.loads(by_id[5]["params"]) == {"ville": "Zürich", "emoji": "\N{AUTOMOBILE}"}
+    assert json.loads(by_id[6]["params"]) == "x" * 10_000  # the CSV keeps the whole params
+
+
+def test_csv_of_an_empty_job_has_only_its_header(tmp_path: Path) -> None:
+    path = export.write_csv([], tmp_path / "empty.csv")
+    assert path.read_text(encoding="utf-8").splitlines() == [",".join(export.CSV_COLUMNS)]
