@@ -8,7 +8,8 @@ one:
 - one track per worker ("worker 0", "worker 1", ...), with a slice per task window, from the
   moment the worker took the item to the end of its last attempt; the slice's arguments give
   the task id, the params (their `repr`), how it ended, the attempts and the exact times in
-  seconds;
+  seconds (a job run on worker processes shows each process, `host:pid`, with a track per
+  worker slot);
 - an instant event on the worker's track where a task failed, named after the error;
 - counters: the work queue's depth over time (`JobSummary.queue_depth`) and the workers busy;
 - a track for the periods a producer was blocked on a full queue (backpressure).
@@ -31,12 +32,13 @@ import json
 import math
 import operator
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pcmodel.records import JobSummary, TaskResult, queue_depth
+from pcmodel.broker.records import BrokerJobSummary, WorkerProcess
+from pcmodel.records import DepthSample, JobSummary, TaskResult, queue_depth
 
 __all__ = ["CSV_COLUMNS", "trace_events", "write_csv", "write_trace"]
 
@@ -56,7 +58,6 @@ CSV_COLUMNS = (
 )
 """The columns of `write_csv`, in order."""
 
-_PID = 1  # the whole job is one process in the viewer; its threads are the tracks
 _MICROSECONDS = 1_000_000
 _MAX_TEXT = 500  # characters of a repr or message kept in a slice's arguments
 _QUEUE_COUNTER = "work queue"
@@ -78,14 +79,33 @@ class _Task:
     error: BaseException | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """One job's share of a trace: its own process, tracks and counters."""
+
+    title: str
+    """The process's name in the viewer."""
+    tasks: list[_Task]
+    depth: Sequence[DepthSample]
+    """The work queue's depth over time."""
+    blocked: Sequence[tuple[float, float]] = ()
+    """(start, end) of each period a producer was blocked on a full queue."""
+    workers: int = 0
+    """Lanes 0 to workers - 1 get a track even if they ran nothing."""
+    processes: Sequence[WorkerProcess] = ()
+    """The worker processes that own lanes, for a job run through a broker."""
+
+
 def trace_events(source: JobSummary | Iterable[TaskResult]) -> dict[str, Any]:
     """A job's timeline in the Trace Event Format, ready for `json.dump`.
 
     Perfetto and chrome://tracing show it with a track per worker and a slice per task; see
-    the module's docstring for every event. On one track, slices never overlap: should two
-    tasks of one worker overlap in time (a record built by hand, or the lanes of a job whose
-    worker processes took over each other's items), the later one goes to a track of its
-    own, "worker 3 (overlap)", rather than a slice the viewer would misdraw.
+    the module's docstring for every event. A job run on worker processes (a
+    `BrokerJobSummary`) shows each process as a process of the trace, with a track per
+    worker slot, named `host:pid` as on the timeline. On one track, slices never overlap:
+    should two tasks of one worker overlap in time (records built by hand, say), the later
+    one goes to a track of its own, "worker 3 (overlap 1)", rather than a slice the viewer
+    would misdraw.
 
     Args:
         source: the `JobSummary` of a job run with `trace=True`, or an iterable of
@@ -103,43 +123,22 @@ def trace_events(source: JobSummary | Iterable[TaskResult]) -> dict[str, Any]:
     """
     summary, tasks = _read_source(source)
     if summary is None:
-        depth = queue_depth(_as_results(tasks))
-        blocked: tuple[tuple[float, float], ...] = ()
-        lanes = sorted({task.worker for task in tasks})
+        part = _Part("pcmodel job", tasks, queue_depth(_as_results(tasks)))
         other: dict[str, Any] = {"tasks": len(tasks)}
     else:
-        depth = summary.queue_depth or ()
-        blocked = summary.producer_blocked or ()
-        lanes = sorted({task.worker for task in tasks} | set(range(summary.workers)))
+        part = _Part(
+            "pcmodel job",
+            tasks,
+            summary.queue_depth or (),
+            blocked=summary.producer_blocked or (),
+            workers=summary.workers,
+            processes=summary.processes if isinstance(summary, BrokerJobSummary) else (),
+        )
         other = _figures(summary)
     other["source"] = "pcmodel"
     other["time"] = "microseconds since the job started"
-
     tracks = _Tracks()
-    for lane in lanes:  # every worker gets its track, idle or not, in order
-        tracks.track(_lane_name(lane), lane)
-    timed: list[dict[str, Any]] = []
-    for task in sorted(tasks, key=lambda t: (t.started_at, -t.finished_at, t.task_id)):
-        timed.extend(_task_events(task, tracks))
-    for start, end in sorted(blocked):
-        ts, dur = _span(start, end)
-        tid = tracks.place(_BLOCKED_TRACK, len(lanes), ts, dur)
-        timed.append(
-            {
-                "name": "blocked: work queue full",
-                "cat": "producer",
-                "ph": "X",
-                "ts": ts,
-                "dur": dur,
-                "pid": _PID,
-                "tid": tid,
-                "args": {"start": start, "end": end},
-            }
-        )
-    for sample in depth:
-        timed.append(_counter(_QUEUE_COUNTER, sample.time, "depth", sample.depth))
-    for time, busy in _busy(tasks):
-        timed.append(_counter(_BUSY_COUNTER, time, "busy", busy))
+    timed = _part_events(part, tracks)
     # Time order; at one instant a longer slice first, so a viewer reads nesting right.
     timed.sort(key=lambda event: (event["ts"], -event.get("dur", 0.0)))
     return {
@@ -293,57 +292,98 @@ def _figures(summary: JobSummary) -> dict[str, Any]:
 
 
 class _Tracks:
-    """The viewer's threads: a name and a tid each, and the end of the last slice on each.
+    """The viewer's processes and threads: names, ids, and the end of the last slice on each.
 
-    Invariant: on one tid, the slices placed are disjoint in the units the file holds
+    Invariant: on one track, the slices placed are disjoint in the units the file holds
     (`ts + dur` of one is at most `ts` of the next), so no viewer sees a bad nesting.
     """
 
     def __init__(self) -> None:
-        self._tids: dict[tuple[str, int], int] = {}  # (track name, overlap index) -> tid
-        self._names: dict[int, str] = {}
-        self._order: dict[int, int] = {}
+        self._processes: dict[int, str] = {}
+        self._tids: dict[tuple[int, str, int], int] = {}  # (pid, track name, overlap) -> tid
+        self._threads: dict[int, tuple[int, str, int]] = {}  # tid -> (pid, name, sort index)
         self._ends: dict[int, float] = {}
 
-    def track(self, name: str, order: int, overlap: int = 0) -> int:
-        """The tid of a track, made on first use; `order` sorts it in the viewer."""
-        key = (name, overlap)
+    def process(self, name: str) -> int:
+        """A new process of the trace, named `name`; its pid."""
+        pid = len(self._processes) + 1
+        self._processes[pid] = name
+        return pid
+
+    def track(self, pid: int, name: str, order: int, overlap: int = 0) -> int:
+        """The tid of a track of process `pid`, made on first use; `order` sorts it."""
+        key = (pid, name, overlap)
         if key not in self._tids:
-            tid = len(self._tids) + 1  # tid 0 carries the counters
+            tid = len(self._tids) + 1  # tid 0 of each process carries its counters
             self._tids[key] = tid
-            self._names[tid] = name if overlap == 0 else f"{name} (overlap {overlap})"
-            self._order[tid] = order
+            self._threads[tid] = (pid, name if overlap == 0 else f"{name} (overlap {overlap})", order)
             self._ends[tid] = -math.inf
         return self._tids[key]
 
-    def place(self, name: str, order: int, ts: float, dur: float) -> int:
+    def place(self, pid: int, name: str, order: int, ts: float, dur: float) -> int:
         """The tid of the first track of that name free at `ts`; note the slice's end there."""
         overlap = 0
         while True:
-            tid = self.track(name, order, overlap)
+            tid = self.track(pid, name, order, overlap)
             if self._ends[tid] <= ts:
                 self._ends[tid] = ts + dur
                 return tid
             overlap += 1
 
     def metadata(self) -> list[dict[str, Any]]:
-        """The "M" events that name the process and each track, and sort the tracks."""
-        events: list[dict[str, Any]] = [
-            _meta("process_name", 0, {"name": "pcmodel job"}),
-            _meta("process_sort_index", 0, {"sort_index": 0}),
-        ]
-        for tid, name in self._names.items():
-            events.append(_meta("thread_name", tid, {"name": name}))
-            events.append(_meta("thread_sort_index", tid, {"sort_index": self._order[tid]}))
+        """The "M" events that name and sort the processes and the tracks."""
+        events: list[dict[str, Any]] = []
+        for pid, name in self._processes.items():
+            events.append(_meta("process_name", pid, 0, {"name": name}))
+            events.append(_meta("process_sort_index", pid, 0, {"sort_index": pid}))
+        for tid, (pid, name, order) in self._threads.items():
+            events.append(_meta("thread_name", pid, tid, {"name": name}))
+            events.append(_meta("thread_sort_index", pid, tid, {"sort_index": order}))
         return events
 
 
-def _meta(name: str, tid: int, args: dict[str, Any]) -> dict[str, Any]:
-    return {"name": name, "ph": "M", "ts": 0, "pid": _PID, "tid": tid, "args": args}
+def _part_events(part: _Part, tracks: _Tracks) -> list[dict[str, Any]]:
+    """The events of one job: its slices, instants and counters, its tracks noted in `tracks`."""
+    pid = tracks.process(part.title)
+    homes: dict[int, tuple[int, str]] = {}  # lane -> (pid, track name)
+    for process in part.processes:
+        process_pid = tracks.process(f"worker process {process.label}")
+        for slot, lane in enumerate(process.lanes):
+            homes[lane] = (process_pid, f"slot {slot} (lane {lane})")
+    lanes = sorted({task.worker for task in part.tasks} | set(range(part.workers)))
+    for lane in lanes:  # every lane gets its track, idle or not, in order
+        lane_pid, name = homes.setdefault(lane, (pid, _lane_name(lane)))
+        tracks.track(lane_pid, name, lane)
+    events: list[dict[str, Any]] = []
+    for task in sorted(part.tasks, key=lambda t: (t.started_at, -t.finished_at, t.task_id)):
+        events.extend(_task_events(task, tracks, *homes[task.worker]))
+    for start, end in sorted(part.blocked):
+        ts, dur = _span(start, end)
+        events.append(
+            {
+                "name": "blocked: work queue full",
+                "cat": "producer",
+                "ph": "X",
+                "ts": ts,
+                "dur": dur,
+                "pid": pid,
+                "tid": tracks.place(pid, _BLOCKED_TRACK, len(lanes), ts, dur),
+                "args": {"start": start, "end": end},
+            }
+        )
+    for sample in part.depth:
+        events.append(_counter(_QUEUE_COUNTER, pid, sample.time, "depth", sample.depth))
+    for time, busy in _busy(part.tasks):
+        events.append(_counter(_BUSY_COUNTER, pid, time, "busy", busy))
+    return events
 
 
-def _counter(name: str, time: float, key: str, value: int) -> dict[str, Any]:
-    return {"name": name, "ph": "C", "ts": time * _MICROSECONDS, "pid": _PID, "tid": 0, "args": {key: value}}
+def _meta(name: str, pid: int, tid: int, args: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "ph": "M", "ts": 0, "pid": pid, "tid": tid, "args": args}
+
+
+def _counter(name: str, pid: int, time: float, key: str, value: int) -> dict[str, Any]:
+    return {"name": name, "ph": "C", "ts": time * _MICROSECONDS, "pid": pid, "tid": 0, "args": {key: value}}
 
 
 def _span(start: float, end: float) -> tuple[float, float]:
@@ -359,10 +399,10 @@ def _span(start: float, end: float) -> tuple[float, float]:
     return ts, dur
 
 
-def _task_events(task: _Task, tracks: _Tracks) -> list[dict[str, Any]]:
-    """The slice of one task window, and an instant event where it failed."""
+def _task_events(task: _Task, tracks: _Tracks, pid: int, track: str) -> list[dict[str, Any]]:
+    """The slice of one task window on its lane's track, and an instant where it failed."""
     ts, dur = _span(task.started_at, task.finished_at)
-    tid = tracks.place(_lane_name(task.worker), task.worker, ts, dur)
+    tid = tracks.place(pid, track, task.worker, ts, dur)
     error = task.error
     args: dict[str, Any] = {
         "task_id": task.task_id,
@@ -384,7 +424,7 @@ def _task_events(task: _Task, tracks: _Tracks) -> list[dict[str, Any]]:
         "ph": "X",
         "ts": ts,
         "dur": dur,
-        "pid": _PID,
+        "pid": pid,
         "tid": tid,
         "args": args,
     }
@@ -397,7 +437,7 @@ def _task_events(task: _Task, tracks: _Tracks) -> list[dict[str, Any]]:
         "ph": "i",
         "s": "t",  # the instant belongs to its worker's track
         "ts": ts + dur,
-        "pid": _PID,
+        "pid": pid,
         "tid": tid,
         "args": {"task_id": task.task_id, "error": args["error"]},
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import itertools
 import json
 import math
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 
 import pcmodel
 from pcmodel import export, workloads
+from pcmodel.broker.records import BrokerJobSummary, WorkerProcess
 from pcmodel.records import JobSummary, TaskResult
 from pcmodel.timeline import peak_concurrency
 
@@ -444,3 +446,28 @@ def test_csv_of_hostile_params_and_errors_reads_back(tmp_path: Path) -> None:
 def test_csv_of_an_empty_job_has_only_its_header(tmp_path: Path) -> None:
     path = export.write_csv([], tmp_path / "empty.csv")
     assert path.read_text(encoding="utf-8").splitlines() == [",".join(export.CSV_COLUMNS)]
+
+
+def test_a_broker_jobs_worker_processes_are_processes_of_the_trace_with_a_track_per_slot() -> None:
+    local = _cars(24, workers=4)
+    processes = (
+        WorkerProcess("hostA:11:x", "hostA", 11, first_lane=0, workers=2, tasks=0),
+        WorkerProcess("hostB:22:y", "hostB", 22, first_lane=2, workers=2, tasks=0),
+    )
+    fields = {field.name: getattr(local, field.name) for field in dataclasses.fields(JobSummary)}
+    summary = BrokerJobSummary(**fields, job_id="j", queue="q", processes=processes)
+    events = check_trace(export.trace_events(summary))
+    processes_named = {e["pid"]: e["args"]["name"] for e in _of(events, "M", "process_name")}
+    assert sorted(processes_named.values()) == [
+        "pcmodel job",
+        "worker process hostA:11",
+        "worker process hostB:22",
+    ]
+    names = _track_names(events)
+    for event in _of(events, "X"):
+        lane = event["args"]["worker"]
+        process = processes[lane // 2]
+        assert processes_named[event["pid"]] == f"worker process {process.label}"
+        assert names[event["tid"]] == f"slot {lane - process.first_lane} (lane {lane})"
+    counters = {processes_named[e["pid"]] for e in _of(events, "C")}
+    assert counters == {"pcmodel job"}, "the queue belongs to the job, not to a worker process"
