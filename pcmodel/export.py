@@ -37,6 +37,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pcmodel.broker.messages import RemoteError
 from pcmodel.broker.records import BrokerJobSummary, WorkerProcess
 from pcmodel.records import DepthSample, JobSummary, TaskResult, queue_depth
 
@@ -199,7 +200,7 @@ def write_csv(source: JobSummary | Iterable[TaskResult], path: str | os.PathLike
         writer = csv.DictWriter(file, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for task in tasks:
-            error = task.error
+            error_type, message = ("", "") if task.error is None else _error_text(task.error, limit=None)
             writer.writerow(
                 {
                     "task_id": task.task_id,
@@ -209,9 +210,9 @@ def write_csv(source: JobSummary | Iterable[TaskResult], path: str | os.PathLike
                     "finished_at": repr(task.finished_at),
                     "wait": repr(task.started_at - task.enqueued_at),
                     "duration": repr(task.finished_at - task.started_at),
-                    "ok": error is None,
-                    "error_type": "" if error is None else _type_name(error),
-                    "error": "" if error is None else _safe_str(error, limit=None),
+                    "ok": task.error is None,
+                    "error_type": error_type,
+                    "error": message,
                     "attempts": task.attempts,
                     "params": _params_json(task.params),
                 }
@@ -284,7 +285,7 @@ def _figures(summary: JobSummary) -> dict[str, Any]:
     error = summary.error
     # scalars() takes the error's repr, which may raise: it gets the summary without it.
     figures = replace(summary, error=None).scalars()
-    figures["error"] = None if error is None else f"{_type_name(error)}: {_safe_str(error)}"
+    figures["error"] = None if error is None else ": ".join(_error_text(error))
     return figures
 
 
@@ -416,8 +417,7 @@ def _task_events(task: _Task, tracks: _Tracks, pid: int, track: str) -> list[dic
         "wait": task.started_at - task.enqueued_at,
     }
     if error is not None:
-        args["error_type"] = _type_name(error)
-        args["error"] = _safe_str(error)
+        args["error_type"], args["error"] = _error_text(error)
     slice_ = {
         "name": f"task {task.task_id}",
         "cat": "task" if error is None else "task,failed",
@@ -432,7 +432,7 @@ def _task_events(task: _Task, tracks: _Tracks, pid: int, track: str) -> list[dic
         return [slice_]
     ending = "cancelled" if isinstance(error, asyncio.CancelledError) else "failed"
     instant = {
-        "name": f"{ending}: {args['error_type']}",
+        "name": f"{ending}: {args['error_type'].rpartition('.')[2]}",
         "cat": "failure",
         "ph": "i",
         "s": "t",  # the instant belongs to its worker's track
@@ -483,16 +483,21 @@ def _safe_repr(value: object, limit: int | None = _MAX_TEXT) -> str:
     return _clean(text, limit)
 
 
-def _safe_str(error: BaseException, limit: int | None = _MAX_TEXT) -> str:
+def _error_text(error: BaseException, limit: int | None = _MAX_TEXT) -> tuple[str, str]:
+    """The error's type name and message, named as a ledger names them.
+
+    The type is qualified unless built-in (`ValueError`, `pcmodel.workloads.PriceAPIError`);
+    an error from a worker process (`RemoteError`) gives its original type's name.
+    """
+    if isinstance(error, RemoteError):
+        return error.type_name, _clean(error.message, limit)
+    kind = type(error)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
     try:
-        text = str(error)
+        message = str(error)
     except Exception as failure:  # noqa: BLE001 - an error's str that raises is still an error
-        return f"<its str raised {type(failure).__name__}>"
-    return _clean(text, limit)
-
-
-def _type_name(error: BaseException) -> str:
-    return type(error).__name__
+        return name, f"<its str raised {type(failure).__name__}>"
+    return name, _clean(message, limit)
 
 
 def _params_json(params: object) -> str:

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 import pcmodel
 from pcmodel import export, workloads
+from pcmodel.broker.messages import RemoteError
 from pcmodel.broker.records import BrokerJobSummary, WorkerProcess
 from pcmodel.records import JobSummary, TaskResult
 from pcmodel.timeline import peak_concurrency
@@ -95,6 +96,12 @@ def _cars(tasks: int = 24, **kwargs: Any) -> JobSummary:
     return pcmodel.run_job(job.function, job.params, **options)
 
 
+def _qualified(error: BaseException | None) -> str:
+    """The name a ledger gives an error's type: qualified unless built-in."""
+    kind = type(error)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
 def _result(task_id: int, worker: int, start: float, end: float, **fields: Any) -> TaskResult:
     values: dict[str, Any] = {"params": task_id, "value": None, "error": None, "enqueued_at": 0.0}
     values.update(fields)
@@ -142,7 +149,7 @@ def test_trace_has_a_named_track_per_worker_and_a_slice_per_task_at_the_jobs_exa
         if result.ok:
             assert "error" not in args
         else:
-            assert args["error_type"] == type(result.error).__name__
+            assert args["error_type"] == _qualified(result.error)
             assert args["error"] == str(result.error)
     assert trace["otherData"]["tasks"] == summary.tasks
     assert trace["otherData"]["elapsed"] == summary.elapsed
@@ -201,7 +208,8 @@ def test_each_failure_is_an_instant_on_its_workers_track_where_the_task_ended() 
         task = slices[instant["args"]["task_id"]]
         assert instant["tid"] == task["tid"]
         assert instant["ts"] == task["ts"] + task["dur"]
-        assert instant["name"] == f"failed: {task['args']['error_type']}"
+        assert instant["name"] == f"failed: {type(failed[0].error).__name__}"
+        assert task["args"]["error_type"].endswith(instant["name"].removeprefix("failed: "))
         assert instant["s"] == "t"
     assert any(e["args"]["attempts"] == 2 for e in slices.values()), "retries should show"
 
@@ -372,7 +380,7 @@ def test_hostile_params_and_errors_still_export_a_valid_trace(tmp_path: Path) ->
     events = check_trace(trace)
     args = {e["args"]["task_id"]: e["args"] for e in _of(events, "X")}
     assert args[0]["params"] == "<_Unprintable object: its repr raised RuntimeError>"
-    assert args[0]["error_type"] == "_SilentError"
+    assert args[0]["error_type"] == "tests.test_export._SilentError"
     assert args[0]["error"] == "<its str raised RuntimeError>"
     assert args[3]["error"] == "\N{SNOWMAN} prix 3\u00a0€\nligne 2"
     assert args[4]["params"] == "'\\ud800 lone surrogate'"
@@ -395,7 +403,10 @@ def test_a_summary_whose_error_cannot_be_printed_still_exports() -> None:
     summary = pcmodel.run_job(call, range(2), workers=1, clock="virtual", fail_fast=True)
     trace = export.trace_events(summary)
     check_trace(trace)
-    assert trace["otherData"]["error"] == "Loud: <its str raised RuntimeError>"
+    assert trace["otherData"]["error"] == (
+        f"{__name__}.test_a_summary_whose_error_cannot_be_printed_still_exports.<locals>.Loud: "
+        "<its str raised RuntimeError>"
+    )
 
 
 # -- CSV -------------------------------------------------------------------------------------
@@ -423,7 +434,7 @@ def test_csv_round_trips_every_task_window_exactly(tmp_path: Path) -> None:
         assert float(row["duration"]) == result.duration
         assert row["ok"] == str(result.ok)
         assert int(row["attempts"]) == result.attempts
-        assert row["error_type"] == ("" if result.ok else type(result.error).__name__)
+        assert row["error_type"] == ("" if result.error is None else _qualified(result.error))
         assert row["error"] == ("" if result.ok else str(result.error))
         assert json.loads(row["params"]) == json.loads(json.dumps(result.params))
 
@@ -471,3 +482,15 @@ def test_a_broker_jobs_worker_processes_are_processes_of_the_trace_with_a_track_
         assert names[event["tid"]] == f"slot {lane - process.first_lane} (lane {lane})"
     counters = {processes_named[e["pid"]] for e in _of(events, "C")}
     assert counters == {"pcmodel job"}, "the queue belongs to the job, not to a worker process"
+
+
+def test_an_error_from_a_worker_process_keeps_its_original_type_name(tmp_path: Path) -> None:
+    remote = RemoteError("mypackage.errors.QuotaError", "quota \N{EM DASH} 0 left")
+    results = [_result(0, 0, 0.0, 1.0, error=remote)]
+    events = check_trace(export.trace_events(results))
+    [instant] = _of(events, "i")
+    assert instant["name"] == "failed: QuotaError"
+    assert _of(events, "X")[0]["args"]["error_type"] == "mypackage.errors.QuotaError"
+    assert _of(events, "X")[0]["args"]["error"] == "quota \N{EM DASH} 0 left"
+    [row] = _read_csv(export.write_csv(results, tmp_path / "remote.csv"))
+    assert (row["error_type"], row["error"]) == ("mypackage.errors.QuotaError", "quota \N{EM DASH} 0 left")
