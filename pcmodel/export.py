@@ -19,9 +19,9 @@ Times are microseconds since the job started, as the format wants: `ts` is exact
 spreadsheet or `pandas.read_csv`.
 
 A source is a `JobSummary` of a job run with `trace=True`, or any iterable of `TaskResult`s
-(a filtered list of `summary.results`, say). Reading them never runs user code beyond `repr`
-and `str` of params and errors, and a `repr` or `str` that raises is reported in the text
-instead of stopping the export.
+(a filtered list of `summary.results`, say). The only user code an export runs is what turns
+params and errors into text (`repr`, `str`, JSON); when that raises, the text says so and the
+export goes on.
 """
 
 from __future__ import annotations
@@ -179,9 +179,10 @@ def write_csv(source: JobSummary | Iterable[TaskResult], path: str | os.PathLike
 
     Times are seconds since the job started, written exactly (`repr` of the float), so
     `float()` of a cell gives back the job's time. `ok` is `True` or `False`; `error_type`
-    and `error` are empty for a task that succeeded. `params` is JSON where the params can
-    be written as JSON (a tuple becomes a list), and their Python `repr` otherwise. The file
-    is UTF-8; `csv.DictReader` or `pandas.read_csv` reads it back.
+    (qualified unless built-in, as a ledger names it) and `error` (its message) are empty for
+    a task that succeeded. `params` is JSON where the params can be written as JSON (a
+    tuple becomes a list), and their Python `repr` otherwise. The file is UTF-8;
+    `csv.DictReader` or `pandas.read_csv` reads it back.
 
     Args:
         source: the `JobSummary` of a job run with `trace=True`, or an iterable of
