@@ -26,7 +26,6 @@ export goes on.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import json
 import math
@@ -61,6 +60,7 @@ CSV_COLUMNS = (
 
 _MICROSECONDS = 1_000_000
 _MAX_TEXT = 500  # characters of a repr or message kept in a slice's arguments
+_CANCELLED = frozenset({"CancelledError", "asyncio.exceptions.CancelledError"})
 _QUEUE_COUNTER = "work queue"
 _BUSY_COUNTER = "workers"
 _BLOCKED_TRACK = "producers blocked"
@@ -68,7 +68,7 @@ _BLOCKED_TRACK = "producers blocked"
 
 @dataclass(frozen=True, slots=True)
 class _Task:
-    """A `TaskResult`'s fields checked and converted to plain JSON-ready values."""
+    """A task's fields checked and made plain JSON-ready values, its error made text once."""
 
     task_id: int
     worker: int
@@ -77,7 +77,15 @@ class _Task:
     finished_at: float
     attempts: int
     params: Any
-    error: BaseException | None
+    error_type: str | None
+    """None if the task succeeded; else its error's type, named as a ledger names it."""
+    error: str
+    """The error's message, whole ("" if the task succeeded)."""
+
+    @property
+    def cancelled(self) -> bool:
+        """True if a fail-fast stop cancelled the call."""
+        return self.error_type in _CANCELLED
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +209,6 @@ def write_csv(source: JobSummary | Iterable[TaskResult], path: str | os.PathLike
         writer = csv.DictWriter(file, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for task in tasks:
-            error_type, message = ("", "") if task.error is None else _error_text(task.error, limit=None)
             writer.writerow(
                 {
                     "task_id": task.task_id,
@@ -211,9 +218,9 @@ def write_csv(source: JobSummary | Iterable[TaskResult], path: str | os.PathLike
                     "finished_at": repr(task.finished_at),
                     "wait": repr(task.started_at - task.enqueued_at),
                     "duration": repr(task.finished_at - task.started_at),
-                    "ok": task.error is None,
-                    "error_type": error_type,
-                    "error": message,
+                    "ok": task.error_type is None,
+                    "error_type": task.error_type or "",
+                    "error": task.error,
                     "attempts": task.attempts,
                     "params": _params_json(task.params),
                 }
@@ -245,6 +252,7 @@ def _checked(index: int, result: object) -> _Task:
     """One result, its numbers made plain ints and floats; refuse what no viewer could draw."""
     if not isinstance(result, TaskResult):
         raise TypeError(f"source item {index} must be a TaskResult, got {type(result).__name__}")
+    error_type, message = (None, "") if result.error is None else _error_text(result.error, limit=None)
     try:
         task = _Task(
             task_id=operator.index(result.task_id),
@@ -254,7 +262,8 @@ def _checked(index: int, result: object) -> _Task:
             finished_at=float(result.finished_at),
             attempts=operator.index(result.attempts),
             params=result.params,
-            error=result.error,
+            error_type=error_type,
+            error=message,
         )
     except (TypeError, ValueError) as error:
         raise TypeError(
@@ -276,7 +285,7 @@ def _checked(index: int, result: object) -> _Task:
 def _as_results(tasks: list[_Task]) -> list[TaskResult]:
     """The checked tasks as `TaskResult`s again, for `records.queue_depth`."""
     return [
-        TaskResult(t.task_id, t.params, None, t.error, t.worker, t.enqueued_at, t.started_at, t.finished_at)
+        TaskResult(t.task_id, t.params, None, None, t.worker, t.enqueued_at, t.started_at, t.finished_at)
         for t in tasks
     ]
 
@@ -405,23 +414,24 @@ def _task_events(task: _Task, tracks: _Tracks, pid: int, track: str) -> list[dic
     """The slice of one task window on its lane's track, and an instant where it failed."""
     ts, dur = _span(task.started_at, task.finished_at)
     tid = tracks.place(pid, track, task.worker, ts, dur)
-    error = task.error
+    failed = task.error_type is not None
     args: dict[str, Any] = {
         "task_id": task.task_id,
         "worker": task.worker,
         "params": _safe_repr(task.params),
-        "ok": error is None,
+        "ok": not failed,
         "attempts": task.attempts,
         "enqueued_at": task.enqueued_at,
         "started_at": task.started_at,
         "finished_at": task.finished_at,
         "wait": task.started_at - task.enqueued_at,
     }
-    if error is not None:
-        args["error_type"], args["error"] = _error_text(error)
+    if task.error_type is not None:
+        args["error_type"] = task.error_type
+        args["error"] = _clean(task.error)
     slice_ = {
         "name": f"task {task.task_id}",
-        "cat": "task" if error is None else "task,failed",
+        "cat": "task,failed" if failed else "task",
         "ph": "X",
         "ts": ts,
         "dur": dur,
@@ -429,11 +439,11 @@ def _task_events(task: _Task, tracks: _Tracks, pid: int, track: str) -> list[dic
         "tid": tid,
         "args": args,
     }
-    if error is None:
+    if task.error_type is None:
         return [slice_]
-    ending = "cancelled" if isinstance(error, asyncio.CancelledError) else "failed"
+    ending = "cancelled" if task.cancelled else "failed"
     instant = {
-        "name": f"{ending}: {args['error_type'].rpartition('.')[2]}",
+        "name": f"{ending}: {task.error_type.rpartition('.')[2]}",
         "cat": "failure",
         "ph": "i",
         "s": "t",  # the instant belongs to its worker's track
