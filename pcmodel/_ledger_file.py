@@ -12,6 +12,7 @@ them in batches: the event loop only puts a tuple on the queue, and never waits 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -87,12 +88,12 @@ CREATE TABLE items (
 
 _INSERT: Final = f"INSERT OR REPLACE INTO items VALUES ({', '.join('?' * len(COLUMNS))})"
 
-_BATCH: Final = 2000
-"""Most rows one commit writes."""
+_BATCH: Final = 1000
+"""Rows the loop gathers before it hands them to the writer thread."""
 _INTERVAL: Final = 0.05
-"""Seconds the writer lets rows gather after a commit that emptied its queue: at most about 20
-commits a second however fast the job, and at most this much of a job's outcomes lost to a
-`kill -9` beyond the items in flight."""
+"""The longest a row waits on the loop's side before it is handed over (on the job's clock):
+what a `kill -9` can lose beyond the items in flight, and at most about 20 hand-overs a
+second however slow the job."""
 
 
 class LedgerError(Exception):
@@ -124,6 +125,12 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
     except sqlite3.Error as error:
         raise LedgerError(f"cannot open the ledger {str(path)!r}: {error}") from None
     try:
+        if create:
+            # In WAL mode a commit at NORMAL is still atomic and survives a crash of the
+            # process; it costs no fsync (only a checkpoint syncs). At FULL, creating a ledger
+            # and starting a run took 20-90 ms of fsyncs on the machine of RESULTS.md.
+            with reading(path):
+                connection.execute("PRAGMA synchronous=NORMAL")
         _check(connection, path, create=create)
     except BaseException:
         connection.close()
@@ -143,10 +150,9 @@ def _check(connection: sqlite3.Connection, path: Path, *, create: bool) -> None:
                     f"{str(path)!r} is an empty SQLite file, not a ledger: no job has written it"
                 )
             connection.execute("PRAGMA journal_mode=WAL")
-            connection.executescript(f"BEGIN; {_SCHEMA} COMMIT;")
-            connection.executemany(
-                "INSERT INTO meta VALUES (?, ?)",
-                [("format", FORMAT), ("schema_version", str(SCHEMA_VERSION))],
+            connection.executescript(
+                f"BEGIN; {_SCHEMA} INSERT INTO meta VALUES ('format', '{FORMAT}'), "
+                f"('schema_version', '{SCHEMA_VERSION}'); COMMIT;"
             )
             return
         meta = dict(connection.execute("SELECT name, value FROM meta")) if "meta" in tables else {}
@@ -202,10 +208,12 @@ def begin_run(
         LedgerError: the ledger records another function's outcomes, and that is not allowed.
     """
     with reading(path):
+        connection.execute("BEGIN IMMEDIATE")  # one transaction: the check and the new run
         row = connection.execute("SELECT value FROM meta WHERE name = 'function'").fetchone()
         if row is None:
             connection.execute("INSERT INTO meta VALUES ('function', ?)", (function,))
         elif row[0] != function and not allow_other_function:
+            connection.execute("ROLLBACK")
             raise LedgerError(
                 f"the ledger {str(path)!r} records the outcomes of {row[0]}, not of {function}: "
                 f"give this job a ledger of its own, or pass ledger=pcmodel.Ledger({str(path)!r}, "
@@ -215,6 +223,7 @@ def begin_run(
             "INSERT INTO runs (function, clock, rerun, started) VALUES (?, ?, ?, ?)",
             (function, clock, rerun, time.time()),
         )
+        connection.execute("COMMIT")
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 
@@ -232,10 +241,14 @@ _CLOSE: Final = object()
 class LedgerWriter:
     """Writes a job's recorded rows to its ledger from a thread of its own, in batches.
 
-    `put(row)` is all the event loop does per item (a `queue.SimpleQueue` put, thread-safe and
-    without a lock in Python). The thread takes what has gathered, up to `_BATCH` rows, writes
-    them with one `executemany` in one transaction, then lets rows gather for `_INTERVAL` s.
-    `close()` writes what is left, notes the run's end, and closes the file.
+    On the event loop, `put(row)` appends the row to a list: the loop's only work per item.
+    The list goes to the writer thread (through a `queue.SimpleQueue`) once it holds `_BATCH`
+    rows, or `_INTERVAL` s after its first row (a timer on the job's loop). The thread writes
+    each list with one `executemany` in one transaction. `close()` hands over what is left,
+    waits for the thread to write it and note the run's end, and closes the file.
+
+    A list rather than a thread-safe queue per row: a `SimpleQueue.put` cost the loop 0.6 us a
+    row while the thread wrote, a list's append 0.05 us (benchmarks/ledger.py).
 
     If the disk fails (full, removed, read-only), the thread logs the error, calls `on_failure`
     once with a `LedgerError` (the job then stops, see `pcmodel._ledger_job`) and drops what
@@ -247,50 +260,60 @@ class LedgerWriter:
         connection: sqlite3.Connection,
         path: Path,
         run: int,
+        loop: asyncio.AbstractEventLoop,
         on_failure: Callable[[LedgerError], None],
     ) -> None:
         self._connection = connection
         self._path = path
         self._run = run
+        self._loop = loop
         self._on_failure = on_failure
-        self._rows: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.put = self._rows.put
-        """Queue one row of `COLUMNS`, to be written soon."""
-        self._closing = threading.Event()
+        self._batches: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._rows: list[tuple[Any, ...]] = []
+        self._timer: asyncio.TimerHandle | None = None
         self.failed: LedgerError | None = None
         self.skipped = 0
         """Items the job skipped, noted in the run's row at the end."""
-        connection.execute("PRAGMA synchronous=NORMAL")
         self._thread = threading.Thread(target=self._main, name="pcmodel-ledger-writer", daemon=True)
         self._thread.start()
+
+    def put(self, row: tuple[Any, ...]) -> None:
+        """Queue one row of `COLUMNS`, to be written soon (on the loop's thread only)."""
+        rows = self._rows
+        rows.append(row)
+        if len(rows) >= _BATCH:
+            self._hand_over()
+        elif self._timer is None:
+            self._timer = self._loop.call_later(_INTERVAL, self._hand_over)
+
+    def _hand_over(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._rows:
+            self._batches.put(self._rows)
+            self._rows = []
 
     def _main(self) -> None:
         closing = False
         while not closing:
-            rows = []
-            item = self._rows.get()
-            while True:
-                if item is _CLOSE:
-                    closing = True
-                    break
-                rows.append(item)
-                if len(rows) >= _BATCH:
-                    break
-                try:
-                    item = self._rows.get_nowait()
-                except queue.Empty:
-                    break
+            batches = [self._batches.get()]
+            with contextlib.suppress(queue.Empty):
+                while len(batches) < 20:  # what has gathered meanwhile, in one transaction
+                    batches.append(self._batches.get_nowait())
+            closing = batches[-1] is _CLOSE
+            if closing:
+                batches.pop()
             if self.failed is None:
-                self._write(rows, closing)
-            if not closing and len(rows) < _BATCH:
-                self._closing.wait(_INTERVAL)  # let rows gather; a close ends the wait at once
+                self._write(batches, closing)
         self._connection.close()
 
-    def _write(self, rows: list[Any], closing: bool) -> None:
+    def _write(self, batches: list[list[tuple[Any, ...]]], closing: bool) -> None:
         connection = self._connection
         try:
             connection.execute("BEGIN")
-            connection.executemany(_INSERT, rows)
+            for rows in batches:
+                connection.executemany(_INSERT, rows)
             if closing:
                 connection.execute(
                     "UPDATE runs SET finished = ?, skipped = ? WHERE run = ?",
@@ -310,6 +333,6 @@ class LedgerWriter:
 
     def close(self) -> None:
         """Write every row queued, note the run's end, close the file; wait for all of it."""
-        self._rows.put(_CLOSE)
-        self._closing.set()
+        self._hand_over()
+        self._batches.put(_CLOSE)
         self._thread.join()
