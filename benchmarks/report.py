@@ -26,6 +26,7 @@ TITLES = {
     "growth": "5. Growth",
     "latency": "6. Latency",
     "hotpath": "7. Hot path: earlier versions side by side, profiles, what changed",
+    "ledger": "8. The outcome ledger: its cost, and the time to resume",
 }
 
 

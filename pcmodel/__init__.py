@@ -18,6 +18,7 @@ from __future__ import annotations
 from pcmodel import export, workloads
 from pcmodel.broker import Broker
 from pcmodel.clock import VirtualTimeLoop
+from pcmodel.ledger import Ledger
 from pcmodel.policies import Retry
 from pcmodel.producer import Producers, producers
 from pcmodel.records import DepthSample, JobSummary, TaskResult, ideal_makespan
@@ -32,6 +33,7 @@ __all__ = [
     "DeadlockError",
     "DepthSample",
     "JobSummary",
+    "Ledger",
     "Producers",
     "Retry",
     "StopSignal",

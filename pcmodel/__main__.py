@@ -2,6 +2,7 @@
 
 `demo` runs the write-up's job, simulated API calls of 0-2 s each, through the
 producer-consumer pipeline, printing a line per completed task and the job's figures.
+`ledger PATH` reports what a job's ledger holds (see `pcmodel.ledger`).
 `serve-api` and `worker` are handed to `pcmodel.carapi` and `pcmodel.broker`.
 
 Whatever a user types, an error is one line on stderr: a bad option exits with code 2
@@ -37,7 +38,7 @@ _TRACE_LIMIT = 100_000
 # typo would eat the machine's memory before the first line is printed.
 _MAX_TASKS = 1_000_000
 _MAX_WORKERS = 10_000
-_COMMANDS = ("demo", "serve-api", "worker")
+_COMMANDS = ("demo", "ledger", "serve-api", "worker")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -95,6 +96,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--json", action="store_true", help="end with the summary's figures as one JSON object")
     demo.set_defaults(command_parser=demo)  # its errors name 'pcmodel demo'
+    ledger = commands.add_parser(
+        "ledger",
+        help="report what a job's ledger holds: counts, the commonest errors, the slowest items",
+        description=(
+            "Print a short report of a ledger a job wrote with ledger=PATH: how many items it "
+            "holds, ok and failed, the commonest types of error and the slowest items."
+        ),
+    )
+    ledger.add_argument("path", metavar="PATH", help="the ledger's SQLite file")
+    ledger.add_argument(
+        "--errors", type=int, default=5, metavar="N", help="how many types of error to list (default 5)"
+    )
+    ledger.add_argument(
+        "--slowest", type=int, default=5, metavar="N", help="how many slow items to list (default 5)"
+    )
+    ledger.set_defaults(command_parser=ledger)
     # Listed for the help only: main() hands serve-api's arguments to pcmodel.carapi, so that
     # aiohttp is imported only when the API is served.
     commands.add_parser(
@@ -227,6 +244,55 @@ def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _ledger_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Print what the ledger at `args.path` holds; a file that is no ledger is one line, exit 2."""
+    from pcmodel.ledger import Ledger, LedgerError
+
+    try:
+        check_int("--errors", args.errors, 0)
+        check_int("--slowest", args.slowest, 0)
+    except (TypeError, ValueError) as error:
+        parser.error(str(error))
+    try:
+        ledger = Ledger(args.path)
+        function = ledger.function
+        counts = ledger.counts()
+        errors = ledger.common_errors(args.errors)
+        slowest = ledger.slowest(args.slowest)
+    except (LedgerError, TypeError, ValueError) as error:
+        print(f"pcmodel ledger: {error}", file=sys.stderr)
+        return 2
+    runs = counts["runs"]
+    print(f"{args.path}: the ledger of {function or 'no job yet'}, {runs} run{'s' * (runs != 1)}")
+    print(
+        f"{counts['items']} items: {counts['ok']} ok, {counts['failed']} failed "
+        f"({counts['dead_letters']} dead letters, failed after every retry)"
+    )
+    if errors:
+        print("commonest errors:")
+        width = len(str(errors[0].items))
+        for common in errors:
+            print(f"  {common.items:>{width}}  {common.error_type}  e.g. {_cut(common.example)}")
+    if slowest:
+        print("slowest items:")
+        for row in slowest:
+            outcome = "ok" if row["ok"] else f"failed: {row['error_type']}"
+            print(
+                f"  {row['duration']:.3f} s  {_cut(row['key'])}  ({outcome}, {_attempts(row['attempts'])}, run {row['run']})"
+            )
+    return 0
+
+
+def _attempts(count: int) -> str:
+    return f"{count} attempt{'s' * (count != 1)}"
+
+
+def _cut(text: str, limit: int = 70) -> str:
+    """`text` on one line, at most `limit` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with `argv` (default: `sys.argv[1:]`); return the exit code.
 
@@ -285,6 +351,8 @@ def _main(arguments: list[str]) -> int:
     args = parser.parse_args(arguments)
     if args.command == "demo":
         return _demo(args, args.command_parser)
+    if args.command == "ledger":
+        return _ledger_report(args, args.command_parser)
     parser.print_help()
     return 2
 

@@ -32,6 +32,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from pcmodel._ledger_job import JobBook
 from pcmodel._local_transport import LocalTransport
 from pcmodel._queues import STOP, JobQueue
 from pcmodel._summary import build_summary
@@ -71,10 +72,15 @@ async def execute(spec: JobSpec, transport: Transport | None = None) -> JobSumma
         transport = open_transport(spec)
     results: list[TaskResult] | None = [] if spec.trace else None
     async with transport:
+        # The ledger is opened and checked before the job starts; it is closed (every outcome
+        # handled written to it) in the `finally` below, however the job ends.
+        book = JobBook.open(spec)
         start = transport.now()
         control = JobControl(
             transport, fail_fast=spec.fail_fast, trace=spec.trace, since_start=lambda: transport.now() - start
         )
+        if book is not None:
+            book.attach(control)
         job = Job(spec, control, JobQueue(spec.result_queue_size), transport.now, start)
         reports = [ProducerReport(blocked=[] if spec.trace else None) for _ in spec.sources]
         # Listening before any piece starts: a signal set already stops the job having started
@@ -85,7 +91,9 @@ async def execute(spec: JobSpec, transport: Transport | None = None) -> JobSumma
             async with asyncio.TaskGroup() as group:
                 job.handlers.extend(
                     group.create_task(
-                        handle_results(job.result_queue, spec.on_task_complete, results),
+                        handle_results(
+                            job.result_queue, spec.on_task_complete, results, book.settle if book else None
+                        ),
                         name=f"pcmodel-result-handler-{index}",
                     )
                     for index in range(spec.result_handlers)
@@ -93,7 +101,9 @@ async def execute(spec: JobSpec, transport: Transport | None = None) -> JobSumma
                 transport.start(job, group)
                 job.producers.extend(
                     group.create_task(transport.produce(source, report), name=f"pcmodel-producer-{index}")
-                    for index, (source, report) in enumerate(zip(spec.sources, reports, strict=True))
+                    for index, (source, report) in enumerate(
+                        zip(book.sources(spec.sources) if book else spec.sources, reports, strict=True)
+                    )
                 )
                 control.producers = job.producers
                 # asyncio.wait never raises a piece's error here: if a piece fails, the group
@@ -111,6 +121,8 @@ async def execute(spec: JobSpec, transport: Transport | None = None) -> JobSumma
             control.closed = True
             if spec.stop is not None:
                 spec.stop.unsubscribe(control.request_stop)
+            if book is not None:
+                book.close()
 
     if control.reason == "source_error":
         logger.error("a params source raised, so the job stopped producing: %r", control.error)
@@ -124,9 +136,13 @@ async def execute(spec: JobSpec, transport: Transport | None = None) -> JobSumma
         trace=spec.trace,
         queue_size=spec.queue_size,
         producers=reports,
-        callback_errors=sum(task.result().callback_errors for task in job.handlers),
+        callback_errors=sum(task.result().callback_errors for task in job.handlers)
+        + (book.hook_errors if book else 0),
         control=control,
         kind=carried.kind,
+        skipped=book.skipped if book else 0,
+        # Without a book, every failure used its only attempt (see `JobBook.open`).
+        dead_letters=book.dead_letters if book else carried.tally.failed - carried.tally.cancelled,
         **carried.extras,
     )
     if spec.on_job_complete is not None:

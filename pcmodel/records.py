@@ -182,6 +182,13 @@ class JobSummary:
     """Calls of a plain function given up while still running in their thread (a timeout, or a
     stop that cancelled them). Threads cannot be killed: each such call goes on until it
     returns by itself, in a daemon thread that neither the job nor the program waits for."""
+    skipped: int = 0
+    """Items the job's ledger skipped: already recorded (or, with `rerun="failed"`, not
+    recorded as failed). Not counted in `tasks`."""
+    dead_letters: int = 0
+    """Failed items that used every attempt they were allowed (1 + retries): each one was
+    handed to `on_retry_exhausted`, and a ledger marks it. Calls a fail-fast stop cancelled
+    are not among them."""
 
     @property
     def queue_depth(self) -> tuple[DepthSample, ...] | None:
@@ -229,6 +236,8 @@ class JobSummary:
             "cancelled": self.cancelled,
             "unprocessed": self.unprocessed,
             "abandoned_threads": self.abandoned_threads,
+            "skipped": self.skipped,
+            "dead_letters": self.dead_letters,
             "stop_reason": self.stop_reason,
             "error": None if self.error is None else repr(self.error),
             "clock": self.clock,
@@ -246,4 +255,6 @@ class JobSummary:
             text += f"; stopped early ({self.stop_reason}), {self.unprocessed} items unprocessed"
         if self.abandoned_threads:
             text += f"; {self.abandoned_threads} calls abandoned in their threads"
+        if self.skipped:
+            text += f"; {self.skipped} items skipped by the ledger"
         return text

@@ -12,16 +12,15 @@ a thread. An exception in the callback is counted and logged once, never fatal.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pcmodel._queues import STOP, JobQueue
 from pcmodel.records import TaskResult
-from pcmodel.stopping import Interrupted, cancelled_by_others
+from pcmodel.stopping import raise_if_stopping
 
 __all__ = ["HandlerReport", "handle_results"]
 
@@ -42,6 +41,7 @@ async def handle_results(
     result_queue: JobQueue[Any],
     on_task_complete: Callable[[TaskResult], Any] | None,
     trace: list[TaskResult] | None,
+    book: Callable[[TaskResult], Awaitable[None] | None] | None = None,
 ) -> HandlerReport:
     """Call `on_task_complete` for every result on `result_queue` until `STOP`.
 
@@ -50,9 +50,13 @@ async def handle_results(
         on_task_complete: called once per result with its `TaskResult`, sync or async; None
             to only collect.
         trace: if a list, every result's `TaskResult` is appended to it (the job's trace).
+        book: called with each result once `on_task_complete` is done with it: the job's
+            book of outcomes, which records it in the job's ledger (after the callback, so a
+            crash never leaves an item recorded whose callback did not run) and calls
+            `on_retry_exhausted` (see `pcmodel._ledger_job`). None for none.
     """
     report = HandlerReport()
-    needed = on_task_complete is not None or trace is not None
+    needed = on_task_complete is not None or trace is not None or book is not None
     while (row := await result_queue.get()) is not STOP:
         if not needed:
             continue  # nobody needs the record: it is never built
@@ -61,16 +65,17 @@ async def handle_results(
         result = _new_tuple(TaskResult, row)
         if trace is not None:
             trace.append(result)
-        if on_task_complete is None:
-            continue
-        try:
-            outcome = on_task_complete(result)
-            if outcome is not None and inspect.isawaitable(outcome):
-                await outcome  # an async callback, or a plain one that returned a coroutine
-        except Exception:  # noqa: BLE001 - a failing callback is counted, never fatal
-            _callback_failed(report, result)
-        except BaseException as error:  # noqa: BLE001 - sorted out by _odd_callback_error
-            _odd_callback_error(error, report, result)
+        if on_task_complete is not None:
+            try:
+                outcome = on_task_complete(result)
+                if outcome is not None and inspect.isawaitable(outcome):
+                    await outcome  # an async callback, or a plain one that returned a coroutine
+            except Exception:  # noqa: BLE001 - a failing callback is counted, never fatal
+                _callback_failed(report, result)
+            except BaseException as error:  # noqa: BLE001 - sorted out by _odd_callback_error
+                _odd_callback_error(error, report, result)
+        if book is not None and (settled := book(result)) is not None:
+            await settled  # the dead letter's on_retry_exhausted
     return report
 
 
@@ -81,11 +86,7 @@ def _odd_callback_error(error: BaseException, report: HandlerReport, result: Tas
     SystemExit stop the job (see `Interrupted`). Anything else, a CancelledError the callback
     raised of its own included, is counted like any failing callback.
     """
-    if isinstance(error, KeyboardInterrupt | SystemExit):
-        raise Interrupted(error) from None
-    task = asyncio.current_task()
-    if isinstance(error, asyncio.CancelledError) and task is not None and cancelled_by_others(task):
-        raise error
+    raise_if_stopping(error)
     _callback_failed(report, result)
 
 

@@ -26,14 +26,16 @@ import asyncio
 import concurrent.futures
 import contextlib
 import inspect
+import os
 import signal
 import threading
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pcmodel._threads import result_when_done
 from pcmodel.clock import Clock, DeadlockError, VirtualTimeLoop, fail_if_stuck, loop_factory
 from pcmodel.controller import execute
+from pcmodel.ledger import Ledger
 from pcmodel.policies import Retry
 from pcmodel.producer import Producers
 from pcmodel.records import JobSummary, TaskResult
@@ -70,6 +72,10 @@ def run_job(
     stop: StopSignal | None = None,
     broker: str | Broker | None = None,
     stall_after: float | None = 60.0,
+    ledger: str | os.PathLike[str] | Ledger | None = None,
+    key: Callable[[Any], str] | None = None,
+    rerun: Literal["failed"] | None = None,
+    on_retry_exhausted: TaskCallback | None = None,
 ) -> JobSummary:
     """Run `function` on every item of `params` with a pool of workers, and wait for the end.
 
@@ -128,6 +134,21 @@ def run_job(
         stall_after: seconds without any task finishing after which a real-time job logs one
             warning saying what is in flight (which tasks, on which workers, for how long)
             and what the producers and the result handler wait for; None for no warning.
+        ledger: a path or a `pcmodel.Ledger`: record every item's outcome in that SQLite file
+            as it is handled, and skip the items it already holds, so that running the same
+            job again resumes it (see `pcmodel.ledger`; at-least-once for the items in flight
+            at a crash). The ledger must be this function's (or `Ledger(path,
+            allow_other_function=True)`).
+        key: with a ledger, a function of an item's params that returns its key, a str that
+            is the same run after run; by default the params' canonical JSON
+            (`json.dumps(params, sort_keys=True, separators=(",", ":"))`). Params it cannot
+            key stop producing (`stop_reason="source_error"`, the error names the item).
+        rerun: with a ledger, "failed" to run only the items it records as failed (and skip
+            the rest); None to skip every item it records.
+        on_retry_exhausted: called with the `TaskResult` of each dead letter, an item that
+            failed on its last allowed attempt (every retry used), after `on_task_complete`;
+            sync or async, its errors counted in `callback_errors`. `JobSummary.dead_letters`
+            counts them, and a ledger marks them.
 
     Returns:
         The `JobSummary`.
@@ -135,6 +156,8 @@ def run_job(
     Raises:
         TypeError: an argument has the wrong type (checked before anything starts).
         ValueError: an argument is out of range (checked before anything starts).
+        pcmodel.ledger.LedgerError: the ledger file cannot be used (not SQLite, damaged,
+            another function's), before anything starts.
         DeadlockError: a virtual-time job got stuck (every task waiting on something that
             can never happen).
         ConnectionError: with `broker=`, the broker cannot be reached, refuses the
@@ -180,6 +203,10 @@ async def run_job_async(
     stop: StopSignal | None = None,
     broker: str | Broker | None = None,
     stall_after: float | None = 60.0,
+    ledger: str | os.PathLike[str] | Ledger | None = None,
+    key: Callable[[Any], str] | None = None,
+    rerun: Literal["failed"] | None = None,
+    on_retry_exhausted: TaskCallback | None = None,
 ) -> JobSummary:
     """Run a job on the running event loop and return its `JobSummary`: the primary API.
 
@@ -218,6 +245,10 @@ def start_job(
     stop: StopSignal | None = None,
     broker: str | Broker | None = None,
     stall_after: float | None = 60.0,
+    ledger: str | os.PathLike[str] | Ledger | None = None,
+    key: Callable[[Any], str] | None = None,
+    rerun: Literal["failed"] | None = None,
+    on_retry_exhausted: TaskCallback | None = None,
 ) -> asyncio.Task[JobSummary]:
     """Start a job in the background on the running loop and return its task at once.
 

@@ -8,12 +8,14 @@ the controller and the broker side all import it without importing each other.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pcmodel import _validate
 from pcmodel.clock import Clock
+from pcmodel.ledger import Ledger
 from pcmodel.policies import Retry
 from pcmodel.producer import Producers
 from pcmodel.records import JobSummary, TaskResult
@@ -47,6 +49,10 @@ class JobSpec:
     stop: StopSignal | None = None
     broker: Broker | None = None
     stall_after: float | None = 60.0
+    ledger: Ledger | None = None
+    key: Callable[[Any], str] | None = None
+    rerun: Literal["failed"] | None = None
+    on_retry_exhausted: Callable[[TaskResult], Any] | None = None
 
 
 def make_spec(
@@ -69,6 +75,10 @@ def make_spec(
     stop: object = None,
     broker: object = None,
     stall_after: object = 60.0,
+    ledger: object = None,
+    key: object = None,
+    rerun: object = None,
+    on_retry_exhausted: object = None,
 ) -> JobSpec:
     """Check a job's arguments and return them as a `JobSpec`.
 
@@ -88,6 +98,8 @@ def make_spec(
             "clock='virtual' cannot drive worker processes through a broker: their calls take "
             "real time; use clock='real'"
         )
+    checked_ledger = _check_ledger(ledger, key, rerun)
+    _validate.check_callable("on_retry_exhausted", on_retry_exhausted, optional=True)
     return JobSpec(
         function=function,  # type: ignore[arg-type]
         sources=sources,
@@ -107,4 +119,27 @@ def make_spec(
         stop=stop,
         broker=checked_broker,
         stall_after=_validate.check_seconds("stall_after", stall_after),
+        ledger=checked_ledger,
+        key=key,  # type: ignore[arg-type]
+        rerun=rerun,  # type: ignore[arg-type]
+        on_retry_exhausted=on_retry_exhausted,  # type: ignore[arg-type]
     )
+
+
+def _check_ledger(ledger: object, key: object, rerun: object) -> Ledger | None:
+    """`ledger` as a `Ledger` (a path makes one); `key` and `rerun` checked against it."""
+    if ledger is not None and not isinstance(ledger, Ledger):
+        if isinstance(ledger, bytes) or not isinstance(ledger, str | os.PathLike):
+            raise TypeError(
+                f"ledger must be a path, a pcmodel.Ledger or None, got {ledger!r} ({type(ledger).__name__})"
+            )
+        ledger = Ledger(ledger)
+    _validate.check_callable("key", key, optional=True)
+    if rerun is not None and rerun != "failed":
+        raise ValueError(f"rerun must be 'failed' or None, got {rerun!r}")
+    for name, value in (("key", key), ("rerun", rerun)):
+        if value is not None and ledger is None:
+            raise ValueError(
+                f"{name}= works with a ledger: pass ledger='outcomes.sqlite' too, got {name}={value!r}"
+            )
+    return ledger

@@ -33,6 +33,7 @@ __all__ = [
     "StopSignal",
     "cancelled_by_others",
     "raise_from_group",
+    "raise_if_stopping",
 ]
 
 StopReason = Literal["stop", "fail_fast", "source_error"]
@@ -265,6 +266,21 @@ class QueueTakeBack:
             queue.put_nowait(STOP)
         if cancel_in_flight:
             control.cancel_calls(control.workers)
+
+
+def raise_if_stopping(error: BaseException) -> None:
+    """Raise what a callback's exception that is not an `Exception` means for the job, if anything.
+
+    KeyboardInterrupt and SystemExit stop the job (raised as `Interrupted`); a CancelledError
+    while the running task is being cancelled is that cancel, and goes on up. Anything else (a
+    CancelledError the callback raised of its own included) returns: the callback failed, and
+    the caller counts it like any failing callback.
+    """
+    if isinstance(error, KeyboardInterrupt | SystemExit):
+        raise Interrupted(error) from None
+    task = asyncio.current_task()
+    if isinstance(error, asyncio.CancelledError) and task is not None and cancelled_by_others(task):
+        raise error
 
 
 def raise_from_group(group_error: BaseExceptionGroup[BaseException]) -> None:

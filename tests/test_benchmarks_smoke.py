@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-MEASUREMENTS = {"throughput", "makespan", "memory", "virtual_clock", "growth", "latency", "hotpath"}
+MEASUREMENTS = {"throughput", "makespan", "memory", "virtual_clock", "growth", "latency", "hotpath", "ledger"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
