@@ -18,8 +18,8 @@ Times are microseconds since the job started, as the format wants: `ts` is exact
 `started_at * 1e6`. `write_csv` writes the task windows as a table, one row per task, for a
 spreadsheet or `pandas.read_csv`.
 
-A source is a `JobSummary` of a job run with `trace=True`, or any iterable of `TaskResult`s
-(a filtered list of `summary.results`, say). The only user code an export runs is what turns
+A source is a `JobSummary` of a job run with `trace=True`, a `pcmodel.Ledger` (every run
+that used it), or any iterable of `TaskResult`s (a filtered list of `summary.results`, say). The only user code an export runs is what turns
 params and errors into text (`repr`, `str`, JSON); when that raises, the text says so and the
 export goes on.
 """
@@ -38,9 +38,10 @@ from typing import Any
 
 from pcmodel.broker.messages import RemoteError
 from pcmodel.broker.records import BrokerJobSummary, WorkerProcess
+from pcmodel.ledger import Ledger, RecordedError
 from pcmodel.records import DepthSample, JobSummary, TaskResult, queue_depth
 
-__all__ = ["CSV_COLUMNS", "trace_events", "write_csv", "write_trace"]
+__all__ = ["CSV_COLUMNS", "LEDGER_CSV_COLUMNS", "trace_events", "write_csv", "write_trace"]
 
 CSV_COLUMNS = (
     "task_id",
@@ -57,6 +58,11 @@ CSV_COLUMNS = (
     "params",
 )
 """The columns of `write_csv`, in order."""
+
+LEDGER_CSV_COLUMNS = ("run", "key", "dead_letter")
+"""The columns `write_csv` adds after `CSV_COLUMNS` for a ledger: the run that recorded each
+item (each run's times count from its own start), the item's key, and whether it failed
+after every retry."""
 
 _MICROSECONDS = 1_000_000
 _MAX_TEXT = 500  # characters of a repr or message kept in a slice's arguments
@@ -81,6 +87,12 @@ class _Task:
     """None if the task succeeded; else its error's type, named as a ledger names it."""
     error: str
     """The error's message, whole ("" if the task succeeded)."""
+    run: int | None = None
+    """From a ledger: the run (1 for the first job that used it) that recorded the task."""
+    key: str | None = None
+    """From a ledger: the item's key."""
+    dead_letter: bool | None = None
+    """From a ledger: whether the item failed after every retry."""
 
     @property
     def cancelled(self) -> bool:
@@ -105,7 +117,7 @@ class _Part:
     """The worker processes that own lanes, for a job run through a broker."""
 
 
-def trace_events(source: JobSummary | Iterable[TaskResult]) -> dict[str, Any]:
+def trace_events(source: JobSummary | Ledger | Iterable[TaskResult]) -> dict[str, Any]:
     """A job's timeline in the Trace Event Format, ready for `json.dump`.
 
     Perfetto and chrome://tracing show it with a track per worker and a slice per task; see
@@ -116,9 +128,14 @@ def trace_events(source: JobSummary | Iterable[TaskResult]) -> dict[str, Any]:
     one goes to a track of its own, "worker 3 (overlap 1)", rather than a slice the viewer
     would misdraw.
 
+    A ledger shows each run that used it as a process of its own ("run 1", "run 2", ...),
+    each on its own clock (seconds since that run started). A ledger keeps each item's latest
+    outcome, so a run shows the items whose latest outcome it recorded: after a
+    `rerun="failed"`, the items that failed before appear in the last run only.
+
     Args:
-        source: the `JobSummary` of a job run with `trace=True`, or an iterable of
-            `TaskResult`s.
+        source: the `JobSummary` of a job run with `trace=True`, a `pcmodel.Ledger`, or an
+            iterable of `TaskResult`s.
 
     Returns:
         A dict with "traceEvents" (the events, metadata first, then in time order),
@@ -126,28 +143,42 @@ def trace_events(source: JobSummary | Iterable[TaskResult]) -> dict[str, Any]:
         metadata panel).
 
     Raises:
-        TypeError: `source` is neither, or holds something that is not a `TaskResult`.
+        TypeError: `source` is none of those, or holds something that is not a `TaskResult`.
         ValueError: the summary's job ran with `trace=False`, or a result's times are not
             finite or not in order (enqueued, started, finished).
+        pcmodel.ledger.LedgerError: the ledger's file is missing, damaged or not a ledger.
     """
-    summary, tasks = _read_source(source)
-    if summary is None:
-        part = _Part("pcmodel job", tasks, queue_depth(_as_results(tasks)))
-        other: dict[str, Any] = {"tasks": len(tasks)}
+    origin, tasks = _read_source(source)
+    other: dict[str, Any]
+    if isinstance(origin, Ledger):
+        runs: dict[int, list[_Task]] = {}
+        for task in tasks:
+            runs.setdefault(task.run or 0, []).append(task)
+        parts = [
+            _Part(f"run {run}", run_tasks, queue_depth(_as_results(run_tasks)))
+            for run, run_tasks in sorted(runs.items())
+        ]
+        other = {"ledger": str(origin.path), "function": origin.function, **origin.counts()}
+        other["time"] = "microseconds since the start of each run"
+    elif isinstance(origin, JobSummary):
+        parts = [
+            _Part(
+                "pcmodel job",
+                tasks,
+                origin.queue_depth or (),
+                blocked=origin.producer_blocked or (),
+                workers=origin.workers,
+                processes=origin.processes if isinstance(origin, BrokerJobSummary) else (),
+            )
+        ]
+        other = _figures(origin)
+        other["time"] = "microseconds since the job started"
     else:
-        part = _Part(
-            "pcmodel job",
-            tasks,
-            summary.queue_depth or (),
-            blocked=summary.producer_blocked or (),
-            workers=summary.workers,
-            processes=summary.processes if isinstance(summary, BrokerJobSummary) else (),
-        )
-        other = _figures(summary)
+        parts = [_Part("pcmodel job", tasks, queue_depth(_as_results(tasks)))]
+        other = {"tasks": len(tasks), "time": "microseconds since the job started"}
     other["source"] = "pcmodel"
-    other["time"] = "microseconds since the job started"
     tracks = _Tracks()
-    timed = _part_events(part, tracks)
+    timed = [event for part in parts for event in _part_events(part, tracks)]
     # Time order; at one instant a longer slice first, so a viewer reads nesting right.
     timed.sort(key=lambda event: (event["ts"], -event.get("dur", 0.0)))
     return {
@@ -157,22 +188,22 @@ def trace_events(source: JobSummary | Iterable[TaskResult]) -> dict[str, Any]:
     }
 
 
-def write_trace(source: JobSummary | Iterable[TaskResult], path: str | os.PathLike[str]) -> Path:
+def write_trace(source: JobSummary | Ledger | Iterable[TaskResult], path: str | os.PathLike[str]) -> Path:
     """Write a job's timeline as a Trace Event Format JSON file; open it in Perfetto.
 
     Drag the file onto ui.perfetto.dev (it stays in the browser: nothing is uploaded), or
     load it in Chrome's chrome://tracing. See `trace_events` for what it holds.
 
     Args:
-        source: the `JobSummary` of a job run with `trace=True`, or an iterable of
-            `TaskResult`s.
+        source: the `JobSummary` of a job run with `trace=True`, a `pcmodel.Ledger`, or an
+            iterable of `TaskResult`s.
         path: the file to write (replaced if it exists); `.json` by convention.
 
     Returns:
         The path written, as a `Path`.
 
     Raises:
-        TypeError, ValueError: as `trace_events`.
+        TypeError, ValueError, LedgerError: as `trace_events`.
     """
     events = trace_events(source)
     target = Path(path)
@@ -182,7 +213,7 @@ def write_trace(source: JobSummary | Iterable[TaskResult], path: str | os.PathLi
     return target
 
 
-def write_csv(source: JobSummary | Iterable[TaskResult], path: str | os.PathLike[str]) -> Path:
+def write_csv(source: JobSummary | Ledger | Iterable[TaskResult], path: str | os.PathLike[str]) -> Path:
     """Write a job's task windows as CSV: one row per task, the columns of `CSV_COLUMNS`.
 
     Times are seconds since the job started, written exactly (`repr` of the float), so
@@ -190,94 +221,136 @@ def write_csv(source: JobSummary | Iterable[TaskResult], path: str | os.PathLike
     (qualified unless built-in, as a ledger names it) and `error` (its message) are empty for
     a task that succeeded. `params` is JSON where the params can be written as JSON (a
     tuple becomes a list), and their Python `repr` otherwise. The file is UTF-8;
-    `csv.DictReader` or `pandas.read_csv` reads it back.
+    `csv.DictReader` or `pandas.read_csv` reads it back. For a ledger, the columns of
+    `LEDGER_CSV_COLUMNS` follow: each item's run, key and whether it is a dead letter.
 
     Args:
-        source: the `JobSummary` of a job run with `trace=True`, or an iterable of
-            `TaskResult`s.
+        source: the `JobSummary` of a job run with `trace=True`, a `pcmodel.Ledger`, or an
+            iterable of `TaskResult`s.
         path: the file to write (replaced if it exists).
 
     Returns:
         The path written, as a `Path`.
 
     Raises:
-        TypeError, ValueError: as `trace_events`.
+        TypeError, ValueError, LedgerError: as `trace_events`.
     """
-    _, tasks = _read_source(source)
+    origin, tasks = _read_source(source)
+    from_ledger = isinstance(origin, Ledger)
     target = Path(path)
     with target.open("w", encoding="utf-8", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=CSV_COLUMNS)
+        writer = csv.DictWriter(
+            file, fieldnames=CSV_COLUMNS + LEDGER_CSV_COLUMNS if from_ledger else CSV_COLUMNS
+        )
         writer.writeheader()
         for task in tasks:
-            writer.writerow(
-                {
-                    "task_id": task.task_id,
-                    "worker": task.worker,
-                    "enqueued_at": repr(task.enqueued_at),
-                    "started_at": repr(task.started_at),
-                    "finished_at": repr(task.finished_at),
-                    "wait": repr(task.started_at - task.enqueued_at),
-                    "duration": repr(task.finished_at - task.started_at),
-                    "ok": task.error_type is None,
-                    "error_type": task.error_type or "",
-                    "error": task.error,
-                    "attempts": task.attempts,
-                    "params": _params_json(task.params),
-                }
-            )
+            row = {
+                "task_id": task.task_id,
+                "worker": task.worker,
+                "enqueued_at": repr(task.enqueued_at),
+                "started_at": repr(task.started_at),
+                "finished_at": repr(task.finished_at),
+                "wait": repr(task.started_at - task.enqueued_at),
+                "duration": repr(task.finished_at - task.started_at),
+                "ok": task.error_type is None,
+                "error_type": task.error_type or "",
+                "error": task.error,
+                "attempts": task.attempts,
+                "params": _params_json(task.params),
+            }
+            if from_ledger:
+                row.update(run=task.run, key=_clean(task.key or "", limit=None), dead_letter=task.dead_letter)
+            writer.writerow(row)
     return target
 
 
 # -- reading a source ---------------------------------------------------------------------
 
 
-def _read_source(source: object) -> tuple[JobSummary | None, list[_Task]]:
-    """The summary (if the source is one) and its tasks, each checked."""
+_SOURCES = "a JobSummary, a pcmodel.Ledger or an iterable of TaskResult"
+
+
+def _read_source(source: object) -> tuple[JobSummary | Ledger | None, list[_Task]]:
+    """The summary or ledger (if the source is one) and its tasks, each checked."""
     if isinstance(source, JobSummary):
         if source.results is None:
             raise ValueError(
-                "this job ran with trace=False, so it kept no task to export: run it again with trace=True"
+                "this job ran with trace=False, so it kept no task to export: run it again with "
+                "trace=True, or give it a ledger= and export the ledger"
             )
-        return source, [_checked(index, result) for index, result in enumerate(source.results)]
+        return source, [_from_result(index, result) for index, result in enumerate(source.results)]
+    if isinstance(source, Ledger):
+        # Rows, not results(): a row says which run recorded it, and each run has its own clock.
+        return source, [_from_row(row) for row in source.rows()]
     if isinstance(source, str | bytes | os.PathLike):
-        raise TypeError(f"source must be a JobSummary or an iterable of TaskResult, got the path {source!r}")
-    if not isinstance(source, Iterable):
         raise TypeError(
-            f"source must be a JobSummary or an iterable of TaskResult, got {type(source).__name__}"
+            f"source must be {_SOURCES}, got the path {source!r}: for a ledger's file, give "
+            "pcmodel.Ledger(path)"
         )
-    return None, [_checked(index, result) for index, result in enumerate(source)]
+    if not isinstance(source, Iterable):
+        raise TypeError(f"source must be {_SOURCES}, got {type(source).__name__}")
+    return None, [_from_result(index, result) for index, result in enumerate(source)]
 
 
-def _checked(index: int, result: object) -> _Task:
-    """One result, its numbers made plain ints and floats; refuse what no viewer could draw."""
+def _from_result(index: int, result: object) -> _Task:
+    """One `TaskResult`, checked."""
     if not isinstance(result, TaskResult):
         raise TypeError(f"source item {index} must be a TaskResult, got {type(result).__name__}")
     error_type, message = (None, "") if result.error is None else _error_text(result.error, limit=None)
+    fields = (result.task_id, result.worker, result.enqueued_at, result.started_at, result.finished_at)
+    return _checked(f"source item {index}", fields, result.attempts, result.params, error_type, message)
+
+
+def _from_row(row: dict[str, Any]) -> _Task:
+    """One row of a ledger, checked; its error is the text the ledger recorded."""
+    error_type = None if row["ok"] else (row["error_type"] or "")
+    fields = (row["task_id"], row["worker"], row["enqueued_at"], row["started_at"], row["finished_at"])
+    task = _checked(
+        f"the ledger's item {row['key']!r}",
+        fields,
+        row["attempts"],
+        row["params"],
+        error_type,
+        row["error_message"] or "",
+    )
+    return replace(task, run=row["run"], key=row["key"], dead_letter=row["dead_letter"])
+
+
+def _checked(
+    where: str,
+    fields: tuple[Any, Any, Any, Any, Any],
+    attempts: Any,
+    params: Any,
+    error_type: str | None,
+    message: str,
+) -> _Task:
+    """A task's numbers made plain ints and floats; refuse what no viewer could draw."""
+    task_id, worker, enqueued_at, started_at, finished_at = fields
     try:
         task = _Task(
-            task_id=operator.index(result.task_id),
-            worker=operator.index(result.worker),
-            enqueued_at=float(result.enqueued_at),
-            started_at=float(result.started_at),
-            finished_at=float(result.finished_at),
-            attempts=operator.index(result.attempts),
-            params=result.params,
+            task_id=operator.index(task_id),
+            worker=operator.index(worker),
+            enqueued_at=float(enqueued_at),
+            started_at=float(started_at),
+            finished_at=float(finished_at),
+            attempts=operator.index(attempts),
+            params=params,
             error_type=error_type,
-            error=message,
+            error=_clean(message, limit=None),
         )
     except (TypeError, ValueError) as error:
         raise TypeError(
-            f"source item {index} has a field of the wrong type ({error}): task_id, worker and "
-            "attempts must be integers, the times numbers"
+            f"{where} has a field of the wrong type ({error}): task_id, worker and attempts must "
+            "be integers, the times numbers"
         ) from None
     times = (task.enqueued_at, task.started_at, task.finished_at)
     if not all(math.isfinite(time) for time in times):
-        raise ValueError(f"task {task.task_id} has a time that is not finite: {times}")
+        raise ValueError(f"{where} (task {task.task_id}) has a time that is not finite: {times}")
     if not task.enqueued_at <= task.started_at <= task.finished_at:
         raise ValueError(
-            f"task {task.task_id}'s times are out of order: enqueued_at {task.enqueued_at}, "
-            f"started_at {task.started_at}, finished_at {task.finished_at}; a task is enqueued, "
-            "then started, then finished"
+            f"{where} (task {task.task_id}) has its times out of order: enqueued_at "
+            f"{task.enqueued_at}, started_at {task.started_at}, finished_at {task.finished_at}; a "
+            "task is enqueued, then started, then finished"
         )
     return task
 
@@ -498,10 +571,13 @@ def _error_text(error: BaseException, limit: int | None = _MAX_TEXT) -> tuple[st
     """The error's type name and message, named as a ledger names them.
 
     The type is qualified unless built-in (`ValueError`, `pcmodel.workloads.PriceAPIError`);
-    an error from a worker process (`RemoteError`) gives its original type's name.
+    an error from a worker process (`RemoteError`) or read from a ledger (`RecordedError`)
+    gives its original type's name.
     """
     if isinstance(error, RemoteError):
         return error.type_name, _clean(error.message, limit)
+    if isinstance(error, RecordedError):  # from Ledger.results(): the type as it was recorded
+        return error.error_type, _clean(error.message, limit)
     kind = type(error)
     name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
     try:

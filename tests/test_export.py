@@ -14,6 +14,7 @@ import dataclasses
 import itertools
 import json
 import math
+import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import pcmodel
 from pcmodel import export, workloads
 from pcmodel.broker.messages import RemoteError
 from pcmodel.broker.records import BrokerJobSummary, WorkerProcess
+from pcmodel.ledger import LedgerError
 from pcmodel.records import JobSummary, TaskResult
 from pcmodel.timeline import peak_concurrency
 
@@ -494,3 +496,129 @@ def test_an_error_from_a_worker_process_keeps_its_original_type_name(tmp_path: P
     assert _of(events, "X")[0]["args"]["error"] == "quota \N{EM DASH} 0 left"
     [row] = _read_csv(export.write_csv(results, tmp_path / "remote.csv"))
     assert (row["error_type"], row["error"]) == ("mypackage.errors.QuotaError", "quota \N{EM DASH} 0 left")
+
+
+# -- from a ledger ---------------------------------------------------------------------------
+
+API_DOWN = {"down": True}
+
+
+async def _price(car: int) -> int:
+    """A price API that is down for every fifth car while API_DOWN says so."""
+    await asyncio.sleep(0.5 + (car % 3) / 10)
+    if API_DOWN["down"] and car % 5 == 2:
+        raise ConnectionError(f"price API unavailable for car {car}")
+    return 1000 + car
+
+
+def _three_runs(path: Path) -> list[JobSummary]:
+    """A job stopped part way, resumed, then its failures rerun once the API is back."""
+    stop = pcmodel.StopSignal()
+
+    def stop_at_1_s(result: TaskResult) -> None:
+        if result.finished_at >= 1.0:
+            stop.set()
+
+    API_DOWN["down"] = True
+    options: dict[str, Any] = {"workers": 3, "clock": "virtual", "ledger": path}
+    first = pcmodel.run_job(_price, range(20), stop=stop, on_task_complete=stop_at_1_s, **options)
+    second = pcmodel.run_job(_price, range(20), **options)
+    API_DOWN["down"] = False
+    third = pcmodel.run_job(_price, range(20), rerun="failed", **options)
+    return [first, second, third]
+
+
+def test_a_ledger_shows_each_run_as_a_process_with_the_items_it_recorded_last(tmp_path: Path) -> None:
+    path = tmp_path / "prices.sqlite"
+    first, second, third = _three_runs(path)
+    assert (first.stop_reason, second.skipped, third.skipped) == ("stop", first.tasks, 20 - third.tasks)
+    ledger = pcmodel.Ledger(path)
+    rows = ledger.rows()
+    trace = export.trace_events(ledger)
+    events = check_trace(trace)
+    processes = {e["pid"]: e["args"]["name"] for e in _of(events, "M", "process_name")}
+    assert sorted(processes.values()) == ["run 1", "run 2", "run 3"]
+    slices = _of(events, "X")
+    assert len(slices) == len(rows) == 20
+    by_item = {(processes[e["pid"]], e["args"]["task_id"]): e for e in slices}
+    for row in rows:
+        event = by_item[(f"run {row['run']}", row["task_id"])]
+        assert event["ts"] == row["started_at"] * MICRO  # each run on its own clock
+        assert event["args"]["params"] == repr(row["params"])
+        assert event["args"]["ok"] is row["ok"] is True  # the failures were rerun in run 3
+    rerun = {row["key"] for row in rows if row["run"] == 3}
+    assert rerun == {"2", "7", "12", "17"}, "run 3 reran the failures of runs 1 and 2"
+    assert sum(processes[e["pid"]] == "run 3" for e in slices) == third.tasks == 4
+    assert trace["otherData"]["items"] == 20
+    assert trace["otherData"]["runs"] == 3
+    for run in (1, 2, 3):
+        pid = next(p for p, name in processes.items() if name == f"run {run}")
+        depth = [(e["ts"], e["args"]["depth"]) for e in _of(events, "C", "work queue") if e["pid"] == pid]
+        run_results = [r for r, row in zip(ledger.results(), rows, strict=True) if row["run"] == run]
+        assert depth == [(s.time * MICRO, s.depth) for s in pcmodel.records.queue_depth(run_results)]
+
+
+def test_a_ledgers_failures_keep_the_error_type_it_recorded(tmp_path: Path) -> None:
+    path = tmp_path / "prices.sqlite"
+    API_DOWN["down"] = True
+    pcmodel.run_job(_price, range(10), workers=3, clock="virtual", ledger=path)
+    ledger = pcmodel.Ledger(path)
+    failed = ledger.results(status="failed")
+    assert len(failed) == 2
+    for source in (ledger, failed):  # the ledger itself, or its results (RecordedError)
+        events = check_trace(export.trace_events(source))
+        failures = [e["args"] for e in _of(events, "X") if not e["args"]["ok"]]
+        assert [(a["error_type"], a["error"]) for a in failures] == [
+            ("ConnectionError", "price API unavailable for car 2"),
+            ("ConnectionError", "price API unavailable for car 7"),
+        ]
+        assert [e["name"] for e in _of(events, "i")] == ["failed: ConnectionError"] * 2
+
+
+def test_csv_of_a_ledger_adds_each_items_run_key_and_dead_letter(tmp_path: Path) -> None:
+    path = tmp_path / "prices.sqlite"
+    _three_runs(path)
+    ledger = pcmodel.Ledger(path)
+    table = export.write_csv(ledger, tmp_path / "prices.csv")
+    with table.open(encoding="utf-8", newline="") as file:
+        reader = csv.DictReader(file)
+        assert tuple(reader.fieldnames or ()) == export.CSV_COLUMNS + export.LEDGER_CSV_COLUMNS
+        read = list(reader)
+    rows = ledger.rows()
+    assert len(read) == len(rows)
+    for line, row in zip(read, rows, strict=True):
+        assert (int(line["run"]), line["key"], line["dead_letter"]) == (row["run"], row["key"], "False")
+        assert float(line["started_at"]) == row["started_at"]
+        assert json.loads(line["params"]) == row["params"]
+        assert line["ok"] == "True"
+
+
+def test_a_ledger_with_times_out_of_order_is_refused_naming_the_item(tmp_path: Path) -> None:
+    path = tmp_path / "prices.sqlite"
+    API_DOWN["down"] = False
+    pcmodel.run_job(_price, range(3), workers=3, clock="virtual", ledger=path)
+    with sqlite3.connect(path) as connection:  # a hand edit
+        connection.execute("UPDATE items SET finished_at = -1 WHERE key = '1'")
+    connection.close()
+    with pytest.raises(ValueError, match=r"the ledger's item '1' \(task 1\) has its times out of order"):
+        export.trace_events(pcmodel.Ledger(path))
+
+
+def test_a_missing_ledger_is_a_ledger_error_and_its_bare_path_a_type_error(tmp_path: Path) -> None:
+    path = tmp_path / "none.sqlite"
+    with pytest.raises(LedgerError, match="there is no ledger"):
+        export.write_trace(pcmodel.Ledger(path), tmp_path / "none.json")
+    assert not (tmp_path / "none.json").exists()
+    with pytest.raises(TypeError, match=r"give pcmodel\.Ledger\(path\)"):
+        export.trace_events(path)  # type: ignore[arg-type]
+
+
+def test_a_ledger_whose_job_had_no_items_exports_an_empty_trace_and_a_header(tmp_path: Path) -> None:
+    path = tmp_path / "empty.sqlite"
+    pcmodel.run_job(_price, [], workers=2, clock="virtual", ledger=path)
+    ledger = pcmodel.Ledger(path)
+    assert check_trace(export.trace_events(ledger)) == []
+    table = export.write_csv(ledger, tmp_path / "empty.csv")
+    assert table.read_text(encoding="utf-8").splitlines() == [
+        ",".join(export.CSV_COLUMNS + export.LEDGER_CSV_COLUMNS)
+    ]
