@@ -510,3 +510,38 @@ def test_a_disk_that_fails_mid_job_stops_the_job_with_the_ledger_error(
     assert isinstance(summary.error, LedgerError)
     assert "could not record the job's outcomes" in str(summary.error)
     assert summary.unprocessed > 0
+
+
+def test_on_job_complete_finds_every_outcome_in_the_ledger(tmp_path: Path) -> None:
+    path = tmp_path / "job.sqlite"
+    seen: list[dict[str, int]] = []
+    summary = _job(
+        Calls(failing={2}), range(7), path, on_job_complete=lambda _: seen.append(Ledger(path).counts())
+    )
+    assert summary.tasks == 7
+    assert seen == [{"items": 7, "ok": 6, "failed": 1, "dead_letters": 1, "runs": 1}]
+
+
+async def test_outcomes_reach_the_file_while_the_job_runs(tmp_path: Path) -> None:
+    path = tmp_path / "job.sqlite"
+    release = asyncio.Event()
+
+    async def wait_at_three(n: int) -> int:
+        if n == 3:
+            await release.wait()
+        return n
+
+    job = pcmodel.start_job(wait_at_three, range(4), ledger=path, workers=4)
+    try:
+        # Items 0-2 are done; the job waits on item 3. Their rows must reach the file without
+        # the job ending (a bounded wait: the writer hands them over within 0.05 s).
+        for _ in range(500):
+            if path.exists() and len(Ledger(path).rows()) == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert sorted(row["params"] for row in Ledger(path).rows()) == [0, 1, 2]
+    finally:
+        release.set()
+    summary = await job
+    assert summary.tasks == 4
+    assert len(Ledger(path).rows()) == 4
