@@ -451,6 +451,10 @@ def test_a_damaged_page_in_a_ledger_is_a_clear_error_not_a_crash(tmp_path: Path)
     path.write_bytes(bytes(data))
     with pytest.raises(LedgerError, match="cannot read the ledger"):
         Ledger(path).rows()
+    calls = Calls(seconds=0)
+    with pytest.raises(LedgerError, match="cannot read the ledger"):
+        _job(calls, range(3000), path)
+    assert not calls.count  # refused before anything ran
 
 
 def test_reading_the_ledger_of_a_job_that_wrote_nothing_gives_empty_answers(tmp_path: Path) -> None:
