@@ -248,7 +248,9 @@ class LedgerWriter:
     waits for the thread to write it and note the run's end, and closes the file.
 
     A list rather than a thread-safe queue per row: a `SimpleQueue.put` cost the loop 0.6 us a
-    row while the thread wrote, a list's append 0.05 us (benchmarks/ledger.py).
+    row while the thread wrote, a list's append 0.05 us (benchmarks/ledger.py). And the row of
+    an item that succeeded, keyed by its canonical JSON, may come as `(key, result)`: the
+    thread makes the row (`rows`), while the loop waits on its timers, instead of the loop.
 
     If the disk fails (full, removed, read-only), the thread logs the error, calls `on_failure`
     once with a `LedgerError` (the job then stops, see `pcmodel._ledger_job`) and drops what
@@ -278,7 +280,8 @@ class LedgerWriter:
         self._thread.start()
 
     def put(self, row: tuple[Any, ...]) -> None:
-        """Queue one row of `COLUMNS`, to be written soon (on the loop's thread only)."""
+        """Queue one row of `COLUMNS`, or `(key, result)` for a success whose params' JSON is
+        its key, to be written soon (on the loop's thread only)."""
         rows = self._rows
         rows.append(row)
         if len(rows) >= _BATCH:
@@ -313,7 +316,7 @@ class LedgerWriter:
         try:
             connection.execute("BEGIN")
             for rows in batches:
-                connection.executemany(_INSERT, rows)
+                connection.executemany(_INSERT, self.rows(rows))
             if closing:
                 connection.execute(
                     "UPDATE runs SET finished = ?, skipped = ? WHERE run = ?",
@@ -330,6 +333,24 @@ class LedgerWriter:
             )
             logger.error("%s", self.failed)
             self._on_failure(self.failed)
+
+    def rows(self, entries: list[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+        """The rows of `entries`, made here for each `(key, result)` of a success.
+
+        `executemany` draws them one at a time and lets go of the GIL for each insert, so
+        making them here never holds the job's loop for long.
+        """
+        run = self._run
+        for entry in entries:
+            if len(entry) == 2:
+                key, result = entry
+                task_id, _, _, _, worker, enqueued_at, started_at, finished_at, attempts = result
+                yield (
+                    key, key, True, None, None, attempts, worker, enqueued_at, started_at, finished_at,
+                    False, run, task_id,
+                )  # fmt: skip
+            else:
+                yield entry
 
     def close(self) -> None:
         """Write every row queued, note the run's end, close the file; wait for all of it."""

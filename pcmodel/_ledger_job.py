@@ -259,13 +259,16 @@ class JobBook:
             return self._settle_failure(result, result.error)
         put = self._put
         if put is not None and (key := self._key_of(result.params)) is not None:
-            put(
-                (
-                    key, key if self._default_key else _params_json(result.params), True, None, None,
-                    result.attempts, result.worker, result.enqueued_at, result.started_at, result.finished_at,
-                    False, self._run, result.task_id,
-                )
-            )  # fmt: skip
+            if self._default_key:
+                put((key, result))  # the writer thread makes the row (`LedgerWriter.rows`)
+            else:
+                put(
+                    (
+                        key, _params_json(result.params), True, None, None, result.attempts,
+                        result.worker, result.enqueued_at, result.started_at, result.finished_at,
+                        False, self._run, result.task_id,
+                    )
+                )  # fmt: skip
         return None
 
     def _settle_failure(self, result: TaskResult, error: BaseException) -> Awaitable[None] | None:

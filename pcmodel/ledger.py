@@ -15,9 +15,11 @@ the params that returns a str, for params JSON cannot carry or for a shorter key
 be the same for the same item, run after run.
 
 What a crash costs: an item is recorded once it is handled (after its `on_task_complete`
-returned), and records reach the file in batches, at least every 0.05 s. A job killed outright
-(`kill -9`, a dead kernel) therefore runs again, on resume, the items it had in flight and
-those handled in its last fraction of a second: each item runs at least once, and an item is
+returned), and records reach the file in batches, at least every 0.05 s of the job's clock.
+A job killed outright (`kill -9`, a dead kernel) therefore runs again, on resume, the items
+it had in flight and those handled in its last fraction of a second (they are done at least
+once: make the function safe to repeat, or check in it what was done): each item runs at
+least once, and an item is
 never skipped unless its outcome and its callback are behind it. Every commit is atomic
 (SQLite's write-ahead log): nothing recorded is ever corrupted. A job cancelled or interrupted
 (Ctrl-C) writes everything handled before it stops.

@@ -451,6 +451,10 @@ def test_a_damaged_page_in_a_ledger_is_a_clear_error_not_a_crash(tmp_path: Path)
     path.write_bytes(bytes(data))
     with pytest.raises(LedgerError, match="cannot read the ledger"):
         Ledger(path).rows()
+    calls = Calls(seconds=0)
+    with pytest.raises(LedgerError, match="cannot read the ledger"):
+        _job(calls, range(3000), path)
+    assert not calls.count  # refused before anything ran
 
 
 def test_reading_the_ledger_of_a_job_that_wrote_nothing_gives_empty_answers(tmp_path: Path) -> None:
@@ -510,3 +514,38 @@ def test_a_disk_that_fails_mid_job_stops_the_job_with_the_ledger_error(
     assert isinstance(summary.error, LedgerError)
     assert "could not record the job's outcomes" in str(summary.error)
     assert summary.unprocessed > 0
+
+
+def test_on_job_complete_finds_every_outcome_in_the_ledger(tmp_path: Path) -> None:
+    path = tmp_path / "job.sqlite"
+    seen: list[dict[str, int]] = []
+    summary = _job(
+        Calls(failing={2}), range(7), path, on_job_complete=lambda _: seen.append(Ledger(path).counts())
+    )
+    assert summary.tasks == 7
+    assert seen == [{"items": 7, "ok": 6, "failed": 1, "dead_letters": 1, "runs": 1}]
+
+
+async def test_outcomes_reach_the_file_while_the_job_runs(tmp_path: Path) -> None:
+    path = tmp_path / "job.sqlite"
+    release = asyncio.Event()
+
+    async def wait_at_three(n: int) -> int:
+        if n == 3:
+            await release.wait()
+        return n
+
+    job = pcmodel.start_job(wait_at_three, range(4), ledger=path, workers=4)
+    try:
+        # Items 0-2 are done; the job waits on item 3. Their rows must reach the file without
+        # the job ending (a bounded wait: the writer hands them over within 0.05 s).
+        for _ in range(500):
+            if path.exists() and len(Ledger(path).rows()) == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert sorted(row["params"] for row in Ledger(path).rows()) == [0, 1, 2]
+    finally:
+        release.set()
+    summary = await job
+    assert summary.tasks == 4
+    assert len(Ledger(path).rows()) == 4
