@@ -30,7 +30,7 @@ from pcmodel._queues import STOP, JobQueue
 from pcmodel._stall import watch_for_stalls
 from pcmodel._summary import Tally
 from pcmodel._threads import JobThreads
-from pcmodel.adaptive import AimdLimit
+from pcmodel.adaptive import make_limit
 from pcmodel.policies import RateLimiter
 from pcmodel.producer import ProducerReport, produce
 from pcmodel.records import Drop, LiveStats
@@ -149,7 +149,7 @@ class LocalTransport:
         """Start a resizable pool: its lanes up to the limit, each with a worker (see `pcmodel._pool`)."""
         spec = self.spec
         adaptive = spec.adaptive
-        aimd = None if adaptive is None else AimdLimit(adaptive, job.since_start, record=spec.trace)
+        aimd = None if adaptive is None else make_limit(adaptive, job.since_start, record=spec.trace)
 
         # Several attempts per task (or an adaptive limit to feed): every attempt passes the
         # gate. One attempt per task: the lanes alone suffice, and cost nothing per item.

@@ -25,7 +25,7 @@ than `limit` attempts are in flight, first come, first served (so the retries of
 lane just closed wait their turn instead of hammering an API that said "too many"); then it
 waits for the rate limit (which the handle can change). When the attempt ends, the gate
 records a drop (a 429 or a timeout, `records.Drop`) and feeds the adaptive limit
-(`pcmodel.adaptive.AimdLimit`).
+(`pcmodel.adaptive.AimdLimit`, or `GradientLimit`).
 
 A pool of one attempt per task (a fixed pool started with `start_job`, without retries)
 needs no gate: its lanes alone bound the calls, and wait for the rate limit, if any, before
@@ -42,7 +42,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pcmodel._queues import STOP, JobQueue
-from pcmodel.adaptive import AimdLimit, drop_kind, retry_after
+from pcmodel.adaptive import Limit, drop_kind, retry_after
 from pcmodel.policies import RateLimiter
 from pcmodel.records import Drop, LimitChange
 from pcmodel.stopping import JobControl
@@ -162,7 +162,7 @@ class Pool:
         start_worker: Callable[[Lane], None],
         *,
         limit: int,
-        aimd: AimdLimit | None,
+        aimd: Limit | None,
         most: int | None,
         since_start: Callable[[], float],
         limiter: RateLimiter | None,
