@@ -156,26 +156,29 @@ class LocalTransport:
         gated = adaptive is not None or spec.retry is not None
         plain = Policies(spec.timeout, None, None) if spec.timeout is not None else None
 
-        def start_worker(lane: Lane) -> None:
+        def start_worker(lane: Lane) -> bool:
             report = WorkerReport(lane.index)
-            self.reports.append(report)
             policies = Policies(spec.timeout, spec.retry, None, LaneGate(pool, report)) if gated else plain
-            worker = group.create_task(
-                work(
-                    lane.index,
-                    function,
-                    lane,
-                    job.result_queue,
-                    self.now,
-                    job.start,
-                    job.control,
-                    policies,
-                    report,
-                ),
-                name=f"pcmodel-worker-{lane.index}",
+            coroutine = work(
+                lane.index,
+                function,
+                lane,
+                job.result_queue,
+                self.now,
+                job.start,
+                job.control,
+                policies,
+                report,
             )
+            try:
+                worker = group.create_task(coroutine, name=f"pcmodel-worker-{lane.index}")
+            except RuntimeError:  # the group shuts down (a piece failed, or the job is cancelled)
+                coroutine.close()
+                return False
             worker.add_done_callback(pool.worker_done)
+            self.reports.append(report)
             self.workers.append(worker)
+            return True
 
         pool = self.pool = Pool(
             self.work_queue,

@@ -143,7 +143,8 @@ class Pool:
 
     Args:
         queue: the job's work queue.
-        start_worker: starts the worker task of a new lane (the transport's).
+        start_worker: starts the worker task of a new lane (the transport's); False if it
+            cannot (the job's task group is shutting down).
         limit: the limit to start with (a fixed pool's size).
         aimd: the adaptive limit, or None for a pool sized by hand.
         most: the most lanes (an adaptive pool's `max`); None for no bound.
@@ -159,7 +160,7 @@ class Pool:
     def __init__(
         self,
         queue: JobQueue[Any],
-        start_worker: Callable[[Lane], None],
+        start_worker: Callable[[Lane], bool],
         *,
         limit: int,
         aimd: Limit | None,
@@ -224,8 +225,9 @@ class Pool:
         if not self.draining:
             while len(self.lanes) < self.limit and (self.most is None or len(self.lanes) < self.most):
                 lane = Lane(len(self.lanes), self.queue, self)
+                if not self._start_worker(lane):
+                    break  # the job is ending: no new worker
                 self.lanes.append(lane)
-                self._start_worker(lane)
         wanted = min(wanted, len(self.lanes))
         for lane in self.lanes[self.open_lanes : wanted]:
             lane.open()
@@ -389,7 +391,12 @@ class LaneGate:
         else:
             pool.in_flight += 1
         if pool.limiter is not None:
-            await pool.wait_for_rate()
+            try:
+                await pool.wait_for_rate()
+            except BaseException:
+                pool.in_flight -= 1  # cancelled before it started: its turn goes to the next
+                pool.pass_turns()
+                raise
         return pool.since_start()
 
     def leave(self, started_at: float, error: BaseException | None) -> None:

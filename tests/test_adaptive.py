@@ -540,3 +540,19 @@ def test_gradient_mode_grows_to_max_without_a_limit_and_cuts_on_429s() -> None:
     )
     assert refusing.failed == 0
     assert abs(mean_limit(refusing, since=refusing.elapsed / 2) - 10) <= 2
+
+
+def test_an_interrupt_while_the_limit_grows_stops_the_job_and_starts_no_worker_after(
+    recwarn: pytest.WarningsRecorder,
+) -> None:
+    async def interrupts_at_once(n: int) -> int:
+        await asyncio.sleep(1)
+        if n == 0:
+            raise KeyboardInterrupt
+        return n  # the others succeed at the same instant: the limit grows as the job unwinds
+
+    with pytest.raises(KeyboardInterrupt):
+        pcmodel.run_job(
+            interrupts_at_once, range(100), workers=Adaptive(max=50, initial=8), retries=1, clock="virtual"
+        )
+    assert [str(w.message) for w in recwarn] == []  # no coroutine left unawaited
