@@ -139,6 +139,7 @@ class LocalTransport:
                 watch_for_stalls(
                     spec.stall_after, self.reports, job.producers, job.handlers, self.work_queue,
                     result_queue, since_start=control.since_start,
+                    held=None if self.pool is None else lambda: self.pool is not None and self.pool.held,
                 ),
                 name="pcmodel-stall-watch",
             )  # fmt: skip

@@ -454,3 +454,21 @@ def test_a_transport_without_knobs_says_so_and_ignores_the_ones_turned_before_it
     summary = on_virtual_clock(main)
     assert summary.stop_reason == "stop"
     assert "set_workers() was ignored" in caplog.text
+
+
+def test_a_paused_real_time_job_is_not_reported_as_stalled(caplog: pytest.LogCaptureFixture) -> None:
+    async def quick(n: int) -> int:
+        await asyncio.sleep(0.01)
+        return n
+
+    async def main() -> JobSummary:
+        handle = pcmodel.start_job(quick, range(20), workers=2, stall_after=0.1)
+        await asyncio.sleep(0.03)
+        handle.pause()
+        await asyncio.sleep(0.5)  # five times stall_after without a task finishing: held on purpose
+        handle.resume()
+        return await handle
+
+    summary = asyncio.run(main())
+    assert summary.tasks == 20
+    assert "no task has finished" not in caplog.text
