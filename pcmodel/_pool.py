@@ -146,7 +146,7 @@ class Pool:
         start_worker: starts the worker task of a new lane (the transport's); False if it
             cannot (the job's task group is shutting down).
         limit: the limit to start with (a fixed pool's size).
-        aimd: the adaptive limit, or None for a pool sized by hand.
+        adaptive: the adaptive limit (AIMD or gradient), or None for a pool sized by hand.
         most: the most lanes (an adaptive pool's `max`); None for no bound.
         since_start: the job's clock (seconds since it started).
         limiter: the rate limit to start with, if any.
@@ -163,7 +163,7 @@ class Pool:
         start_worker: Callable[[Lane], bool],
         *,
         limit: int,
-        aimd: Limit | None,
+        adaptive: Limit | None,
         most: int | None,
         since_start: Callable[[], float],
         limiter: RateLimiter | None,
@@ -176,8 +176,8 @@ class Pool:
         self.control = control
         self.loop = asyncio.get_running_loop()
         self._start_worker = start_worker
-        self.aimd = aimd
-        self.limit = aimd.limit if aimd is not None else limit
+        self.adaptive = adaptive
+        self.limit = adaptive.limit if adaptive is not None else limit
         self.most = most
         self.since_start = since_start
         self.limiter = limiter
@@ -204,14 +204,14 @@ class Pool:
         self.drops: list[Drop] | None = [] if trace and gated else None
         self._trace = trace
         self._changes: list[LimitChange] | None = None
-        if aimd is None and trace:
+        if adaptive is None and trace:
             self._changes = [LimitChange(since_start(), limit, "start")]
 
     @property
     def changes(self) -> list[LimitChange] | None:
         """Every change of the limit so far; None without a trace."""
-        if self.aimd is not None:
-            return self.aimd.changes if self._trace else None
+        if self.adaptive is not None:
+            return self.adaptive.changes if self._trace else None
         return self._changes
 
     @property
@@ -238,9 +238,9 @@ class Pool:
 
     def set_limit(self, limit: int, cause: str) -> None:
         """Change the limit (a fixed pool's size, or the adaptive limit, by hand)."""
-        if self.aimd is not None:
-            self.aimd.set_limit(limit, cause)
-            limit = self.aimd.limit
+        if self.adaptive is not None:
+            self.adaptive.set_limit(limit, cause)
+            limit = self.adaptive.limit
         elif limit != self.limit and self._changes is not None:
             self._changes.append(LimitChange(self.since_start(), limit, cause))
         self.limit = limit
@@ -348,25 +348,25 @@ class Pool:
         in_flight = self.in_flight  # this attempt included
         self.in_flight -= 1
         self.pass_turns()
-        aimd = self.aimd
+        adaptive = self.adaptive
         kind = drop_kind(error, self.congestion)
         if kind is None:
-            if error is None and aimd is not None:
-                aimd.on_success(started_at, self.since_start() - started_at, in_flight=in_flight)
-                if aimd.limit != self.limit:
-                    self.limit = aimd.limit
+            if error is None and adaptive is not None:
+                adaptive.on_success(started_at, self.since_start() - started_at, in_flight=in_flight)
+                if adaptive.limit != self.limit:
+                    self.limit = adaptive.limit
                     self.apply()
             return
         now = self.since_start()
         if self.drops is not None:
             running = report.running
             self.drops.append(Drop(now, running[0] if running is not None else -1, report.index, kind))
-        if aimd is not None:
+        if adaptive is not None:
             pause = retry_after(error)
-            if pause is not None and aimd.spec.max_pause > 0:
-                self.hold_until(now + min(pause, aimd.spec.max_pause))
-            if aimd.on_drop(started_at, kind) and aimd.limit != self.limit:
-                self.limit = aimd.limit
+            if pause is not None and adaptive.spec.max_pause > 0:
+                self.hold_until(now + min(pause, adaptive.spec.max_pause))
+            if adaptive.on_drop(started_at, kind) and adaptive.limit != self.limit:
+                self.limit = adaptive.limit
                 self.apply()
 
     def close(self) -> None:
