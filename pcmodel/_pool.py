@@ -31,6 +31,10 @@ A pool of one attempt per task (a fixed pool started with `start_job`, without r
 needs no gate: its lanes alone bound the calls, and wait for the rate limit, if any, before
 they hand an item over, so such a job runs as fast as one `run_job` starts (measured side by
 side). Its drops are read from the results at the end, as a fixed pool's.
+
+Over 400 lines, and one concern: the lanes, the pool and the gate read and change the same
+state (the limit, the hold, the attempts in flight, the rate limit); split apart, each part
+would reach into the others.
 """
 
 from __future__ import annotations
