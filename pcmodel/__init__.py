@@ -16,12 +16,14 @@ which calls `on_task_complete`; `on_job_complete` fires once at the end.
 from __future__ import annotations
 
 from pcmodel import export, workloads
+from pcmodel.adaptive import Adaptive
 from pcmodel.broker import Broker
 from pcmodel.clock import VirtualTimeLoop
+from pcmodel.handle import JobHandle
 from pcmodel.ledger import Ledger
 from pcmodel.policies import Retry
 from pcmodel.producer import Producers, producers
-from pcmodel.records import DepthSample, JobSummary, TaskResult, ideal_makespan
+from pcmodel.records import DepthSample, Drop, JobSummary, LimitChange, LiveStats, TaskResult, ideal_makespan
 from pcmodel.runner import DeadlockError, run_job, run_job_async, start_job
 from pcmodel.stopping import StopSignal
 from pcmodel.timeline import plot_timeline
@@ -29,11 +31,16 @@ from pcmodel.timeline import plot_timeline
 __version__ = "0.1.0"
 
 __all__ = [
+    "Adaptive",
     "Broker",
     "DeadlockError",
     "DepthSample",
+    "Drop",
+    "JobHandle",
     "JobSummary",
     "Ledger",
+    "LimitChange",
+    "LiveStats",
     "Producers",
     "Retry",
     "StopSignal",

@@ -13,7 +13,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-__all__ = ["DepthSample", "JobSummary", "Row", "TaskResult", "ideal_makespan", "queue_depth"]
+__all__ = [
+    "DepthSample",
+    "Drop",
+    "JobSummary",
+    "LimitChange",
+    "LiveStats",
+    "Row",
+    "TaskResult",
+    "ideal_makespan",
+    "queue_depth",
+]
 
 Row = tuple[Any, ...]
 """A `TaskResult`'s fields as a plain tuple, in field order: how a result travels from its
@@ -69,6 +79,32 @@ class DepthSample(NamedTuple):
     """Seconds since the job started."""
     depth: int
     """Items waiting in the work queue at that time."""
+
+
+class LimitChange(NamedTuple):
+    """A change of how many calls a job lets run at once: adaptive, or by hand."""
+
+    time: float
+    """Seconds since the job started."""
+    limit: int
+    """The limit from then on."""
+    cause: str
+    """Why: "start" (the job's first limit), "grow" (calls succeeded while the pool was busy),
+    "congestion" (an attempt was rate limited or timed out), "gradient" (latency rose or fell),
+    or "set_workers" (set by hand on the running job)."""
+
+
+class Drop(NamedTuple):
+    """An attempt the API turned away (rate limited) or that ran out of time."""
+
+    time: float
+    """Seconds since the job started, when the attempt ended."""
+    task_id: int
+    """The task the attempt belonged to (a retried task can have several drops)."""
+    worker: int
+    """The worker that made the attempt."""
+    kind: str
+    """ "rate_limited" (HTTP 429 or 503, or an error marked as congestion) or "timeout"."""
 
 
 def ideal_makespan(durations: Iterable[float], workers: int) -> float:
@@ -128,6 +164,32 @@ def queue_depth(
 
 
 @dataclass(frozen=True, slots=True)
+class LiveStats:
+    """A running job at a glance (`JobHandle.stats()`); a transport's `counts()` gives the
+    figures it knows, with `recent_rate` and `elapsed` left at 0."""
+
+    in_flight: int
+    """Tasks being called now (retries and their waits included)."""
+    queued: int
+    """Items waiting in the work queue for a worker."""
+    done: int
+    """Tasks finished, succeeded or failed."""
+    failed: int
+    """Tasks that failed."""
+    limit: int
+    """The most calls allowed in flight now: the adaptive limit, or the pool's size."""
+    workers: int
+    """Worker tasks started so far (an adaptive pool starts them as its limit first grows)."""
+    recent_rate: float
+    """Tasks finished per second since the previous `stats()` call (since the start, the
+    first time)."""
+    paused: bool
+    """True while paused by `pause()`."""
+    elapsed: float
+    """Seconds since the job started, on its clock (0.0 before it starts)."""
+
+
+@dataclass(frozen=True, slots=True)
 class JobSummary:
     """What a whole job did: counts, times, and (with `trace=True`) every task.
 
@@ -146,7 +208,8 @@ class JobSummary:
     busy_time: float
     """Sum of task durations in seconds: the sequential time."""
     workers: int
-    """Size of the worker pool."""
+    """Size of the worker pool (for a pool that changed size while it ran, an adaptive one or
+    one resized through its `JobHandle`: the most worker lanes it started)."""
     max_queue_depth: int
     """Most items ever waiting in the work queue at once."""
     producer_wait: float
@@ -182,6 +245,13 @@ class JobSummary:
     """Calls of a plain function given up while still running in their thread (a timeout, or a
     stop that cancelled them). Threads cannot be killed: each such call goes on until it
     returns by itself, in a daemon thread that neither the job nor the program waits for."""
+    limit_changes: tuple[LimitChange, ...] | None = field(default=None, repr=False)
+    """Every change of the most calls allowed in flight, in time order, from the "start" one:
+    the adaptive limit's steps (`workers=pcmodel.Adaptive(...)`) and changes made by hand on
+    the running job (`JobHandle.set_workers`); None unless `trace=True`."""
+    drops: tuple[Drop, ...] | None = field(default=None, repr=False)
+    """Every attempt that was rate limited (see `pcmodel.adaptive.is_rate_limited`) or timed
+    out, retried ones included, in time order, in any pool; None unless `trace=True`."""
     skipped: int = 0
     """Items the job's ledger skipped: already recorded (or, with `rerun="failed"`, not
     recorded as failed). Not counted in `tasks`."""
