@@ -139,7 +139,7 @@ def test_an_error_says_whether_it_is_worth_retrying() -> None:
 def test_the_twin_has_the_servers_knobs_with_the_same_defaults(carapi: ModuleType) -> None:
     server = inspect.signature(carapi.CarAPIServer).parameters
     twin = inspect.signature(workloads.SimulatedCarAPI).parameters
-    assert list(twin) == ["latency", "error_rate", "rate_limit", "burst", "seed"]
+    assert list(twin) == ["latency", "error_rate", "rate_limit", "burst", "capacity", "seed"]
     for name, parameter in twin.items():
         assert server[name].default == parameter.default, name
 
@@ -158,6 +158,9 @@ def test_the_twin_has_the_servers_knobs_with_the_same_defaults(carapi: ModuleTyp
         ({"error_rate": -0.1}, ValueError, r"error_rate must be between 0 and 1, got -0.1"),
         ({"error_rate": True}, TypeError, r"error_rate must be a number from 0 to 1"),
         ({"seed": "1"}, TypeError, r"seed must be an int, got '1'"),
+        ({"capacity": 0}, ValueError, r"capacity must be >= 1 request in flight \(None: no limit\), got 0"),
+        ({"capacity": 10**9 + 1}, ValueError, r"capacity must be <= 1000000000"),
+        ({"capacity": 4.0}, TypeError, r"capacity must be an int number of requests in flight or None"),
     ],
 )
 @pytest.mark.parametrize("api", ["server", "twin"])
