@@ -16,6 +16,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from pcmodel._congestion import mark_clusters
 from pcmodel._plotting import (
     CANCELLED_COLOR,
     FAILED_COLOR,
@@ -136,31 +137,15 @@ def _draw_tasks(ax: Axes, summary: JobSummary, bar: float, calls: Sequence[Call]
             handles.append(Patch(facecolor=color, hatch=hatch, label=name))
     limited = [call for call in calls if call.outcome == "rate-limited"]
     if limited:
-        # A 429 takes no time: a marker where it came back. Turned-away calls come back within
-        # microseconds of each other, so those too close to tell apart share one marker and
-        # a count: nine markers on one spot would read as one. A cluster spans 4% of the
-        # axis at most, room for its count before the next marker.
-        clusters = _clusters([(call.worker, call.started_at) for call in limited], _span(summary) * 0.04)
-        ax.plot(
-            [start for _, start, _ in clusters],
-            [lane for lane, _, _ in clusters],
-            linestyle="none",
+        # A 429 takes no time: a marker where it came back, those too close to tell apart
+        # sharing one with a count.
+        mark_clusters(
+            ax,
+            [(call.worker, call.started_at) for call in limited],
+            _span(summary),
             marker="v",
-            markersize=6,
             color=RATE_LIMITED_COLOR,
         )
-        for lane, start, count in clusters:
-            if count > 1:
-                ax.annotate(
-                    f"{count}{_TIMES}",
-                    (start, lane),
-                    xytext=(5, -3),  # below and right: the task labels sit above the calls
-                    textcoords="offset points",
-                    fontsize=8,
-                    fontweight="bold",
-                    color=RATE_LIMITED_COLOR,
-                    va="top",
-                )
         handles.append(
             Line2D(
                 [],
@@ -177,18 +162,6 @@ def _draw_tasks(ax: Axes, summary: JobSummary, bar: float, calls: Sequence[Call]
 def _span(summary: JobSummary) -> float:
     """The length of a job's time axis, to size gaps and labels by."""
     return max(summary.elapsed, 1e-9)
-
-
-def _clusters(points: Sequence[tuple[int, float]], gap: float) -> list[tuple[int, float, int]]:
-    """Group (lane, time) points closer than `gap` in the same lane: (lane, first time, count)."""
-    clusters: list[tuple[int, float, int]] = []
-    for lane, time in sorted(points):
-        if clusters and clusters[-1][0] == lane and time - clusters[-1][1] < gap:
-            first_lane, first, count = clusters[-1]
-            clusters[-1] = (first_lane, first, count + 1)
-        else:
-            clusters.append((lane, time, 1))
-    return clusters
 
 
 def _window_labels(results: Sequence[TaskResult], span: float) -> list[tuple[int, float, str]]:
