@@ -2,9 +2,11 @@
 
 An adaptive pool (`workers=pcmodel.Adaptive(...)`) moves its limit on the calls in flight as
 the API answers: up while calls succeed, down when one is turned away (429) or times out.
-On a timeline the two belong together: the limit as a step line on an axis of its own, on the
-right of the lanes ("concurrency limit"), and each drop as a marker in the lane of the worker
-whose attempt it ended, when it ended, so the eye sees each cut follow its 429s. Markers too
+On a timeline the two belong together: the limit as a step line over the lanes, on an axis of
+its own on the right ("concurrency limit") scaled so that a limit of L sits below the L-th
+lane (the lanes above the line may work, those below go quiet), and each drop as a marker in
+the lane of the worker whose attempt it ended, when it ended, so the eye sees each cut follow
+its 429s. Markers too
 close to tell apart share one, with a count ("3\N{MULTIPLICATION SIGN}" in print): a burst
 of 429s comes back within microseconds, and nine markers on one spot would read as one.
 
@@ -16,9 +18,10 @@ functions, only when a figure is drawn.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final
 
 from pcmodel._plotting import FAILED_COLOR, LIMIT_COLOR, RATE_LIMITED_COLOR
+from pcmodel.records import Drop, LimitChange
 
 if TYPE_CHECKING:
     from matplotlib.artist import Artist
@@ -31,30 +34,10 @@ __all__ = [
     "clusters",
     "draw_drops",
     "draw_limit",
+    "limit_axis_width",
     "limit_changed",
     "mark_clusters",
 ]
-
-
-class LimitChange(Protocol):
-    """A step of the limit, as `JobSummary.limit_changes` holds them."""
-
-    @property
-    def time(self) -> float: ...
-    @property
-    def limit(self) -> int: ...
-
-
-class Drop(Protocol):
-    """A dropped attempt, as `JobSummary.drops` holds them."""
-
-    @property
-    def time(self) -> float: ...
-    @property
-    def worker(self) -> int: ...
-    @property
-    def kind(self) -> str: ...
-
 
 TIMES: Final = "\N{MULTIPLICATION SIGN}"
 
@@ -134,12 +117,19 @@ def draw_drops(
     return handles
 
 
-def draw_limit(ax: Axes, changes: Sequence[LimitChange], end: float) -> Line2D:
-    """Draw the limit's steps on a new axis on the right of `ax`, to `end`; return the line.
+def draw_limit(ax: Axes, changes: Sequence[LimitChange], end: float, lanes: int) -> Line2D:
+    """Draw the limit's steps over `ax`'s `lanes` worker lanes, to `end`; return the line.
 
     The limit holds from each change to the next, and the last one to `end` (the job's end),
     so the line is a staircase of `changes` and one last point: `(end, last limit)`.
+
+    It is drawn on an axis of its own, on the right, scaled to the lanes: a limit of L sits
+    on the boundary below lane L - 1, worker 0 on top. A resizable pool works through lanes
+    0 to L - 1 (`pcmodel._pool`), so the lanes above the line are those allowed to work and
+    the lanes below it go quiet once their calls end. A limit beyond the lanes drawn (none
+    was reached by the job's own workers) stretches the scale to fit.
     """
+    from matplotlib.patheffects import withStroke
     from matplotlib.ticker import MaxNLocator
 
     limits = [change.limit for change in changes]
@@ -153,12 +143,20 @@ def draw_limit(ax: Axes, changes: Sequence[LimitChange], end: float) -> Line2D:
         linewidth=2,
         label="concurrency limit",
         zorder=3,
+        path_effects=[withStroke(linewidth=4, foreground="white")],  # a halo: readable over the bars
     )
-    limit_ax.set_ylim(0, max(max(limits), 1) * 1.15)  # upward from 0: a limit is a count
+    # The lanes run from -0.5 (top) to lanes - 0.5: a limit of L lands between lanes L-1 and L.
+    limit_ax.set_ylim(max(lanes, *limits), 0)
     limit_ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     limit_ax.set_ylabel("concurrency limit", color=LIMIT_COLOR)
     limit_ax.tick_params(axis="y", colors=LIMIT_COLOR)
     return line
+
+
+def limit_axis_width(changes: Sequence[LimitChange]) -> float:
+    """Points the limit's axis takes right of the lanes: its tick labels and its label."""
+    digits = len(str(max((change.limit for change in changes), default=1)))
+    return 30.0 + 7.0 * digits
 
 
 def limit_changed(changes: Sequence[LimitChange] | None) -> bool:

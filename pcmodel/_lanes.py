@@ -2,9 +2,11 @@
 
 One lane per worker, worker 0 on top, and a bar per task window, coloured by how the task
 ended; retried tasks outlined; with `calls=`, each call as a thinner bar inside its window and
-each 429 answer as a marker; task labels where there is room; the ideal makespan and the
-elapsed time as vertical lines; optionally, lanes for the result handler's callbacks; and the
-legend beside the panel. `plot_timeline` (one job) and `plot_timelines` (several, one above
+each 429 answer as a marker; each drop of the summary (a 429 or a timeout) as a marker; the
+concurrency limit, when it moved, as a step line on an axis of its own on the right (see
+`pcmodel._congestion`); task labels where there is room; the ideal makespan and the elapsed
+time as vertical lines; optionally, lanes for the result handler's callbacks; and the legend
+beside the panel. `plot_timeline` (one job) and `plot_timelines` (several, one above
 the other) both draw their lanes with `draw_lanes`.
 
 matplotlib is imported inside the functions, only when a figure is drawn.
@@ -16,7 +18,14 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from pcmodel._congestion import mark_clusters
+from pcmodel._congestion import (
+    DROP_STYLES,
+    draw_drops,
+    draw_limit,
+    limit_axis_width,
+    limit_changed,
+    mark_clusters,
+)
 from pcmodel._plotting import (
     CANCELLED_COLOR,
     FAILED_COLOR,
@@ -203,6 +212,9 @@ def draw_lanes(
     label = len(results) <= _MAX_LABELLED_TASKS
     bar = 0.7 if summary.workers <= 60 else 1.0
     task_handles = _draw_tasks(ax, summary, bar, calls)
+    # With the calls drawn, their 429s are marked already: only the timeouts are left.
+    kinds = ("timeout",) if calls is not None else tuple(DROP_STYLES)
+    task_handles += draw_drops(ax, summary.drops or (), _span(summary), summary.workers, kinds=kinds)
     if label and calls is None:
         for result in results:
             ax.text(
@@ -235,6 +247,7 @@ def draw_lanes(
         summary.elapsed, color="gray", linestyle=":", linewidth=1, label=f"elapsed {summary.elapsed:.3f} s"
     )
     from matplotlib.patches import Patch
+    from matplotlib.transforms import offset_copy
 
     lanes = summary.workers
     end = summary.elapsed
@@ -258,7 +271,22 @@ def draw_lanes(
         + ([Patch(facecolor=HANDLER_COLOR, label="on_task_complete")] if handler is not None else [])
         + handles
     )
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.005, 1), fontsize=9, frameon=False)
+    legend_at = ax.transAxes
+    if limit_changed(summary.limit_changes):
+        changes = summary.limit_changes or ()
+        handles.insert(len(task_handles), draw_limit(ax, changes, summary.elapsed, lanes))
+        # The limit's axis takes the right edge: the legend moves past its ticks and label.
+        figure = ax.get_figure()
+        assert figure is not None
+        legend_at = offset_copy(ax.transAxes, fig=figure, x=limit_axis_width(changes), units="points")  # type: ignore[arg-type]
+    ax.legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(1.005, 1),
+        bbox_transform=legend_at,
+        fontsize=9,
+        frameon=False,
+    )
     ax.set_ylim(lanes - 0.5, -0.5)  # worker 0 on top
     if lanes <= 30:
         names = [f"worker {w}" for w in range(summary.workers)]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 import pytest
 from matplotlib.axes import Axes
@@ -13,20 +11,7 @@ from matplotlib.text import Annotation
 
 from pcmodel._congestion import DROP_STYLES, draw_drops, draw_limit, limit_changed
 from pcmodel._plotting import FAILED_COLOR, LIMIT_COLOR, RATE_LIMITED_COLOR
-
-
-class LimitChange(NamedTuple):
-    time: float
-    limit: int
-    cause: str
-
-
-class Drop(NamedTuple):
-    time: float
-    task_id: int
-    worker: int
-    kind: str
-
+from pcmodel.records import Drop, LimitChange
 
 CHANGES = [
     LimitChange(0.0, 1, "start"),
@@ -58,7 +43,7 @@ def _markers(ax: Axes) -> list[tuple[str, str, list[tuple[float, float]]]]:
 
 def test_the_limit_is_a_step_line_on_its_own_axis_holding_its_last_value_to_the_end() -> None:
     ax = _axes()
-    line = draw_limit(ax, CHANGES, end=2.0)
+    line = draw_limit(ax, CHANGES, end=2.0, lanes=6)
     assert isinstance(line, Line2D)
     assert np.asarray(line.get_xdata()).tolist() == [0.0, 0.2, 0.4, 0.5, 1.5, 2.0]
     assert np.asarray(line.get_ydata()).tolist() == [1, 2, 4, 3, 4, 4]
@@ -70,15 +55,23 @@ def test_the_limit_is_a_step_line_on_its_own_axis_holding_its_last_value_to_the_
     limit_ax = figure.axes[1]
     assert line.axes is limit_ax
     assert limit_ax.get_ylabel() == "concurrency limit"
-    assert limit_ax.get_ylim() == pytest.approx((0, 4 * 1.15))
+    # Scaled to the six lanes, worker 0 on top: a limit of L sits right below lane L - 1.
+    assert limit_ax.get_ylim() == (6, 0)
     # One time axis for the lanes and the limit.
     assert limit_ax.get_shared_x_axes().joined(ax, limit_ax)
 
 
 def test_a_limit_that_changed_after_the_end_is_drawn_to_its_last_change() -> None:
-    line = draw_limit(_axes(), [LimitChange(0.0, 5, "start"), LimitChange(3.0, 2, "set_workers")], end=1.0)
+    changes = [LimitChange(0.0, 5, "start"), LimitChange(3.0, 2, "set_workers")]
+    line = draw_limit(_axes(), changes, end=1.0, lanes=5)
     assert np.asarray(line.get_xdata()).tolist() == [0.0, 3.0, 3.0]
     assert np.asarray(line.get_ydata()).tolist() == [5, 2, 2]
+
+
+def test_a_limit_beyond_the_lanes_stretches_its_scale_to_fit() -> None:
+    line = draw_limit(_axes(), [LimitChange(0.0, 3, "start"), LimitChange(1.0, 40, "set_workers")], 2.0, 8)
+    assert line.axes is not None
+    assert line.axes.get_ylim() == (40, 0)
 
 
 @pytest.mark.parametrize(
