@@ -24,7 +24,16 @@ from typing import Any
 
 from benchmarks import report
 
-MEASUREMENTS = ("throughput", "makespan", "memory", "virtual_clock", "growth", "latency", "hotpath")
+MEASUREMENTS = (
+    "throughput",
+    "makespan",
+    "memory",
+    "virtual_clock",
+    "growth",
+    "latency",
+    "hotpath",
+    "adaptive",
+)
 ROOT = Path(__file__).resolve().parent.parent
 
 

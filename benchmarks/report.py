@@ -26,6 +26,7 @@ TITLES = {
     "growth": "5. Growth",
     "latency": "6. Latency",
     "hotpath": "7. Hot path: earlier versions side by side, profiles, what changed",
+    "adaptive": "8. Adaptive concurrency against fixed pools, on an API of limited capacity",
 }
 
 
