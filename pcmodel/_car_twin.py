@@ -10,7 +10,6 @@ server does, and raises the same error classes. Import it from `pcmodel.workload
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 
 from pcmodel._carapi_shared import (
@@ -26,6 +25,7 @@ from pcmodel._carapi_shared import (
     check_rate,
     check_seed,
     request_fate,
+    retry_after_ms,
 )
 
 __all__ = ["SimulatedCarAPI"]
@@ -150,7 +150,7 @@ class SimulatedCarAPI:
         wait = self._in_flight.wait(self._capacity, loop.time())
         if wait > 0:
             self.over_capacity += 1
-            retry_after = math.ceil(wait * 1000) / 1000  # as the server's Retry-After-Ms header
+            retry_after = retry_after_ms(wait) / 1000  # as the server's Retry-After-Ms header
             raise RateLimited(
                 f"car {car}: over capacity ({self._capacity} calls in flight), retry after {retry_after:.3f} s",
                 car_id=car,
@@ -160,7 +160,7 @@ class SimulatedCarAPI:
         if wait > 0:
             self.rate_limited += 1
             # As the server's Retry-After-Ms header: whole milliseconds, rounded up.
-            retry_after = math.ceil(wait * 1000) / 1000
+            retry_after = retry_after_ms(wait) / 1000
             raise RateLimited(
                 f"car {car}: too many requests, retry after {retry_after:.3f} s",
                 car_id=car,

@@ -42,6 +42,7 @@ from pcmodel._carapi_shared import (
     check_seed,
     is_finite,
     request_fate,
+    retry_after_ms,
 )
 from pcmodel._validate import check_int
 
@@ -167,7 +168,7 @@ def _too_many(message: str, wait: float) -> web.Response:
 
 def _retry_after_headers(wait: float) -> dict[str, str]:
     # Retry-After takes whole seconds: round up, never invite a client back too early.
-    return {"Retry-After": str(math.ceil(wait)), "Retry-After-Ms": str(math.ceil(wait * 1000))}
+    return {"Retry-After": str(math.ceil(wait)), "Retry-After-Ms": str(retry_after_ms(wait))}
 
 
 class CarAPIServer:

@@ -48,6 +48,7 @@ __all__ = [
     "check_seed",
     "is_finite",
     "request_fate",
+    "retry_after_ms",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -205,6 +206,15 @@ def request_fate(
     rng = random.Random(f"{seed}:{path}:{served}")
     fails = rng.random() < error_rate
     return fails, max(0.0, float(draw_latency(rng)))
+
+
+def retry_after_ms(wait: float) -> int:
+    """`wait` seconds as the whole milliseconds of a `Retry-After-Ms` header, rounded up.
+
+    Rounded up so that a client is never invited back too early, but not for float noise: a
+    wait of 0.05 s computed as 0.05000000000000004 is 50 ms, not 51.
+    """
+    return math.ceil(round(wait * 1000, 6))
 
 
 class TokenBucket:

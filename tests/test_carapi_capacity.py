@@ -26,16 +26,22 @@ async def until_in_flight(server: CarAPIServer, count: int) -> None:
             await asyncio.sleep(0.001)
 
 
+async def two_in_flight(server: CarAPIServer, session: aiohttp.ClientSession) -> list[asyncio.Task[int]]:
+    """Send two car requests and wait until the server serves both; the futures give their statuses."""
+
+    async def get(car: int) -> int:
+        async with session.get(f"{server.url}/cars/{car}/price") as response:
+            return response.status
+
+    served = [asyncio.ensure_future(get(car)) for car in (1, 2)]
+    await until_in_flight(server, 2)
+    return served
+
+
 def test_a_request_over_capacity_is_answered_429_at_once_with_the_wait_until_a_slot_frees() -> None:
     async def three_requests() -> tuple[int, dict[str, str], Any, ServerStatistics]:
         async with CarAPIServer(latency=(0.5, 0.5), capacity=2) as server, aiohttp.ClientSession() as session:
-
-            async def get(car: int) -> int:
-                async with session.get(f"{server.url}/cars/{car}/price") as response:
-                    return response.status
-
-            served = [asyncio.ensure_future(get(car)) for car in (1, 2)]
-            await until_in_flight(server, 2)
+            served = await two_in_flight(server, session)
             async with session.get(f"{server.url}/cars/3/price") as response:
                 status, headers, body = response.status, dict(response.headers), await response.json()
             assert await asyncio.gather(*served) == [200, 200]
@@ -216,3 +222,18 @@ def test_serve_api_with_a_capacity_says_so_and_takes_a_new_one_over_http() -> No
         code, err = served.finish(signal.SIGTERM)
     assert (code, err) == (0, "")
     assert served.line().startswith("stopped: 0 requests")
+
+
+def test_resetting_the_statistics_with_requests_in_flight_keeps_counting_them() -> None:
+    async def reset_mid_flight() -> tuple[ServerStatistics, ServerStatistics]:
+        async with CarAPIServer(latency=(0.3, 0.3), capacity=5) as server, aiohttp.ClientSession() as session:
+            served = await two_in_flight(server, session)
+            server.reset_statistics()
+            during = server.statistics()
+            assert await asyncio.gather(*served) == [200, 200]
+            return during, server.statistics()
+
+    during, after = asyncio.run(reset_mid_flight())
+    # The two requests are still served, and counted as such, after the counters went to 0.
+    assert (during.requests, during.in_flight, during.max_in_flight) == (0, 2, 2)
+    assert (after.in_flight, after.answered) == (0, 2)

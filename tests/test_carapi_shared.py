@@ -17,6 +17,7 @@ import pytest
 
 import pcmodel
 from pcmodel import sweeps, workloads
+from pcmodel._carapi_shared import retry_after_ms
 
 SHARED = ("PriceAPIError", "ServerError", "RateLimited", "Latency")
 
@@ -170,3 +171,10 @@ def test_the_server_and_the_twin_refuse_the_same_knobs(
     make = carapi.CarAPIServer if api == "server" else workloads.SimulatedCarAPI
     with pytest.raises(error, match=message):
         make(**knobs)
+
+
+@pytest.mark.parametrize(
+    ("wait", "millis"), [(0.05000000000000004, 50), (0.0500001, 51), (0.001, 1), (0.0, 0), (1.2344, 1235)]
+)
+def test_a_retry_after_rounds_up_to_the_millisecond_but_not_for_float_noise(wait: float, millis: int) -> None:
+    assert retry_after_ms(wait) == millis

@@ -271,3 +271,28 @@ def test_a_bad_capacity_is_refused_when_made_and_when_changed_leaving_it_as_it_w
         api.capacity = capacity  # type: ignore[assignment]
     assert api.capacity == 7
     assert repr(api) == "<SimulatedCarAPI error_rate=0, no rate limit, capacity 7, seed=0>"
+
+
+def test_below_the_calls_in_flight_a_lowered_capacity_says_when_enough_of_them_have_ended() -> None:
+    # Calls of 0.3 s started at 0.0, 0.1 and 0.2 end at 0.3, 0.4 and 0.5.
+    api = workloads.SimulatedCarAPI(latency=lambda rng: 0.3, capacity=3)
+
+    async def main() -> list[float | None]:
+        calls = []
+        for car in range(3):
+            calls.append(asyncio.ensure_future(api(car)))
+            await asyncio.sleep(0.1)
+        api.capacity = 1  # at 0.3: the first call ends now, two remain until 0.4 and 0.5
+        waits = []
+        for car in (10, 11):
+            try:
+                await api(car)
+            except workloads.RateLimited as error:
+                waits.append(error.retry_after)
+            await asyncio.sleep(0.15)  # 0.45: one call remains, until 0.5
+        await asyncio.gather(*calls)
+        return waits
+
+    # One slot under a capacity of 1 means every call in flight has ended: at 0.5.
+    assert sweeps.run_virtual(main) == [pytest.approx(0.2), pytest.approx(0.05)]
+    assert api.over_capacity == 2
