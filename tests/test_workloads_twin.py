@@ -296,3 +296,26 @@ def test_below_the_calls_in_flight_a_lowered_capacity_says_when_enough_of_them_h
     # One slot under a capacity of 1 means every call in flight has ended: at 0.5.
     assert sweeps.run_virtual(main) == [pytest.approx(0.2), pytest.approx(0.05)]
     assert api.over_capacity == 2
+
+
+def test_a_call_turned_away_over_capacity_takes_no_token_from_the_rate_limiter() -> None:
+    # One call at a time, and a bucket of two tokens refilled at one a second.
+    api = workloads.SimulatedCarAPI(latency=lambda rng: 0.3, capacity=1, rate_limit=1, burst=2)
+
+    async def main() -> list[str]:
+        async def call(car: int) -> str:
+            try:
+                await api(car)
+            except workloads.RateLimited as error:
+                return "capacity" if "over capacity" in str(error) else "rate"
+            return "ok"
+
+        first = asyncio.ensure_future(call(0))  # 0.0 to 0.3: a token taken, one left
+        await asyncio.sleep(0.1)
+        outcomes = [await call(1)]  # over capacity: no token taken
+        await first
+        outcomes += [await call(2), await call(3)]  # at 0.3, then 0.6: the second token, then 0.6 of one
+        return outcomes
+
+    assert sweeps.run_virtual(main) == ["capacity", "ok", "rate"]
+    assert (api.over_capacity, api.rate_limited, api.answered) == (1, 1, 2)
