@@ -52,13 +52,17 @@ class SimulatedCarAPI:
     server, it remembers how often each car was asked for.
 
     The capacity can change while a job runs, as a server's would under load: set
-    `api.capacity = 5` from a callback, or from a timer such as
+    `api.capacity = 5` from an `on_task_complete` callback, or from a timer such as
     `asyncio.get_running_loop().call_later(10, setattr, api, "capacity", 5)`. The calls in
     flight finish; newcomers are turned away until fewer than 5 remain.
 
         api = workloads.SimulatedCarAPI(capacity=20, seed=1)
         summary = pcmodel.run_job(api, range(500), workers=40, clock="virtual")
         api.over_capacity  # calls turned away because 20 were already being served
+
+        def slow_down(result):  # the API slows down once car 200 is priced
+            if result.task_id == 200:
+                api.capacity = 5
 
     Args:
         latency: `(low, high)` seconds for a uniform draw, or a function of a seeded
