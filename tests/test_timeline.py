@@ -428,3 +428,13 @@ def test_the_limit_helpers_need_a_trace_with_limit_records(helper: Any) -> None:
         helper(dataclasses.replace(_run(), limit_changes=None))
     with pytest.raises(TypeError, match="summary must be a JobSummary"):
         helper("not a summary")
+
+
+def test_an_adaptive_jobs_timeline_drawn_into_given_axes_adds_only_the_limits_axis() -> None:
+    summary = _adaptive_job()
+    fig = Figure()
+    ax = fig.subplots()
+    assert pcmodel.plot_timeline(summary, ax, title="adaptive") is fig
+    assert len(fig.axes) == 2
+    assert fig.axes[1].get_ylabel() == "concurrency limit"
+    assert ax.get_title().startswith("adaptive\nelapsed")
