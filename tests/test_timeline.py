@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 import random
@@ -17,7 +18,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.text import Annotation
 
 import pcmodel
-from pcmodel import timeline, workloads
+from pcmodel import sweeps, timeline, workloads
 from pcmodel.records import JobSummary, LimitChange
 
 
@@ -438,3 +439,32 @@ def test_an_adaptive_jobs_timeline_drawn_into_given_axes_adds_only_the_limits_ax
     assert len(fig.axes) == 2
     assert fig.axes[1].get_ylabel() == "concurrency limit"
     assert ax.get_title().startswith("adaptive\nelapsed")
+
+
+def test_a_pool_resized_by_hand_draws_its_steps_and_the_lanes_above_them_are_the_busy_ones() -> None:
+    async def one_second(n: int) -> int:
+        await asyncio.sleep(1)
+        return n
+
+    async def main() -> JobSummary:
+        handle = pcmodel.start_job(one_second, range(24), workers=6)
+        await asyncio.sleep(1.5)
+        handle.set_workers(2)
+        await asyncio.sleep(2.0)
+        handle.set_workers(4)
+        return await handle
+
+    summary = sweeps.run_virtual(main)
+    assert [(c.time, c.limit, c.cause) for c in summary.limit_changes or ()] == [
+        (0.0, 6, "start"),
+        (1.5, 2, "set_workers"),
+        (3.5, 4, "set_workers"),
+    ]
+    fig = pcmodel.plot_timeline(summary)
+    _, _, limit_ax = fig.axes
+    (line,) = limit_ax.get_lines()
+    assert np.asarray(line.get_ydata(), dtype=float).tolist() == [6, 2, 4, 4]
+    assert limit_ax.get_ylim() == (6, 0)
+    # Between the calls in flight at 1.5 s ending (2 s) and the pool growing again (3.5 s),
+    # only the two lanes above the line take items.
+    assert {r.worker for r in summary.results or () if 2.0 <= r.started_at < 3.5} == {0, 1}
