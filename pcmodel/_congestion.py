@@ -6,9 +6,9 @@ On a timeline the two belong together: the limit as a step line over the lanes, 
 its own on the right ("concurrency limit") scaled so that a limit of L sits below the L-th
 lane (the lanes above the line may work, those below go quiet), and each drop as a marker in
 the lane of the worker whose attempt it ended, when it ended, so the eye sees each cut follow
-its 429s. Markers too
-close to tell apart share one, with a count ("3\N{MULTIPLICATION SIGN}" in print): a burst
-of 429s comes back within microseconds, and nine markers on one spot would read as one.
+its 429s. Markers too close to tell apart share one, with a count ("3\N{MULTIPLICATION SIGN}"
+in print): a burst of 429s comes back within microseconds, and nine markers on one spot would
+read as one.
 
 `draw_lanes` (`pcmodel/_lanes.py`) calls these for every timeline, one job or several; the
 429s of a `CallLog` use the same clustered markers. matplotlib is imported inside the
