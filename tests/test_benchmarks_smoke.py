@@ -133,6 +133,12 @@ def test_adaptive_rows_compare_every_pool_on_both_apis(quick_run: tuple[Path, di
         assert by_name[f"fixed pool of {4 * k} (4K)"]["per_1000"] > 0
         assert by_name["Adaptive(max=200)"]["mean_limit"] is not None
         assert by_name[f"fixed pool of {k} (K)"]["mean_limit"] is None
+    scaling = adaptive["scaling"]
+    assert [row["capacity"] for row in scaling] == [1, 4]
+    for row in scaling:
+        assert row["ratio"] > 0
+        assert row["per_1000"] >= 0
+        assert row["mean_limit"] >= 1
 
 
 def test_the_plots_are_png_files(quick_run: tuple[Path, dict[str, Any]]) -> None:
