@@ -361,8 +361,8 @@ class Pool:
             self.drops.append(Drop(now, running[0] if running is not None else -1, report.index, kind))
         if aimd is not None:
             pause = retry_after(error)
-            if pause is not None:
-                self.hold_until(now + pause)
+            if pause is not None and aimd.spec.max_pause > 0:
+                self.hold_until(now + min(pause, aimd.spec.max_pause))
             if aimd.on_drop(started_at, kind) and aimd.limit != self.limit:
                 self.limit = aimd.limit
                 self.apply()

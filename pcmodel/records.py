@@ -208,7 +208,8 @@ class JobSummary:
     busy_time: float
     """Sum of task durations in seconds: the sequential time."""
     workers: int
-    """Size of the worker pool."""
+    """Size of the worker pool (for a pool that changed size while it ran, an adaptive one or
+    one resized through its `JobHandle`: the most worker lanes it started)."""
     max_queue_depth: int
     """Most items ever waiting in the work queue at once."""
     producer_wait: float

@@ -383,3 +383,74 @@ def test_a_fail_fast_stop_while_workers_wait_for_the_rate_limit_loses_no_item() 
     assert summary.tasks + summary.unprocessed == 20
     assert summary.results is not None
     assert [r.task_id for r in summary.results] == [0, 1, 2, 3]
+
+
+def test_a_knob_turned_from_the_jobs_own_callback_applies_at_once() -> None:
+    handle: JobHandle | None = None
+
+    def shrink_after_three(result: pcmodel.TaskResult) -> None:
+        assert handle is not None
+        if result.task_id == 2:
+            assert handle.set_workers(1)
+            assert handle.stats().limit == 1  # on the job's loop: applied already
+
+    async def main() -> JobSummary:
+        nonlocal handle
+        handle = pcmodel.start_job(one_second, range(9), workers=3, on_task_complete=shrink_after_three)
+        return await handle
+
+    summary = on_virtual_clock(main)
+    assert summary.limit_changes == (LimitChange(0.0, 3, "start"), LimitChange(1.0, 1, "set_workers"))
+    # Items 3-5 started at 1.0 s, as their workers took them, before the callback ran.
+    assert [(r.started_at, r.worker) for r in results_of(summary) if r.started_at > 1.0] == [
+        (2.0, 0),
+        (3.0, 0),
+        (4.0, 0),
+    ]
+
+
+def test_knobs_repeated_or_out_of_order_change_nothing_twice() -> None:
+    async def main() -> JobSummary:
+        handle = pcmodel.start_job(one_second, range(6), workers=2)
+        assert handle.resume()  # not paused: nothing to do
+        assert handle.set_workers(2)  # the same size: no change recorded
+        await asyncio.sleep(0.5)
+        assert handle.stop()
+        assert handle.stop(graceful=False)  # the first stop is the one that counts
+        with pytest.raises(TypeError, match=r"graceful must be True or False, got 'yes'"):
+            handle.stop(graceful="yes")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"burst must be >= 1, got 0"):
+            handle.set_rate(10, burst=0)
+        return await handle
+
+    summary = on_virtual_clock(main)
+    assert (summary.tasks, summary.cancelled, summary.unprocessed) == (2, 0, 4)
+    assert summary.limit_changes == (LimitChange(0.0, 2, "start"),)
+
+
+def test_a_transport_without_knobs_says_so_and_ignores_the_ones_turned_before_it_started(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from pcmodel import controller
+    from pcmodel._knobs import Knobs
+    from pcmodel.spec import make_spec
+    from tests.test_transport import InlineTransport
+
+    async def main() -> JobSummary:
+        spec = make_spec(one_second, range(3), workers=1)  # the inline transport: 1 s per item
+        knobs = Knobs()
+        task = asyncio.get_running_loop().create_task(controller.execute(spec, InlineTransport(), knobs))
+        handle = JobHandle(task, spec, knobs)
+        assert handle.set_workers(4)  # remembered: the transport is not known yet
+        await asyncio.sleep(1.5)
+        with pytest.raises(
+            NotImplementedError, match=r"set_workers\(\) cannot change a job carried by InlineTransport"
+        ):
+            handle.set_workers(4)
+        assert handle.stats().workers == 0  # no figures to give
+        assert handle.stop()  # a stop needs no knob of the transport's
+        return await handle
+
+    summary = on_virtual_clock(main)
+    assert summary.stop_reason == "stop"
+    assert "set_workers() was ignored" in caplog.text
