@@ -6,6 +6,7 @@ so running this again gives the same pictures. The README and slides use these f
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sys
 from pathlib import Path
@@ -53,7 +54,27 @@ def main() -> int:
     )
 
     _save(_retrying_job(), "retries.png")
+    _save(_adaptive_job(), "adaptive.png")
     return 0
+
+
+def _adaptive_job() -> Figure:
+    """An adaptive pool on the car-price API's twin, whose capacity drops from 8 to 4 mid-job."""
+    api = workloads.SimulatedCarAPI(capacity=8, seed=3)
+    retry = pcmodel.Retry(100, on=workloads.RETRYABLE_ERRORS, backoff=0.05, multiplier=1, seed=1)
+
+    async def job() -> pcmodel.JobSummary:
+        asyncio.get_running_loop().call_at(3.0, setattr, api, "capacity", 4)
+        return await pcmodel.run_job_async(api, range(300), workers=pcmodel.Adaptive(max=16), retries=retry)
+
+    summary = sweeps.run_virtual(job)
+    figure = Figure(figsize=(9, 3.6), layout="constrained")
+    pcmodel.plot_timeline(
+        summary,
+        figure.subplots(),
+        title="Adaptive(max=16) on an API that serves 8 calls at once, then 4 from t = 3 s",
+    )
+    return figure
 
 
 def _retrying_job() -> Figure:

@@ -24,7 +24,17 @@ from typing import Any
 
 from benchmarks import report
 
-MEASUREMENTS = ("throughput", "makespan", "memory", "virtual_clock", "growth", "latency", "hotpath", "ledger")
+MEASUREMENTS = (
+    "throughput",
+    "makespan",
+    "memory",
+    "virtual_clock",
+    "growth",
+    "latency",
+    "hotpath",
+    "ledger",
+    "adaptive",
+)
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -27,6 +27,7 @@ TITLES = {
     "latency": "6. Latency",
     "hotpath": "7. Hot path: earlier versions side by side, profiles, what changed",
     "ledger": "8. The outcome ledger: its cost, and the time to resume",
+    "adaptive": "9. Adaptive concurrency against fixed pools, on an API of limited capacity",
 }
 
 

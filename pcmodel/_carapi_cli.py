@@ -57,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="pcmodel serve-api",
         description=(
             "Serve the car-price JSON API on loopback until Ctrl-C: GET /cars/ID/price, "
-            "GET /cars/ID, GET /stats, GET /health. Slow, flaky and rate-limited on demand."
+            "GET /cars/ID, GET /stats, GET /health, GET and PUT /capacity. Slow, flaky, "
+            "rate-limited and of limited capacity on demand."
         ),
     )
     parser.add_argument(
@@ -89,6 +90,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--burst", type=int, default=None, metavar="B", help="requests the rate limiter holds (default 1)"
     )
+    parser.add_argument(
+        "--capacity",
+        type=int,
+        default=None,
+        metavar="K",
+        help="serve at most K requests at once, answer 429 with Retry-After beyond; change it while "
+        'the server runs with PUT /capacity and the body {"capacity": K} (default: no limit)',
+    )
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of every draw (default 0)")
     parser.add_argument(
         "--idle-timeout",
@@ -101,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-_KNOBS: Final = re.compile(r"\b(error_rate|rate_limit|idle_timeout|latency|burst|seed|host|port)\b")
+_KNOBS: Final = re.compile(r"\b(error_rate|rate_limit|idle_timeout|capacity|latency|burst|seed|host|port)\b")
 
 
 def _as_option(message: str) -> str:
@@ -145,6 +154,8 @@ async def _serve_forever(server: CarAPIServer) -> bool:
                 if server.rate_limit is None
                 else f"rate limit {server.rate_limit:g}/s, burst {server.burst}"
             )
+            if server.capacity is not None:
+                limit += f", capacity {server.capacity} (PUT {server.url}/capacity to change it)"
             low, high = server.latency if isinstance(server.latency, tuple) else (0.0, 0.0)
             print(f"car-price API on {server.url}", flush=True)
             print(
@@ -190,6 +201,7 @@ def _serve_main(argv: Sequence[str] | None) -> int:
             error_rate=args.error_rate,
             rate_limit=args.rate_limit,
             burst=args.burst,
+            capacity=args.capacity,
             seed=args.seed,
             host=args.host,
             port=args.port,

@@ -1,14 +1,15 @@
 """The car-price API's server: `CarAPIServer`, an aiohttp app on loopback, and what it saw.
 
-It answers `GET /cars/{id}/price`, `GET /cars/{id}`, `GET /stats` and `GET /health` on the
-caller's event loop, slow, flaky and rate-limited on purpose: each car request meets the
-token bucket, then waits the latency drawn for it and fails or not, by the rules shared with
-the twin on the virtual clock (`pcmodel/_carapi_shared.py`). `ServerStatistics` is its
-snapshot of what it saw. The connections themselves (idle deadline, malformed requests) are
-in `pcmodel/_carapi_connection.py`. Part of `pcmodel.carapi`; needs aiohttp.
+It answers `GET /cars/{id}/price`, `GET /cars/{id}`, `GET /stats`, `GET /health` and
+`GET`/`PUT /capacity` on the caller's event loop, slow, flaky, rate-limited and of limited
+capacity on purpose: each car request meets the capacity and the token bucket, then waits the
+latency drawn for it and fails or not, by the rules shared with the twin on the virtual clock
+(`pcmodel/_carapi_shared.py`). `ServerStatistics` is its snapshot of what it saw. The
+connections themselves (idle deadline, malformed requests) are in
+`pcmodel/_carapi_connection.py`. Part of `pcmodel.carapi`; needs aiohttp.
 
-A little over 400 lines, and still one concern: the server class, the checks of its own knobs
-(host, port, timeouts) and the statistics record only it fills.
+About 500 lines, and still one concern: the server class with its endpoints, the checks of
+its own knobs (host, port, timeouts) and the statistics record only it fills.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ipaddress
+import json
 import math
 import time
 from collections.abc import Callable
@@ -29,21 +31,25 @@ from pcmodel._carapi_connection import SERVER_NAME, Server, serving
 from pcmodel._carapi_shared import (
     DEFAULT_LATENCY,
     MAX_CAR_ID,
+    InFlight,
     Latency,
     TokenBucket,
     car_info,
+    check_capacity,
     check_latency,
     check_probability,
     check_rate,
     check_seed,
     is_finite,
     request_fate,
+    retry_after_ms,
 )
 from pcmodel._validate import check_int
 
 __all__ = ["CarAPIServer", "ServerStatistics"]
 
 _RATE_WINDOW: Final = 1.0  # seconds: the window of `ServerStatistics.peak_per_second`
+_MAX_CAPACITY_BODY: Final = 1024  # bytes: a `PUT /capacity` body is one small JSON object
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +68,8 @@ class ServerStatistics:
     """Requests answered 500 on purpose (the `error_rate` knob)."""
     rate_limited: int
     """Requests answered 429 because the token bucket was empty."""
+    over_capacity: int
+    """Requests answered 429 because `capacity` requests were already being served."""
     not_found: int
     """Requests for a car id that is not an int from 0 to 10**9 (answered 404)."""
     in_flight: int
@@ -69,8 +77,8 @@ class ServerStatistics:
     max_in_flight: int
     """Most requests ever served at once."""
     peak_per_second: int
-    """Most requests let through the rate limiter (not answered 429) in any 1-second window;
-    with a rate limit it never exceeds `burst + rate_limit`."""
+    """Most requests let through the capacity and the rate limiter (not answered 429) in any
+    1-second window; with a rate limit it never exceeds `burst + rate_limit`."""
     first_request_at: float | None
     """When the first counted request arrived; None before any."""
     last_request_at: float | None
@@ -80,8 +88,8 @@ class ServerStatistics:
 
     @property
     def admitted(self) -> int:
-        """Requests let through the rate limiter: `requests - rate_limited`."""
-        return self.requests - self.rate_limited
+        """Requests let through the capacity and the rate limiter: not answered 429."""
+        return self.requests - self.rate_limited - self.over_capacity
 
     @property
     def requests_per_second(self) -> float:
@@ -98,6 +106,7 @@ class ServerStatistics:
             "answered": self.answered,
             "errors_sent": self.errors_sent,
             "rate_limited": self.rate_limited,
+            "over_capacity": self.over_capacity,
             "not_found": self.not_found,
             "admitted": self.admitted,
             "in_flight": self.in_flight,
@@ -110,9 +119,11 @@ class ServerStatistics:
         }
 
     def __str__(self) -> str:
+        # Over capacity only when it happened: most servers run without a capacity.
+        over = f"{self.over_capacity} over capacity, " if self.over_capacity else ""
         return (
             f"{self.requests} requests ({self.answered} answered, {self.errors_sent} errors sent, "
-            f"{self.rate_limited} rate-limited, {self.not_found} not found), "
+            f"{self.rate_limited} rate-limited, {over}{self.not_found} not found), "
             f"{self.requests_per_second:.1f} requests/s, peak {self.peak_per_second} admitted in 1 s, "
             f"max {self.max_in_flight} in flight"
         )
@@ -148,13 +159,20 @@ def _check_seconds(name: str, value: object, *, zero: bool) -> float:
     return float(value)
 
 
+def _too_many(message: str, wait: float) -> web.Response:
+    """A 429 answer: come back after `wait` seconds."""
+    return web.json_response(
+        {"error": message, "retry_after": wait}, status=429, headers=_retry_after_headers(wait)
+    )
+
+
 def _retry_after_headers(wait: float) -> dict[str, str]:
     # Retry-After takes whole seconds: round up, never invite a client back too early.
-    return {"Retry-After": str(math.ceil(wait)), "Retry-After-Ms": str(math.ceil(wait * 1000))}
+    return {"Retry-After": str(math.ceil(wait)), "Retry-After-Ms": str(retry_after_ms(wait))}
 
 
 class CarAPIServer:
-    """The car-price API: an aiohttp server on 127.0.0.1, slow, flaky and rate-limited on demand.
+    """The car-price API: an aiohttp server on 127.0.0.1, slow, flaky, rate-limited and full on demand.
 
     Use it as an async context manager, which starts the server on entry and stops it on exit
     (`async with CarAPIServer(error_rate=0.1) as server: ... server.url ...`), or call
@@ -169,10 +187,21 @@ class CarAPIServer:
     - `GET /cars/{id}/price`: `{"id": 7, "price": 14230, "currency": "EUR"}`
     - `GET /cars/{id}`: the car, see `car_info`
     - `GET /stats`: `ServerStatistics.as_dict()`; `GET /health`: `{"status": "ok"}`
+    - `GET /capacity`: `{"capacity": 20, "in_flight": 3}` (`null`: no limit);
+      `PUT /capacity` with the body `{"capacity": 5}` (or `null`) changes it while the server
+      runs, as `server.capacity = 5` does in code, and answers the same; a bad value is
+      answered 400 with the reason.
 
-    The knobs apply to the car endpoints only. A request first meets the rate limiter (429
-    at once if the bucket is empty), then waits its latency, then is answered 500 with
-    probability `error_rate`, else 200.
+    The knobs apply to the car endpoints only. A request first meets the capacity (429 at
+    once if `capacity` requests are being served, with a `Retry-After` that says when the
+    first of them will be answered: the server drew their latencies, so it knows), then the
+    rate limiter (429 at once if the bucket is empty), then waits its latency, then is
+    answered 500 with probability `error_rate`, else 200.
+
+    The capacity is the test bed of adaptive concurrency: a pool larger than it meets 429s,
+    one smaller leaves it idle. Lower it mid-job (`server.capacity = 5`, on the server's loop,
+    or `PUT /capacity` from anywhere) to see a client follow: the requests in flight finish,
+    newcomers are turned away until fewer than 5 remain.
 
     Args:
         latency: `(low, high)` seconds for a uniform draw, or a function of a seeded
@@ -181,6 +210,8 @@ class CarAPIServer:
         rate_limit: requests per second the token bucket lets through, or None for no limit.
         burst: requests the bucket holds (it starts full); default 1, no bursts. Needs
             `rate_limit`.
+        capacity: most car requests served at once (1 to 10**9), or None (default) for no
+            limit.
         seed: seed of every latency and error draw.
         host: a loopback address to bind (default "127.0.0.1"), or "localhost", which binds
             127.0.0.1; other hosts are refused.
@@ -204,6 +235,7 @@ class CarAPIServer:
         error_rate: float = 0.0,
         rate_limit: float | None = None,
         burst: int | None = None,
+        capacity: int | None = None,
         seed: int = 0,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -217,6 +249,7 @@ class CarAPIServer:
         """Share of the requests answered 500."""
         self.rate_limit, self.burst = check_rate(rate_limit, burst)
         """Requests per second let through (None: no limit), and the bucket's size."""
+        self._capacity = check_capacity(capacity)
         self.seed = check_seed(seed)
         """Seed of every draw."""
         self.host = _check_host(host)
@@ -235,7 +268,23 @@ class CarAPIServer:
         self._last: float | None = None
         # Admission times within the last second, for `peak_per_second`.
         self._window: collections.deque[float] = collections.deque()
+        # Not statistics: a reset leaves the requests being served in it.
+        self._in_flight = InFlight()
         self._reset(0.0)
+
+    @property
+    def capacity(self) -> int | None:
+        """Most car requests served at once, or None for no limit.
+
+        Set it to change it while the server runs (from the server's own loop: a notebook
+        cell, a callback of a job on that loop; from elsewhere, `PUT /capacity`). A bad value
+        raises TypeError or ValueError and leaves it as it was.
+        """
+        return self._capacity
+
+    @capacity.setter
+    def capacity(self, capacity: int | None) -> None:
+        self._capacity = check_capacity(capacity)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -303,6 +352,8 @@ class CarAPIServer:
     def __repr__(self) -> str:
         where = self.url if self.running else "stopped"
         limit = "no rate limit" if self.rate_limit is None else f"{self.rate_limit:g}/s burst {self.burst}"
+        if self._capacity is not None:
+            limit += f", capacity {self._capacity}"
         return f"<CarAPIServer {where}: error_rate={self.error_rate:g}, {limit}, seed={self.seed}>"
 
     # -- statistics --------------------------------------------------------------------------
@@ -313,8 +364,9 @@ class CarAPIServer:
     def _reset(self, now: float) -> None:
         self._started_at = now
         self._stopped_at = None
-        self._requests = self._answered = self._errors = self._limited = self._not_found = 0
-        self._in_flight = self._max_in_flight = self._peak = 0
+        self._requests = self._answered = self._errors = self._limited = self._full = self._not_found = 0
+        self._max_in_flight = len(self._in_flight)
+        self._peak = 0
         self._first = self._last = None
         self._window.clear()
         self._bucket = None if self.rate_limit is None else TokenBucket(self.rate_limit, self.burst, now)
@@ -334,8 +386,9 @@ class CarAPIServer:
             answered=self._answered,
             errors_sent=self._errors,
             rate_limited=self._limited,
+            over_capacity=self._full,
             not_found=self._not_found,
-            in_flight=self._in_flight,
+            in_flight=len(self._in_flight),
             max_in_flight=self._max_in_flight,
             peak_per_second=self._peak,
             first_request_at=None if self._first is None else self._first - start,
@@ -352,6 +405,8 @@ class CarAPIServer:
         return response
 
     async def _route(self, request: web.BaseRequest) -> web.StreamResponse:
+        if request.path == "/capacity":
+            return await self._capacity_endpoint(request)
         if request.method not in (hdrs.METH_GET, hdrs.METH_HEAD):
             return web.json_response(
                 {"error": f"method {request.method} not allowed: this API answers GET only"},
@@ -368,7 +423,10 @@ class CarAPIServer:
             case ["", "health"]:
                 return web.json_response({"status": "ok"})
         return web.json_response(
-            {"error": f"no endpoint {request.path!r:.80}: try /cars/ID/price, /cars/ID, /stats or /health"},
+            {
+                "error": f"no endpoint {request.path!r:.80}: "
+                "try /cars/ID/price, /cars/ID, /stats, /health or /capacity"
+            },
             status=404,
         )
 
@@ -380,15 +438,15 @@ class CarAPIServer:
         if self._first is None:
             self._first = now
         self._last = now
+        wait = self._in_flight.wait(self._capacity, now)
+        if wait > 0:
+            self._full += 1
+            return _too_many(f"over capacity: {self._capacity} requests in flight", wait)
         if self._bucket is not None:
             wait = self._bucket.take(now)
             if wait > 0:
                 self._limited += 1
-                return web.json_response(
-                    {"error": "rate limit exceeded", "retry_after": wait},
-                    status=429,
-                    headers=_retry_after_headers(wait),
-                )
+                return _too_many("rate limit exceeded", wait)
         window = self._window
         window.append(now)
         while window[0] <= now - _RATE_WINDOW:
@@ -408,17 +466,54 @@ class CarAPIServer:
         self._served[path] = served + 1
         fails, latency = request_fate(self.seed, path, served, self.error_rate, self._draw_latency)
 
-        self._in_flight += 1
-        self._max_in_flight = max(self._max_in_flight, self._in_flight)
-        try:
+        with self._in_flight.serving(now + latency):
+            self._max_in_flight = max(self._max_in_flight, len(self._in_flight))
             await asyncio.sleep(latency)
-        finally:
-            self._in_flight -= 1
         if fails:
             self._errors += 1
             return web.json_response({"error": "simulated failure"}, status=500)
         self._answered += 1
         return web.json_response(answer(car_id))
+
+    async def _capacity_endpoint(self, request: web.BaseRequest) -> web.Response:
+        """`GET /capacity` reads the capacity, `PUT /capacity` with `{"capacity": K}` sets it."""
+        if request.method == hdrs.METH_PUT:
+            try:
+                self.capacity = _read_capacity(await _read_body(request, _MAX_CAPACITY_BODY + 1))
+            except (TypeError, ValueError) as error:
+                return web.json_response({"error": str(error)}, status=400)
+        elif request.method not in (hdrs.METH_GET, hdrs.METH_HEAD):
+            return web.json_response(
+                {"error": f"method {request.method} not allowed: /capacity answers GET and PUT"},
+                status=405,
+                headers={hdrs.ALLOW: "GET, HEAD, PUT"},
+            )
+        return web.json_response({"capacity": self._capacity, "in_flight": len(self._in_flight)})
+
+
+async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
+    """The request's body, or its first `limit` bytes if it is longer (the rest is not read)."""
+    body = b""
+    while len(body) < limit and (chunk := await request.content.read(limit - len(body))):
+        body += chunk
+    return body
+
+
+def _read_capacity(body: bytes) -> int | None:
+    """The capacity a `PUT /capacity` body asks for, checked; else a TypeError or ValueError."""
+    if len(body) > _MAX_CAPACITY_BODY:
+        raise ValueError(
+            f'the body must be at most {_MAX_CAPACITY_BODY} bytes of JSON such as {{"capacity": 5}}'
+        )
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):  # not JSON (UnicodeDecodeError is a ValueError)
+        data = None
+    if not isinstance(data, dict) or "capacity" not in data:
+        raise ValueError(
+            f'the body must be a JSON object such as {{"capacity": 5}} or {{"capacity": null}}, got {body!r:.80}'
+        )
+    return check_capacity(data["capacity"])
 
 
 def _parse_car_id(text: str) -> int | None:

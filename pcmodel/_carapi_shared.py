@@ -8,10 +8,11 @@ What makes them the same API lives here, once:
   same classes on both sides, so `except workloads.RateLimited` catches what the real client
   raises, and `except carapi.RateLimited` what the twin raises;
 - its catalogue of cars (`car_info`);
-- how a request's fate is drawn (`request_fate`) and its rate limiter (`TokenBucket`), so
-  that with the same knobs the twin fails the same calls as the server;
+- how a request's fate is drawn (`request_fate`), its rate limiter (`TokenBucket`) and its
+  capacity (`InFlight`: the requests being served, and when a slot frees), so that with the
+  same knobs the twin turns away and fails the same calls as the server;
 - the checks of its knobs (`check_latency`, `check_probability`, `check_rate`,
-  `check_seed`), so both refuse the same values with the same words.
+  `check_capacity`, `check_seed`), so both refuse the same values with the same words.
 
 Nothing here touches the network or imports aiohttp: the twin must work without the `api`
 extra. Import the names from `pcmodel.workloads` or `pcmodel.carapi`, not from here.
@@ -19,10 +20,12 @@ extra. Import the names from `pcmodel.workloads` or `pcmodel.carapi`, not from h
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import heapq
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Final
 
 from pcmodel._validate import check_int
@@ -31,18 +34,21 @@ __all__ = [
     "CAR_MODELS",
     "DEFAULT_LATENCY",
     "RETRYABLE_ERRORS",
+    "InFlight",
     "Latency",
     "PriceAPIError",
     "RateLimited",
     "ServerError",
     "TokenBucket",
     "car_info",
+    "check_capacity",
     "check_latency",
     "check_probability",
     "check_rate",
     "check_seed",
     "is_finite",
     "request_fate",
+    "retry_after_ms",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -202,6 +208,15 @@ def request_fate(
     return fails, max(0.0, float(draw_latency(rng)))
 
 
+def retry_after_ms(wait: float) -> int:
+    """`wait` seconds as the whole milliseconds of a `Retry-After-Ms` header, rounded up.
+
+    Rounded up so that a client is never invited back too early, but not for float noise: a
+    wait of 0.05 s computed as 0.05000000000000004 is 50 ms, not 51.
+    """
+    return math.ceil(round(wait * 1000, 6))
+
+
 class TokenBucket:
     """A token bucket: `rate` tokens a second, holding at most `burst`; it starts full."""
 
@@ -224,6 +239,52 @@ class TokenBucket:
         return (1.0 - tokens) / self._rate
 
 
+_MIN_CAPACITY_WAIT: Final = 0.001  # seconds: the shortest Retry-After of a request over capacity
+
+
+class InFlight:
+    """The requests an API is serving, and when each will be answered: its capacity check.
+
+    An API with a capacity of K serves at most K requests at once: one that arrives while K
+    are being served is turned away at once (429), told to come back when a slot frees. The
+    API draws each request's latency as it admits it, so it knows when each one will be
+    answered and its `Retry-After` is exact: the moment enough of them end that one fewer
+    than K remain. A capacity lowered below the requests in flight lets them finish and turns
+    every newcomer away until they have.
+    """
+
+    __slots__ = ("_ends",)
+
+    def __init__(self) -> None:
+        self._ends: list[float] = []
+
+    def __len__(self) -> int:
+        """Requests being served now."""
+        return len(self._ends)
+
+    def wait(self, capacity: int | None, now: float) -> float:
+        """0.0 if a request arriving `now` may be served, else the seconds until a slot frees.
+
+        The wait is at least a millisecond: an answer due now but not yet sent (its timer has
+        not run, or the loop is late) still holds its slot, and "retry after 0 s" would invite
+        the same refusal again.
+        """
+        if capacity is None or len(self._ends) < capacity:
+            return 0.0
+        # Below the capacity once len - capacity + 1 of the requests have been answered.
+        frees_at = heapq.nsmallest(len(self._ends) - capacity + 1, self._ends)[-1]
+        return max(frees_at - now, _MIN_CAPACITY_WAIT)
+
+    @contextlib.contextmanager
+    def serving(self, ends_at: float) -> Iterator[None]:
+        """Count a request as being served until the block ends (answered or cancelled)."""
+        self._ends.append(ends_at)
+        try:
+            yield
+        finally:
+            self._ends.remove(ends_at)
+
+
 # --------------------------------------------------------------------------------------------
 # The knobs' checks
 
@@ -231,6 +292,7 @@ class TokenBucket:
 # ages (or, below about 1e-308 per second, forever, which no header can say).
 _MIN_RATE: Final = 1 / 86_400
 _MAX_BURST: Final = 10**9
+_MAX_CAPACITY: Final = 10**9
 
 
 def is_finite(value: float) -> bool:
@@ -295,3 +357,16 @@ def check_rate(rate_limit: object, burst: object) -> tuple[float | None, int]:
     if checked_burst > _MAX_BURST:
         raise ValueError(f"burst must be <= {_MAX_BURST}, got {burst!r}")
     return float(rate_limit), checked_burst
+
+
+def check_capacity(capacity: object) -> int | None:
+    """`capacity` checked: None for no limit, or an int from 1 to 10**9 requests served at once."""
+    if capacity is None:
+        return None
+    if isinstance(capacity, bool) or not isinstance(capacity, int):
+        raise TypeError(f"capacity must be an int number of requests in flight or None, got {capacity!r}")
+    if capacity < 1:
+        raise ValueError(f"capacity must be >= 1 request in flight (None: no limit), got {capacity!r}")
+    if capacity > _MAX_CAPACITY:
+        raise ValueError(f"capacity must be <= {_MAX_CAPACITY}, got {capacity!r}")
+    return capacity

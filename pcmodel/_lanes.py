@@ -2,9 +2,11 @@
 
 One lane per worker, worker 0 on top, and a bar per task window, coloured by how the task
 ended; retried tasks outlined; with `calls=`, each call as a thinner bar inside its window and
-each 429 answer as a marker; task labels where there is room; the ideal makespan and the
-elapsed time as vertical lines; optionally, lanes for the result handler's callbacks; and the
-legend beside the panel. `plot_timeline` (one job) and `plot_timelines` (several, one above
+each 429 answer as a marker; each drop of the summary (a 429 or a timeout) as a marker; the
+concurrency limit, when it moved, as a step line on an axis of its own on the right (see
+`pcmodel._congestion`); task labels where there is room; the ideal makespan and the elapsed
+time as vertical lines; optionally, lanes for the result handler's callbacks; and the legend
+beside the panel. `plot_timeline` (one job) and `plot_timelines` (several, one above
 the other) both draw their lanes with `draw_lanes`.
 
 matplotlib is imported inside the functions, only when a figure is drawn.
@@ -16,6 +18,14 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from pcmodel._congestion import (
+    DROP_STYLES,
+    draw_drops,
+    draw_limit,
+    limit_axis_width,
+    limit_changed,
+    mark_clusters,
+)
 from pcmodel._plotting import (
     CANCELLED_COLOR,
     FAILED_COLOR,
@@ -136,31 +146,15 @@ def _draw_tasks(ax: Axes, summary: JobSummary, bar: float, calls: Sequence[Call]
             handles.append(Patch(facecolor=color, hatch=hatch, label=name))
     limited = [call for call in calls if call.outcome == "rate-limited"]
     if limited:
-        # A 429 takes no time: a marker where it came back. Turned-away calls come back within
-        # microseconds of each other, so those too close to tell apart share one marker and
-        # a count: nine markers on one spot would read as one. A cluster spans 4% of the
-        # axis at most, room for its count before the next marker.
-        clusters = _clusters([(call.worker, call.started_at) for call in limited], _span(summary) * 0.04)
-        ax.plot(
-            [start for _, start, _ in clusters],
-            [lane for lane, _, _ in clusters],
-            linestyle="none",
+        # A 429 takes no time: a marker where it came back, those too close to tell apart
+        # sharing one with a count.
+        mark_clusters(
+            ax,
+            [(call.worker, call.started_at) for call in limited],
+            _span(summary),
             marker="v",
-            markersize=6,
             color=RATE_LIMITED_COLOR,
         )
-        for lane, start, count in clusters:
-            if count > 1:
-                ax.annotate(
-                    f"{count}{_TIMES}",
-                    (start, lane),
-                    xytext=(5, -3),  # below and right: the task labels sit above the calls
-                    textcoords="offset points",
-                    fontsize=8,
-                    fontweight="bold",
-                    color=RATE_LIMITED_COLOR,
-                    va="top",
-                )
         handles.append(
             Line2D(
                 [],
@@ -177,18 +171,6 @@ def _draw_tasks(ax: Axes, summary: JobSummary, bar: float, calls: Sequence[Call]
 def _span(summary: JobSummary) -> float:
     """The length of a job's time axis, to size gaps and labels by."""
     return max(summary.elapsed, 1e-9)
-
-
-def _clusters(points: Sequence[tuple[int, float]], gap: float) -> list[tuple[int, float, int]]:
-    """Group (lane, time) points closer than `gap` in the same lane: (lane, first time, count)."""
-    clusters: list[tuple[int, float, int]] = []
-    for lane, time in sorted(points):
-        if clusters and clusters[-1][0] == lane and time - clusters[-1][1] < gap:
-            first_lane, first, count = clusters[-1]
-            clusters[-1] = (first_lane, first, count + 1)
-        else:
-            clusters.append((lane, time, 1))
-    return clusters
 
 
 def _window_labels(results: Sequence[TaskResult], span: float) -> list[tuple[int, float, str]]:
@@ -230,6 +212,9 @@ def draw_lanes(
     label = len(results) <= _MAX_LABELLED_TASKS
     bar = 0.7 if summary.workers <= 60 else 1.0
     task_handles = _draw_tasks(ax, summary, bar, calls)
+    # With the calls drawn, their 429s are marked already: only the timeouts are left.
+    kinds = ("timeout",) if calls is not None else tuple(DROP_STYLES)
+    task_handles += draw_drops(ax, summary.drops or (), _span(summary), summary.workers, kinds=kinds)
     if label and calls is None:
         for result in results:
             ax.text(
@@ -262,6 +247,7 @@ def draw_lanes(
         summary.elapsed, color="gray", linestyle=":", linewidth=1, label=f"elapsed {summary.elapsed:.3f} s"
     )
     from matplotlib.patches import Patch
+    from matplotlib.transforms import offset_copy
 
     lanes = summary.workers
     end = summary.elapsed
@@ -285,7 +271,24 @@ def draw_lanes(
         + ([Patch(facecolor=HANDLER_COLOR, label="on_task_complete")] if handler is not None else [])
         + handles
     )
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.005, 1), fontsize=9, frameon=False)
+    legend_at = ax.transAxes
+    if limit_changed(summary.limit_changes):
+        changes = summary.limit_changes or ()
+        handles.insert(len(task_handles), draw_limit(ax, changes, summary.elapsed, lanes))
+        # The limit's axis takes the right edge: the legend moves past its ticks and label.
+        figure = ax.get_figure()
+        assert figure is not None
+        width = limit_axis_width(changes, lanes)
+        # offset_copy only reads the figure's dpi, which a SubFigure has too.
+        legend_at = offset_copy(ax.transAxes, fig=figure, x=width, units="points")  # type: ignore[arg-type]
+    ax.legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(1.005, 1),
+        bbox_transform=legend_at,
+        fontsize=9,
+        frameon=False,
+    )
     ax.set_ylim(lanes - 0.5, -0.5)  # worker 0 on top
     if lanes <= 30:
         names = [f"worker {w}" for w in range(summary.workers)]

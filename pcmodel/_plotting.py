@@ -15,6 +15,7 @@ __all__ = [
     "CANCELLED_COLOR",
     "FAILED_COLOR",
     "HANDLER_COLOR",
+    "LIMIT_COLOR",
     "OK_COLOR",
     "RATE_LIMITED_COLOR",
     "RETRIED_COLOR",
@@ -30,6 +31,7 @@ CANCELLED_COLOR = "#8C8C8C"
 RETRIED_COLOR = "#1A1A1A"
 RATE_LIMITED_COLOR = "#8172B3"
 BLOCKED_COLOR = "#DD8452"  # a producer blocked on a full queue; a second sweep's curve
+LIMIT_COLOR = "#B35806"  # the concurrency limit's step line, over the lanes
 
 
 def describe(summary: JobSummary) -> str:

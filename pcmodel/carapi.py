@@ -22,6 +22,10 @@ The server's knobs:
 - `rate_limit` and `burst`: a token bucket on the server's loop clock; a request that finds
   the bucket empty is answered `429 Too Many Requests` at once, with a `Retry-After` header
   (whole seconds, as HTTP says) and a `Retry-After-Ms` header (the exact wait).
+- `capacity`: the most requests served at once; one more is answered 429 at once, its
+  `Retry-After-Ms` the exact wait until a slot frees. It can change while the server runs
+  (`server.capacity = 5`, or `PUT /capacity` with `{"capacity": 5}`): the test bed of a
+  pool that must find an API's limit by itself.
 
 Every draw is seeded by the server's `seed`, the request's path and how many times that path
 was served before, so the n-th request for a car meets the same fate whatever order the

@@ -2,7 +2,9 @@
 
 A timeline makes concurrency visible: bars that overlap in time are calls in flight at once.
 The lower panel shows the work queue's depth and, shaded, the periods when a producer was
-blocked on a full queue (backpressure). The title gives the job's figures: elapsed time,
+blocked on a full queue (backpressure). An adaptive pool's limit is drawn over the lanes, its
+429s and timeouts marked where they happened (`pcmodel._congestion`), and `mean_limit` and
+`settled_at` say where and when the limit settled. The title gives the job's figures: elapsed time,
 sequential time (the sum of the bars), speedup, and the ideal makespan to compare with.
 
 matplotlib is imported only when a plot is drawn, so `import pcmodel` stays light. Figures
@@ -14,7 +16,8 @@ This module draws the timeline of one job (`plot_timeline`, and its queue-depth 
 the one import path of every plot; the others live in a module per subject and are imported
 here:
 
-- `pcmodel._lanes`: the worker lanes, the upper panel of every timeline;
+- `pcmodel._lanes`: the worker lanes, the upper panel of every timeline, and
+  `pcmodel._congestion` the concurrency limit and the drops drawn over them;
 - `pcmodel.comparison`: several jobs one above the other (`plot_timelines`);
 - `pcmodel.sweep_plots`: the sweeps of `pcmodel.sweeps` (`plot_speedup`, `plot_queue_sweep`);
 - `pcmodel.pipeline_diagram`: the map of the pipeline's pieces (`plot_pipeline`);
@@ -40,7 +43,7 @@ from pcmodel._plotting import (
 )
 from pcmodel.comparison import plot_timelines
 from pcmodel.pipeline_diagram import plot_pipeline
-from pcmodel.records import JobSummary
+from pcmodel.records import JobSummary, LimitChange
 from pcmodel.sweep_plots import plot_queue_sweep, plot_speedup
 
 if TYPE_CHECKING:
@@ -57,12 +60,14 @@ __all__ = [
     "RATE_LIMITED_COLOR",
     "RETRIED_COLOR",
     "describe",
+    "mean_limit",
     "peak_concurrency",
     "plot_pipeline",
     "plot_queue_sweep",
     "plot_speedup",
     "plot_timeline",
     "plot_timelines",
+    "settled_at",
 ]
 
 
@@ -86,6 +91,13 @@ def plot_timeline(
     `pcmodel.workloads.CallLog`) to see inside: the windows turn pale, and each call is drawn
     as a thinner bar within its task's window (a 429 answer, which takes no time, as a
     marker); the gaps between them are the waits.
+
+    When the job's concurrency limit moved (`workers=pcmodel.Adaptive(...)`, or a pool resized
+    by hand), its steps (`summary.limit_changes`) are drawn as a step line over the lanes, on
+    an axis of its own on the right ("concurrency limit") scaled so that a limit of L sits
+    below lane L - 1: the lanes above the line may work. Each drop (`summary.drops`: a 429, a
+    timeout) is marked where it happened, in its worker's lane; drops too close to tell
+    apart share a marker with their count. With `calls`, the 429s are marked from the calls.
 
     Args:
         summary: the `JobSummary` of a job run with `trace=True`.
@@ -156,6 +168,69 @@ def _draw_depth(ax: Axes, summary: JobSummary) -> None:
     ax.set_xlabel("seconds since the job started")
     ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1), fontsize=9, frameon=False)
     ax.grid(alpha=0.3)
+
+
+def _limit_changes(summary: JobSummary) -> tuple[LimitChange, ...]:
+    """The job's limit changes, or a ValueError that says how to get them."""
+    require_trace(summary)
+    changes = summary.limit_changes
+    if not changes:
+        raise ValueError(
+            "this job recorded no concurrency limit: run it again with trace=True "
+            "(and workers=pcmodel.Adaptive(...) for a limit that moves)"
+        )
+    return changes
+
+
+def mean_limit(summary: JobSummary, start: float = 0.0, end: float | None = None) -> float:
+    """The concurrency limit's mean over `start` to `end` seconds of the job, weighted by time.
+
+    Where an adaptive pool settled: its limit saws up and down around the API's capacity,
+    and the mean over the second half of a job (`mean_limit(summary, summary.elapsed / 2)`)
+    says where, in one number. A fixed pool's mean is its worker count.
+
+    Args:
+        summary: a job run with `trace=True`.
+        start: from this job time (seconds since it started).
+        end: to this job time; None for the job's end (`summary.elapsed`).
+
+    Raises:
+        TypeError: `summary` is not a `JobSummary`.
+        ValueError: the job kept no trace, or `end` is not after `start`.
+    """
+    changes = _limit_changes(summary)
+    end = summary.elapsed if end is None else end
+    if not end > start:
+        raise ValueError(f"end must be after start, got start={start!r} and end={end!r}")
+    area = 0.0
+    for change, following in zip(changes, [*changes[1:], None], strict=True):
+        # The limit holds from its change to the next one (the last to the end of the window).
+        since = max(change.time, start)
+        until = min(end, following.time if following is not None else end)
+        if until > since:
+            area += change.limit * (until - since)
+    if changes[0].time > start:  # before the first record: the first limit
+        area += changes[0].limit * (min(changes[0].time, end) - start)
+    return area / (end - start)
+
+
+def settled_at(summary: JobSummary, low: float, high: float) -> float | None:
+    """When the concurrency limit entered `low`..`high` (inclusive) for good; None if it ended outside.
+
+    The time to settle of an adaptive pool: from this job time on, every step of its limit
+    stayed within the band (say within 20% of the API's capacity K:
+    `settled_at(summary, 0.8 * K, 1.2 * K)`).
+
+    Raises:
+        TypeError: `summary` is not a `JobSummary`.
+        ValueError: the job kept no trace.
+    """
+    settled: float | None = None
+    for change in reversed(_limit_changes(summary)):
+        if not low <= change.limit <= high:
+            break
+        settled = change.time
+    return settled
 
 
 def peak_concurrency(summary: JobSummary) -> int:

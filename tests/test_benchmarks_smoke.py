@@ -15,7 +15,17 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-MEASUREMENTS = {"throughput", "makespan", "memory", "virtual_clock", "growth", "latency", "hotpath", "ledger"}
+MEASUREMENTS = {
+    "throughput",
+    "makespan",
+    "memory",
+    "virtual_clock",
+    "growth",
+    "latency",
+    "hotpath",
+    "ledger",
+    "adaptive",
+}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -81,7 +91,15 @@ def test_results_markdown_has_every_section_and_the_targets(quick_run: tuple[Pat
     out, data = quick_run
     markdown = (out / "RESULTS.md").read_text()
     assert "| target | measured | verdict |" in markdown
-    for title in ("1. Throughput", "3. Memory", "4. Virtual clock", "5. Growth", "6. Latency", "7. Hot path"):
+    for title in (
+        "1. Throughput",
+        "3. Memory",
+        "4. Virtual clock",
+        "5. Growth",
+        "6. Latency",
+        "7. Hot path",
+        "8. Adaptive concurrency",
+    ):
         assert f"## {title}" in markdown
     assert "- Python: " in markdown
     hotpath = data["results"]["hotpath"]
@@ -90,6 +108,38 @@ def test_results_markdown_has_every_section_and_the_targets(quick_run: tuple[Pat
         assert f"{name}: pcmodel trace=True" in markdown
     for name in hotpath["missing"]:
         assert f"*{name}*: not measured" in markdown
+
+
+def test_adaptive_rows_compare_every_pool_on_both_apis(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    _, data = quick_run
+    adaptive = data["results"]["adaptive"]
+    capacity = adaptive["capacity"]
+    for rows, k in ((adaptive["virtual"], capacity), (adaptive["real"], adaptive["real_capacity"])):
+        by_name = {row["name"]: row for row in rows}
+        assert set(by_name) == {
+            f"fixed pool of {k // 4} (K/4)",
+            f"fixed pool of {k} (K)",
+            f"fixed pool of {4 * k} (4K)",
+            "Adaptive(max=200)",
+        }
+        assert by_name[f"fixed pool of {k} (K)"]["ratio"] == pytest.approx(1.0)
+        for row in rows:
+            # Every item is retried until it succeeds: nothing is lost, whatever the pool.
+            assert row["succeeded"] == adaptive["items" if rows is adaptive["virtual"] else "real_items"]
+            assert row["failed"] == 0
+            assert row["requests"] >= row["succeeded"]
+        # A pool no larger than K never meets a 429; only the adaptive pool has a limit to report.
+        assert by_name[f"fixed pool of {k // 4} (K/4)"]["per_1000"] == 0
+        assert by_name[f"fixed pool of {k} (K)"]["per_1000"] == 0
+        assert by_name[f"fixed pool of {4 * k} (4K)"]["per_1000"] > 0
+        assert by_name["Adaptive(max=200)"]["mean_limit"] is not None
+        assert by_name[f"fixed pool of {k} (K)"]["mean_limit"] is None
+    scaling = adaptive["scaling"]
+    assert [row["capacity"] for row in scaling] == [1, 4]
+    for row in scaling:
+        assert row["ratio"] > 0
+        assert row["per_1000"] >= 0
+        assert row["mean_limit"] >= 1
 
 
 def test_the_plots_are_png_files(quick_run: tuple[Path, dict[str, Any]]) -> None:

@@ -17,6 +17,7 @@ import pytest
 
 import pcmodel
 from pcmodel import sweeps, workloads
+from pcmodel._carapi_shared import retry_after_ms
 
 SHARED = ("PriceAPIError", "ServerError", "RateLimited", "Latency")
 
@@ -139,7 +140,7 @@ def test_an_error_says_whether_it_is_worth_retrying() -> None:
 def test_the_twin_has_the_servers_knobs_with_the_same_defaults(carapi: ModuleType) -> None:
     server = inspect.signature(carapi.CarAPIServer).parameters
     twin = inspect.signature(workloads.SimulatedCarAPI).parameters
-    assert list(twin) == ["latency", "error_rate", "rate_limit", "burst", "seed"]
+    assert list(twin) == ["latency", "error_rate", "rate_limit", "burst", "capacity", "seed"]
     for name, parameter in twin.items():
         assert server[name].default == parameter.default, name
 
@@ -158,6 +159,9 @@ def test_the_twin_has_the_servers_knobs_with_the_same_defaults(carapi: ModuleTyp
         ({"error_rate": -0.1}, ValueError, r"error_rate must be between 0 and 1, got -0.1"),
         ({"error_rate": True}, TypeError, r"error_rate must be a number from 0 to 1"),
         ({"seed": "1"}, TypeError, r"seed must be an int, got '1'"),
+        ({"capacity": 0}, ValueError, r"capacity must be >= 1 request in flight \(None: no limit\), got 0"),
+        ({"capacity": 10**9 + 1}, ValueError, r"capacity must be <= 1000000000"),
+        ({"capacity": 4.0}, TypeError, r"capacity must be an int number of requests in flight or None"),
     ],
 )
 @pytest.mark.parametrize("api", ["server", "twin"])
@@ -167,3 +171,10 @@ def test_the_server_and_the_twin_refuse_the_same_knobs(
     make = carapi.CarAPIServer if api == "server" else workloads.SimulatedCarAPI
     with pytest.raises(error, match=message):
         make(**knobs)
+
+
+@pytest.mark.parametrize(
+    ("wait", "millis"), [(0.05000000000000004, 50), (0.0500001, 51), (0.001, 1), (0.0, 0), (1.2344, 1235)]
+)
+def test_a_retry_after_rounds_up_to_the_millisecond_but_not_for_float_noise(wait: float, millis: int) -> None:
+    assert retry_after_ms(wait) == millis

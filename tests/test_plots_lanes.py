@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from pcmodel._lanes import _clusters, _window_labels
+from pcmodel._congestion import clusters
+from pcmodel._lanes import _window_labels
 from pcmodel.records import TaskResult
 
 
 def test_429s_too_close_to_tell_apart_share_a_marker_with_their_count() -> None:
-    assert _clusters([(0, 0.0), (2, 0.001), (0, 0.002), (0, 0.5), (2, 0.0015)], 0.01) == [
+    assert clusters([(0, 0.0), (2, 0.001), (0, 0.002), (0, 0.5), (2, 0.0015)], 0.01) == [
         (0, 0.0, 2),
         (0, 0.5, 1),
         (2, 0.001, 2),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import itertools
 import random
 from typing import Any
@@ -16,8 +18,8 @@ from matplotlib.patches import Rectangle
 from matplotlib.text import Annotation
 
 import pcmodel
-from pcmodel import timeline, workloads
-from pcmodel.records import JobSummary
+from pcmodel import sweeps, timeline, workloads
+from pcmodel.records import JobSummary, LimitChange
 
 
 def _run(workers: int = 3, **kwargs: object) -> JobSummary:
@@ -260,3 +262,209 @@ def test_plot_timelines_can_title_each_job_with_its_elapsed_time_and_calls_done_
         f"handled: elapsed {handled.elapsed:.3f} s · calls done at {calls_done:.3f} s",
         f"three: elapsed {three.elapsed:.3f} s · calls done at {three.elapsed:.3f} s",
     ]
+
+
+# -- the concurrency limit and the drops ------------------------------------------------------
+
+
+def _adaptive_job(**kwargs: object) -> JobSummary:
+    """An adaptive pool on the car API's twin of capacity 6, with a timeout that cuts slow calls."""
+
+    def latency(rng: random.Random) -> float:
+        return 0.6 if rng.random() < 0.05 else rng.uniform(0.05, 0.25)
+
+    api = workloads.SimulatedCarAPI(latency=latency, capacity=6, seed=2)
+    retry = pcmodel.Retry(50, on=(*workloads.RETRYABLE_ERRORS, TimeoutError), seed=1)
+    options: dict[str, Any] = {
+        "workers": pcmodel.Adaptive(max=30),
+        "timeout": 0.5,
+        "retries": retry,
+        "clock": "virtual",
+        **kwargs,
+    }
+    return pcmodel.run_job(api, range(120), **options)
+
+
+def _marker_points(ax: Axes, marker: str) -> list[tuple[float, float]]:
+    """(time, lane) of every marker of this shape on `ax`."""
+    return sorted(
+        (x, y)
+        for line in ax.get_lines()
+        if line.get_marker() == marker
+        for x, y in zip(
+            np.asarray(line.get_xdata(), dtype=float).tolist(),
+            np.asarray(line.get_ydata(), dtype=float).tolist(),
+            strict=True,
+        )
+    )
+
+
+def _counted(ax: Axes, points: list[tuple[float, float]], color: str) -> int:
+    """Markers at `points`, each counting 1, or the count printed beside it in `color`."""
+    counts = {
+        (t.xy[0], round(t.xy[1])): int(t.get_text().rstrip("\N{MULTIPLICATION SIGN}"))
+        for t in ax.texts
+        if isinstance(t, Annotation) and t.get_color() == color
+    }
+    return sum(counts.get((x, round(lane)), 1) for x, lane in points)
+
+
+def test_an_adaptive_jobs_limit_is_a_step_line_over_the_lanes_and_its_drops_are_marked() -> None:
+    summary = _adaptive_job()
+    changes = summary.limit_changes or ()
+    drops = summary.drops or ()
+    assert {c.cause for c in changes} >= {"start", "grow", "congestion"}
+    assert {d.kind for d in drops} == {"rate_limited", "timeout"}
+    fig = pcmodel.plot_timeline(summary)
+    lanes, depth, limit_ax = fig.axes
+    assert limit_ax.get_shared_x_axes().joined(lanes, limit_ax)
+    assert depth.get_ylabel() == "work queue"
+    (line,) = limit_ax.get_lines()
+    assert line.get_label() == "concurrency limit"
+    assert line.get_drawstyle() == "steps-post"
+    assert np.asarray(line.get_xdata(), dtype=float).tolist() == [c.time for c in changes] + [summary.elapsed]
+    assert np.asarray(line.get_ydata(), dtype=float).tolist() == [c.limit for c in changes] + [
+        changes[-1].limit
+    ]
+    assert limit_ax.get_ylabel() == "concurrency limit"
+    # Scaled to the lanes, worker 0 on top: a limit of L sits right below lane L - 1.
+    assert limit_ax.get_ylim() == (max(summary.workers, *(c.limit for c in changes)), 0)
+    assert lanes.get_ylim() == (summary.workers - 0.5, -0.5)
+    # Every drop is counted once, in its worker's lane: by its marker or in its cluster's count.
+    for kind, marker, color in (
+        ("rate_limited", "v", timeline.RATE_LIMITED_COLOR),
+        ("timeout", "X", timeline.FAILED_COLOR),
+    ):
+        mine = [d for d in drops if d.kind == kind]
+        points = _marker_points(lanes, marker)
+        assert _counted(lanes, points, color) == len(mine)
+        assert {(d.time, float(d.worker)) for d in mine} >= set(points)
+    legend = _legend(lanes)
+    assert "concurrency limit" in legend
+    assert "429: rate limited (\N{MULTIPLICATION SIGN}n: n at once)" in legend
+    assert "timed out (\N{MULTIPLICATION SIGN}n: n at once)" in legend
+
+
+def test_with_the_calls_drawn_the_429s_are_marked_once_and_the_timeouts_still_marked() -> None:
+    api = workloads.SimulatedCarAPI(capacity=3, seed=4)
+    log = workloads.CallLog(api)
+    retry = pcmodel.Retry(50, on=workloads.RETRYABLE_ERRORS, seed=1)
+    summary = pcmodel.run_job(
+        log, range(60), workers=pcmodel.Adaptive(max=10), retries=retry, clock="virtual"
+    )
+    calls = log.calls(summary)
+    limited = [c for c in calls if c.outcome == "rate-limited"]
+    assert len(limited) == len(summary.drops or ()) > 0
+    lanes = pcmodel.plot_timeline(summary, calls=calls).axes[0]
+    points = _marker_points(lanes, "v")
+    # One set of 429 markers, from the calls: the drops are the same 429s.
+    assert len([line for line in lanes.get_lines() if line.get_marker() == "v"]) == 1
+    assert _counted(lanes, points, timeline.RATE_LIMITED_COLOR) == len(limited)
+    assert "429: rate limited (\N{MULTIPLICATION SIGN}n: n at once)" not in _legend(lanes)
+
+
+def test_a_fixed_pool_has_no_limit_line_and_a_job_without_limit_records_draws_as_before() -> None:
+    summary = _run()
+    assert summary.limit_changes is not None
+    assert len({c.limit for c in summary.limit_changes}) == 1
+    fig = pcmodel.plot_timeline(summary)
+    assert len(fig.axes) == 2
+    assert "concurrency limit" not in _legend(fig.axes[0])
+    adaptive = _adaptive_job()
+    for bare in (
+        dataclasses.replace(adaptive, limit_changes=None, drops=None),
+        dataclasses.replace(adaptive, limit_changes=(), drops=()),
+    ):
+        fig = pcmodel.plot_timeline(bare)
+        assert len(fig.axes) == 2
+        lanes = fig.axes[0]
+        assert _marker_points(lanes, "v") == _marker_points(lanes, "X") == []
+        assert not any("limit" in label or "429" in label for label in _legend(lanes))
+
+
+def test_plot_timelines_draws_each_jobs_limit_over_its_own_lanes() -> None:
+    adaptive, fixed = _adaptive_job(), _run()
+    fig = timeline.plot_timelines({"adaptive": adaptive, "fixed": fixed})
+    assert len(fig.axes) == 3  # two panels, and the limit's axis over the adaptive one
+    top, bottom, limit_ax = fig.axes
+    assert limit_ax.get_shared_x_axes().joined(top, limit_ax)
+    assert "concurrency limit" in _legend(top)
+    assert "concurrency limit" not in _legend(bottom)
+
+
+def _stepped(*steps: tuple[float, int]) -> JobSummary:
+    """A job's summary whose limit took these (time, limit) steps, and that ended at 4.0 s."""
+    changes = tuple(
+        LimitChange(time, limit, "start" if i == 0 else "grow") for i, (time, limit) in enumerate(steps)
+    )
+    return dataclasses.replace(_run(), limit_changes=changes, elapsed=4.0)
+
+
+def test_mean_limit_weights_each_limit_by_how_long_it_held() -> None:
+    summary = _stepped((0.0, 1), (1.0, 3), (3.0, 2))
+    assert timeline.mean_limit(summary) == pytest.approx((1 * 1 + 3 * 2 + 2 * 1) / 4)
+    assert timeline.mean_limit(summary, 2.0) == pytest.approx((3 * 1 + 2 * 1) / 2)
+    assert timeline.mean_limit(summary, 0.5, 1.5) == pytest.approx(2.0)
+    assert timeline.mean_limit(summary, 3.5, 10.0) == pytest.approx(2.0)
+    assert timeline.mean_limit(_run(4)) == 4  # a fixed pool: its workers
+    with pytest.raises(ValueError, match=r"end must be after start, got start=4.0 and end=4.0"):
+        timeline.mean_limit(summary, 4.0)
+
+
+def test_settled_at_is_when_the_limit_entered_the_band_for_good() -> None:
+    summary = _stepped((0.0, 1), (1.0, 3), (2.0, 5), (3.0, 3))
+    assert timeline.settled_at(summary, 3, 5) == 1.0
+    assert timeline.settled_at(summary, 2, 4) == 3.0
+    assert timeline.settled_at(summary, 6, 9) is None
+    assert timeline.settled_at(summary, 0, 10) == 0.0
+
+
+@pytest.mark.parametrize("helper", [timeline.mean_limit, lambda s: timeline.settled_at(s, 1, 2)])
+def test_the_limit_helpers_need_a_trace_with_limit_records(helper: Any) -> None:
+    with pytest.raises(ValueError, match="trace=False"):
+        helper(_run(trace=False))
+    with pytest.raises(
+        ValueError, match=r"this job recorded no concurrency limit: run it again with trace=True"
+    ):
+        helper(dataclasses.replace(_run(), limit_changes=None))
+    with pytest.raises(TypeError, match="summary must be a JobSummary"):
+        helper("not a summary")
+
+
+def test_an_adaptive_jobs_timeline_drawn_into_given_axes_adds_only_the_limits_axis() -> None:
+    summary = _adaptive_job()
+    fig = Figure()
+    ax = fig.subplots()
+    assert pcmodel.plot_timeline(summary, ax, title="adaptive") is fig
+    assert len(fig.axes) == 2
+    assert fig.axes[1].get_ylabel() == "concurrency limit"
+    assert ax.get_title().startswith("adaptive\nelapsed")
+
+
+def test_a_pool_resized_by_hand_draws_its_steps_and_the_lanes_above_them_are_the_busy_ones() -> None:
+    async def one_second(n: int) -> int:
+        await asyncio.sleep(1)
+        return n
+
+    async def main() -> JobSummary:
+        handle = pcmodel.start_job(one_second, range(24), workers=6)
+        await asyncio.sleep(1.5)
+        handle.set_workers(2)
+        await asyncio.sleep(2.0)
+        handle.set_workers(4)
+        return await handle
+
+    summary = sweeps.run_virtual(main)
+    assert [(c.time, c.limit, c.cause) for c in summary.limit_changes or ()] == [
+        (0.0, 6, "start"),
+        (1.5, 2, "set_workers"),
+        (3.5, 4, "set_workers"),
+    ]
+    fig = pcmodel.plot_timeline(summary)
+    _, _, limit_ax = fig.axes
+    (line,) = limit_ax.get_lines()
+    assert np.asarray(line.get_ydata(), dtype=float).tolist() == [6, 2, 4, 4]
+    assert limit_ax.get_ylim() == (6, 0)
+    # Between the calls in flight at 1.5 s ending (2 s) and the pool growing again (3.5 s),
+    # only the two lanes above the line take items.
+    assert {r.worker for r in summary.results or () if 2.0 <= r.started_at < 3.5} == {0, 1}

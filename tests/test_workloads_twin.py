@@ -151,3 +151,171 @@ def test_the_simulated_api_meets_the_same_fates_as_the_real_server() -> None:
     attempts = [r.attempts for r in replay.results or ()]
     assert any(a > 1 for a in attempts)
     assert asyncio.run(real()) == attempts
+
+
+# -- the capacity: calls served at once -------------------------------------------------------
+
+
+def test_a_call_over_capacity_is_turned_away_at_once_until_the_first_slot_frees() -> None:
+    # Latencies drawn by the seed: car 0 takes 0.3 s, car 1 0.5 s (fixed here by a function).
+    api = workloads.SimulatedCarAPI(latency=lambda rng: 0.3, capacity=2)
+
+    async def main() -> list[object]:
+        loop = asyncio.get_running_loop()
+        first = asyncio.ensure_future(api(0))  # served from 0.0 to 0.3
+        await asyncio.sleep(0.1)
+        second = asyncio.ensure_future(api(1))  # served from 0.1 to 0.4
+        await asyncio.sleep(0.1)
+        outcomes: list[object] = [api.in_flight]
+        try:
+            await api(2)
+        except workloads.RateLimited as error:
+            # Turned away at 0.2, at once, told to come back when the first call ends.
+            outcomes += [loop.time(), error.retry_after, error.status, str(error)]
+        await asyncio.sleep(0.1)  # 0.3: the first call has ended
+        outcomes.append(type(await api(3)).__name__)  # admitted: one slot was free
+        await asyncio.gather(first, second)
+        return outcomes
+
+    outcomes = sweeps.run_virtual(main)
+    assert outcomes[:4] == [2, pytest.approx(0.2), 0.1, 429]
+    assert outcomes[4] == "car 2: over capacity (2 calls in flight), retry after 0.100 s"
+    assert outcomes[5] == "int"
+    assert (api.requests, api.over_capacity, api.rate_limited, api.answered) == (4, 1, 0, 3)
+    assert api.max_in_flight == 2
+    assert api.in_flight == 0
+
+
+@pytest.mark.parametrize(("workers", "capacity"), [(1, 1), (5, 3), (40, 10), (10, 10)])
+def test_a_job_never_has_more_calls_served_than_the_capacity(workers: int, capacity: int) -> None:
+    api = workloads.SimulatedCarAPI(capacity=capacity, seed=3)
+    summary = pcmodel.run_job(api, range(120), workers=workers, clock="virtual")
+    assert api.max_in_flight == min(workers, capacity)
+    assert summary.failed == api.over_capacity == api.requests - api.answered
+    assert (api.over_capacity > 0) == (workers > capacity)
+    for result in summary.results or ():
+        if not result.ok:
+            assert isinstance(result.error, workloads.RateLimited)
+            assert result.error.retry_after is not None
+            assert 0.001 <= result.error.retry_after <= 0.25  # at most one latency away
+
+
+def test_retrying_after_each_429_prices_every_car_within_the_capacity() -> None:
+    api = workloads.SimulatedCarAPI(capacity=4, seed=8)
+    log = workloads.CallLog(api)
+    retry = pcmodel.Retry(1000, on=workloads.RETRYABLE_ERRORS, backoff=0.0, jitter=0.0)
+    summary = pcmodel.run_job(log, range(60), workers=12, retries=retry, clock="virtual")
+    assert summary.succeeded == 60
+    assert api.max_in_flight == 4
+    assert api.over_capacity == summary.retries > 0
+    calls = log.calls(summary)
+    assert sum(c.outcome == "rate-limited" for c in calls) == api.over_capacity
+    # Every retry came back exactly when it was told to; eight workers chasing four slots
+    # come back together, and all but the first are turned away again (a thundering herd:
+    # what an adaptive pool avoids by not sending them).
+    after = {(c.task_id, c.attempt): c for c in calls}
+    for call in calls:
+        if call.outcome == "rate-limited":
+            assert call.error is not None
+            retry_after = call.error.retry_after  # type: ignore[attr-defined]
+            assert after[call.task_id, call.attempt + 1].started_at == pytest.approx(
+                call.finished_at + retry_after
+            )
+
+
+def test_the_capacity_can_drop_and_rise_while_a_job_runs() -> None:
+    api = workloads.SimulatedCarAPI(latency=(0.05, 0.25), capacity=8, seed=2)
+    retry = pcmodel.Retry(1000, on=workloads.RETRYABLE_ERRORS, backoff=0.0, jitter=0.0)
+    peaks: dict[str, int] = {}
+
+    def watch(stage: str) -> None:
+        # Each stage starts once every call admitted before the change has ended (latency
+        # <= 0.25 s): from then on only the new capacity holds.
+        peaks[stage] = api.max_in_flight
+        api.max_in_flight = api.in_flight
+
+    async def job() -> pcmodel.JobSummary:
+        loop = asyncio.get_running_loop()
+        loop.call_at(1.0, setattr, api, "capacity", 3)
+        loop.call_at(1.25, watch, "before")
+        loop.call_at(3.0, watch, "at 3")
+        loop.call_at(3.0, setattr, api, "capacity", None)
+        return await pcmodel.run_job_async(api, range(400), workers=12, retries=retry)
+
+    summary = sweeps.run_virtual(job)
+    watch("no limit")
+    assert summary.succeeded == 400
+    assert peaks == {"before": 8, "at 3": 3, "no limit": 12}
+
+
+@pytest.mark.parametrize(
+    ("capacity", "error", "message"),
+    [
+        (0, ValueError, r"capacity must be >= 1 request in flight \(None: no limit\), got 0"),
+        (-5, ValueError, r"capacity must be >= 1 request in flight"),
+        (10**9 + 1, ValueError, r"capacity must be <= 1000000000, got 1000000001"),
+        (10**400, ValueError, r"capacity must be <= 1000000000"),
+        (2.0, TypeError, r"capacity must be an int number of requests in flight or None, got 2.0"),
+        (float("nan"), TypeError, r"capacity must be an int number of requests in flight or None"),
+        (True, TypeError, r"capacity must be an int number of requests in flight or None, got True"),
+        ("10", TypeError, r"capacity must be an int number of requests in flight or None, got '10'"),
+    ],
+)
+def test_a_bad_capacity_is_refused_when_made_and_when_changed_leaving_it_as_it_was(
+    capacity: object, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        workloads.SimulatedCarAPI(capacity=capacity)  # type: ignore[arg-type]
+    api = workloads.SimulatedCarAPI(capacity=7)
+    with pytest.raises(error, match=message):
+        api.capacity = capacity  # type: ignore[assignment]
+    assert api.capacity == 7
+    assert repr(api) == "<SimulatedCarAPI error_rate=0, no rate limit, capacity 7, seed=0>"
+
+
+def test_below_the_calls_in_flight_a_lowered_capacity_says_when_enough_of_them_have_ended() -> None:
+    # Calls of 0.3 s started at 0.0, 0.1 and 0.2 end at 0.3, 0.4 and 0.5.
+    api = workloads.SimulatedCarAPI(latency=lambda rng: 0.3, capacity=3)
+
+    async def main() -> list[float | None]:
+        calls = []
+        for car in range(3):
+            calls.append(asyncio.ensure_future(api(car)))
+            await asyncio.sleep(0.1)
+        api.capacity = 1  # at 0.3: the first call ends now, two remain until 0.4 and 0.5
+        waits = []
+        for car in (10, 11):
+            try:
+                await api(car)
+            except workloads.RateLimited as error:
+                waits.append(error.retry_after)
+            await asyncio.sleep(0.15)  # 0.45: one call remains, until 0.5
+        await asyncio.gather(*calls)
+        return waits
+
+    # One slot under a capacity of 1 means every call in flight has ended: at 0.5.
+    assert sweeps.run_virtual(main) == [pytest.approx(0.2), pytest.approx(0.05)]
+    assert api.over_capacity == 2
+
+
+def test_a_call_turned_away_over_capacity_takes_no_token_from_the_rate_limiter() -> None:
+    # One call at a time, and a bucket of two tokens refilled at one a second.
+    api = workloads.SimulatedCarAPI(latency=lambda rng: 0.3, capacity=1, rate_limit=1, burst=2)
+
+    async def main() -> list[str]:
+        async def call(car: int) -> str:
+            try:
+                await api(car)
+            except workloads.RateLimited as error:
+                return "capacity" if "over capacity" in str(error) else "rate"
+            return "ok"
+
+        first = asyncio.ensure_future(call(0))  # 0.0 to 0.3: a token taken, one left
+        await asyncio.sleep(0.1)
+        outcomes = [await call(1)]  # over capacity: no token taken
+        await first
+        outcomes += [await call(2), await call(3)]  # at 0.3, then 0.6: the second token, then 0.6 of one
+        return outcomes
+
+    assert sweeps.run_virtual(main) == ["capacity", "ok", "rate"]
+    assert (api.over_capacity, api.rate_limited, api.answered) == (1, 1, 2)
