@@ -11,7 +11,11 @@ one:
   seconds (a job run on worker processes shows each process, `host:pid`, with a track per
   worker slot);
 - an instant event on the worker's track where a task failed, named after the error;
-- counters: the work queue's depth over time (`JobSummary.queue_depth`) and the workers busy;
+- counters: the work queue's depth over time (`JobSummary.queue_depth`), the workers busy and,
+  when it moved, the concurrency limit (`JobSummary.limit_changes`: an adaptive pool, or one
+  resized while it ran);
+- an instant event on the worker's track for each attempt dropped by congestion
+  (`JobSummary.drops`: "429" for a rate-limited attempt, "timeout" for one that timed out);
 - a track for the periods a producer was blocked on a full queue (backpressure).
 
 Times are microseconds since the job started, as the format wants: `ts` is exactly
@@ -39,7 +43,7 @@ from typing import Any
 from pcmodel.broker.messages import RemoteError
 from pcmodel.broker.records import BrokerJobSummary, WorkerProcess
 from pcmodel.ledger import Ledger, RecordedError
-from pcmodel.records import DepthSample, JobSummary, TaskResult, queue_depth
+from pcmodel.records import DepthSample, Drop, JobSummary, LimitChange, TaskResult, queue_depth
 
 __all__ = ["CSV_COLUMNS", "LEDGER_CSV_COLUMNS", "trace_events", "write_csv", "write_trace"]
 
@@ -69,6 +73,8 @@ _MAX_TEXT = 500  # characters of a repr or message kept in a slice's arguments
 _CANCELLED = frozenset({"CancelledError", "asyncio.exceptions.CancelledError"})
 _QUEUE_COUNTER = "work queue"
 _BUSY_COUNTER = "workers"
+_LIMIT_COUNTER = "concurrency limit"
+_DROP_NAMES = {"rate_limited": "429", "timeout": "timeout"}
 _BLOCKED_TRACK = "producers blocked"
 
 
@@ -115,6 +121,10 @@ class _Part:
     """Lanes 0 to workers - 1 get a track even if they ran nothing."""
     processes: Sequence[WorkerProcess] = ()
     """The worker processes that own lanes, for a job run through a broker."""
+    limits: Sequence[LimitChange] = ()
+    """Each change of the concurrency limit; drawn only if the limit moved."""
+    drops: Sequence[Drop] = ()
+    """The attempts dropped by congestion (429s, timeouts)."""
 
 
 def trace_events(source: JobSummary | Ledger | Iterable[TaskResult]) -> dict[str, Any]:
@@ -169,6 +179,8 @@ def trace_events(source: JobSummary | Ledger | Iterable[TaskResult]) -> dict[str
                 blocked=origin.producer_blocked or (),
                 workers=origin.workers,
                 processes=origin.processes if isinstance(origin, BrokerJobSummary) else (),
+                limits=origin.limit_changes or (),
+                drops=origin.drops or (),
             )
         ]
         other = _figures(origin)
@@ -459,6 +471,23 @@ def _part_events(part: _Part, tracks: _Tracks) -> list[dict[str, Any]]:
         events.append(_counter(_QUEUE_COUNTER, pid, sample.time, "depth", sample.depth))
     for time, busy in _busy(part.tasks):
         events.append(_counter(_BUSY_COUNTER, pid, time, "busy", busy))
+    if len({change.limit for change in part.limits}) > 1:  # a fixed pool's one value says nothing
+        for change in part.limits:
+            events.append(_counter(_LIMIT_COUNTER, pid, change.time, "limit", change.limit))
+    for drop in part.drops:
+        drop_pid, name = homes.setdefault(drop.worker, (pid, _lane_name(drop.worker)))
+        events.append(
+            {
+                "name": _DROP_NAMES.get(drop.kind, drop.kind),
+                "cat": "drop",
+                "ph": "i",
+                "s": "t",
+                "ts": drop.time * _MICROSECONDS,
+                "pid": drop_pid,
+                "tid": tracks.track(drop_pid, name, drop.worker),
+                "args": {"task_id": drop.task_id, "worker": drop.worker, "kind": drop.kind},
+            }
+        )
     return events
 
 

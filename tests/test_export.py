@@ -622,3 +622,30 @@ def test_a_ledger_whose_job_had_no_items_exports_an_empty_trace_and_a_header(tmp
     assert table.read_text(encoding="utf-8").splitlines() == [
         ",".join(export.CSV_COLUMNS + export.LEDGER_CSV_COLUMNS)
     ]
+
+
+def test_an_adaptive_jobs_limit_is_a_counter_and_each_drop_an_instant_on_its_workers_track() -> None:
+    api = workloads.SimulatedCarAPI(seed=1, capacity=4)
+    retry = pcmodel.Retry(1000, on=workloads.RETRYABLE_ERRORS, backoff=0.05, multiplier=1, seed=1)
+    summary = pcmodel.run_job(
+        api, range(200), workers=pcmodel.Adaptive(max=20), retries=retry, clock="virtual"
+    )
+    assert summary.limit_changes, "the limit should move"
+    assert summary.drops, "the job should meet the API's capacity"
+    events = check_trace(export.trace_events(summary))
+    limits = [(e["ts"], e["args"]["limit"]) for e in _of(events, "C", "concurrency limit")]
+    assert limits == [(change.time * MICRO, change.limit) for change in summary.limit_changes]
+    instants = [e for e in _of(events, "i") if e["cat"] == "drop"]
+    assert [(e["ts"], e["args"]["task_id"], e["name"]) for e in instants] == sorted(
+        (drop.time * MICRO, drop.task_id, "429") for drop in summary.drops
+    )
+    names = _track_names(events)
+    assert all(names[e["tid"]] == f"worker {e['args']['worker']}" for e in instants)
+
+
+def test_a_fixed_pools_limit_that_never_moved_is_no_counter() -> None:
+    summary = _cars(20, workers=3)
+    assert summary.limit_changes is not None
+    assert len(summary.limit_changes) == 1
+    events = check_trace(export.trace_events(summary))
+    assert _of(events, "C", "concurrency limit") == []
