@@ -98,7 +98,8 @@ def test_results_markdown_has_every_section_and_the_targets(quick_run: tuple[Pat
         "5. Growth",
         "6. Latency",
         "7. Hot path",
-        "8. Adaptive concurrency",
+        "8. The outcome ledger",
+        "9. Adaptive concurrency",
     ):
         assert f"## {title}" in markdown
     assert "- Python: " in markdown
