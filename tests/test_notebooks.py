@@ -38,6 +38,7 @@ COURSE = [
     "07-workshop-exercises.ipynb",
     "08-real-api.ipynb",
     "09-scaling-out.ipynb",
+    "10-finding-the-limit.ipynb",
 ]
 EXERCISES = "07-workshop-exercises.ipynb"
 SOLUTIONS = "solutions/07-workshop-solutions.ipynb"
