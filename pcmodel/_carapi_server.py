@@ -4,9 +4,9 @@ It answers `GET /cars/{id}/price`, `GET /cars/{id}`, `GET /stats`, `GET /health`
 `GET`/`PUT /capacity` on the caller's event loop, slow, flaky, rate-limited and of limited
 capacity on purpose: each car request meets the capacity and the token bucket, then waits the
 latency drawn for it and fails or not, by the rules shared with the twin on the virtual clock
-(`pcmodel/_carapi_shared.py`). `ServerStatistics` is its
-snapshot of what it saw. The connections themselves (idle deadline, malformed requests) are
-in `pcmodel/_carapi_connection.py`. Part of `pcmodel.carapi`; needs aiohttp.
+(`pcmodel/_carapi_shared.py`). `ServerStatistics` is its snapshot of what it saw. The
+connections themselves (idle deadline, malformed requests) are in
+`pcmodel/_carapi_connection.py`. Part of `pcmodel.carapi`; needs aiohttp.
 
 About 500 lines, and still one concern: the server class with its endpoints, the checks of
 its own knobs (host, port, timeouts) and the statistics record only it fills.

@@ -153,9 +153,9 @@ def draw_limit(ax: Axes, changes: Sequence[LimitChange], end: float, lanes: int)
     return line
 
 
-def limit_axis_width(changes: Sequence[LimitChange]) -> float:
-    """Points the limit's axis takes right of the lanes: its tick labels and its label."""
-    digits = len(str(max((change.limit for change in changes), default=1)))
+def limit_axis_width(changes: Sequence[LimitChange], lanes: int) -> float:
+    """Points the limit's axis over `lanes` lanes takes on the right: its tick labels and its label."""
+    digits = len(str(max(lanes, *(change.limit for change in changes))))
     return 30.0 + 7.0 * digits
 
 

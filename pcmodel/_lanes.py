@@ -278,7 +278,7 @@ def draw_lanes(
         # The limit's axis takes the right edge: the legend moves past its ticks and label.
         figure = ax.get_figure()
         assert figure is not None
-        width = limit_axis_width(changes)
+        width = limit_axis_width(changes, lanes)
         # offset_copy only reads the figure's dpi, which a SubFigure has too.
         legend_at = offset_copy(ax.transAxes, fig=figure, x=width, units="points")  # type: ignore[arg-type]
     ax.legend(

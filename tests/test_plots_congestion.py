@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.text import Annotation
 
-from pcmodel._congestion import DROP_STYLES, draw_drops, draw_limit, limit_changed
+from pcmodel._congestion import DROP_STYLES, draw_drops, draw_limit, limit_axis_width, limit_changed
 from pcmodel._plotting import FAILED_COLOR, LIMIT_COLOR, RATE_LIMITED_COLOR
 from pcmodel.records import Drop, LimitChange
 
@@ -131,3 +131,9 @@ def test_only_the_kinds_asked_for_are_marked_and_strays_are_left_out() -> None:
     assert _markers(ax) == [("X", FAILED_COLOR, [(0.2, 1)])]
     assert len(handles) == 1
     assert draw_drops(_axes(), [], span=1.0, lanes=2) == []
+
+
+def test_the_legend_moves_right_by_as_many_digits_as_the_limits_axis_prints() -> None:
+    small = [LimitChange(0.0, 5, "start")]
+    assert limit_axis_width(small, 8) == limit_axis_width(small, 9) < limit_axis_width(small, 10)
+    assert limit_axis_width(small, 10) < limit_axis_width([LimitChange(0.0, 120, "start")], 8)
