@@ -38,6 +38,7 @@ COURSE = [
     "07-workshop-exercises.ipynb",
     "08-real-api.ipynb",
     "09-scaling-out.ipynb",
+    "10-finding-the-limit.ipynb",
 ]
 EXERCISES = "07-workshop-exercises.ipynb"
 SOLUTIONS = "solutions/07-workshop-solutions.ipynb"
@@ -285,6 +286,27 @@ def test_a_notebook_that_starts_the_car_price_api_stops_it() -> None:
         cells = _code_cells(_read(name))
         first = next(i for i, cell in enumerate(cells) if "CarAPIServer(" in cell.source)
         assert any("server running: False" in _text(cell) for cell in cells[first:]), name
+
+
+def test_a_live_slider_turns_a_knob_of_a_running_job() -> None:
+    """The browser suite re-runs each cell that binds a slider to `handle.set_workers`, moves the
+    slider and reads the running job's limit from its live figures ("limit N: ...", see
+    `check_live_knobs` in tests/e2e/test_course_notebooks.py). Without such a cell that check
+    would pass by checking nothing; each one also needs a Stop button, to end its job, and its
+    nbval-ignore-output tag, since its figures come from the real clock."""
+    live = [
+        (name, cell)
+        for name in COURSE
+        for cell in _code_cells(_read(name))
+        if ".set_workers(" in cell.source and ".observe(" in cell.source
+    ]
+    assert live, "no notebook binds a slider to a running job's knob"
+    for name, cell in live:
+        assert ".attach(" in cell.source, f"{name}: the live job needs a LiveProgress with its buttons"
+        assert "stop=" in cell.source, f"{name}: the live job needs a Stop button (a StopSignal)"
+        assert "nbval-ignore-output" in cell.metadata.get("tags", []), f"{name}: tag the real-clock cell"
+        source = "\n".join(c.source for c in _code_cells(_read(name)))
+        assert 'f"limit {stats.limit}:' in source, f"{name}: the live figures must show the job's limit"
 
 
 GUIDE = NOTEBOOKS.parent / "docs" / "instructor-guide.md"

@@ -15,9 +15,13 @@ For each `notebooks/*.ipynb` (new notebooks are picked up automatically):
    and check after each change that the page shows, byte for byte, the figure the package
    computes for the new values. The expected figures come from a separate run of the
    notebook in a kernel of its own (`tests/e2e/oracle.py`);
-4. any other slider is moved one step: what the notebook shows must change, and no problem
+4. every cell that binds a slider to a knob of a running job (`handle.set_workers` in a
+   slider's `observe`) is run again, starting a real-time job; its slider is moved one step,
+   and the job's live figures (`handle.stats()`, shown as "limit N: ...") must show the
+   running job's limit follow the slider; then its Stop button must stop the job gracefully;
+5. any other slider is moved one step: what the notebook shows must change, and no problem
    may appear;
-5. every cell that attaches a background job to a live view (`LiveProgress.attach(task)`) is
+6. every cell that attaches a background job to a live view (`LiveProgress.attach(task)`) is
    run again and its Cancel button clicked: the view must report the job cancelled part way,
    with the button disabled, and no problem may appear.
 """
@@ -28,6 +32,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +156,59 @@ def check_cancel_buttons(notebook: NotebookPage) -> int:
     return len(cells)
 
 
+LIVE_LIMIT = re.compile(r"\blimit (\d+):")
+"""How a live view shows a running job's limit (`handle.stats().limit`), e.g. "limit 4: ..."."""
+
+
+def wait_for_limit(notebook: NotebookPage, index: int, expected: int, *, timeout: float = 30.0) -> int | None:
+    """Wait until cell `index` shows the running job's limit `expected`; return the last limit shown."""
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = LIVE_LIMIT.findall(notebook.output_texts()[index])
+        limit = int(shown[-1]) if shown else None
+        if limit == expected or time.monotonic() > deadline:
+            return limit
+        notebook.page.wait_for_timeout(200)
+
+
+def check_live_knobs(notebook: NotebookPage) -> int:
+    """Re-run each cell whose slider turns a knob of a running job; the job must follow the slider.
+
+    Such a cell starts a real-time job with `start_job`, binds a slider to
+    `handle.set_workers`, shows the job's live figures from `handle.stats()` ("limit N: ...")
+    and a `LiveProgress` attached with a Stop button. Moving the slider one step must change
+    the limit of the job that is running, as its own `stats()` reports it; the Stop button
+    must then end the job gracefully (the view says "done: ...", with the summary).
+    """
+    cells = [
+        c.index
+        for c in notebook.cells()
+        if c.cell_type == "code" and ".set_workers(" in c.source and ".observe(" in c.source
+    ]
+    for index in cells:
+        output = notebook.cell_locator(index).locator(".jp-OutputArea").first
+        notebook.run_cell(index)
+        stop = output.locator("button.widget-button", has_text="Stop")
+        stop.and_(notebook.page.locator(":not([disabled])")).wait_for(state="visible")
+        slider = output.locator(".widget-slider").first
+        before = int(notebook.slider_value(slider))
+        where = f"cell {index}"
+        assert wait_for_limit(notebook, index, before) == before, f"{where}: no live limit of {before} shown"
+        handle = slider.locator(".noUi-handle").first
+        at_max = handle.get_attribute("aria-valuenow") == handle.get_attribute("aria-valuemax")
+        notebook.press_slider(slider, "ArrowLeft" if at_max else "ArrowRight")
+        after = before - 1 if at_max else before + 1
+        seen = wait_for_limit(notebook, index, after)
+        assert seen == after, f"{where}: the slider moved to {after}, but the running job's limit is {seen}"
+        stop.click()
+        notebook.wait_until_idle(timeout=60)
+        output.get_by_text(re.compile(r"^done: ")).first.wait_for(timeout=60_000)
+        assert stop.is_disabled(), f"{where}: the Stop button is still enabled after the job ended"
+        # Its job has ended: moving the slider now changes nothing, so the next check skips it.
+        slider.evaluate(f"node => node.setAttribute('{CHECKED}', '')")
+    return len(cells)
+
+
 def check_other_sliders(notebook: NotebookPage) -> int:
     """Move every slider not checked yet one step; what the notebook shows must change."""
     sliders = notebook.page.locator(".jp-NotebookPanel .widget-slider")
@@ -185,6 +243,7 @@ def test_notebook_runs_all_and_its_views_follow_their_controls(
         plans = oracle.plans()
         for plan in plans:
             check_explorer(notebook, plan)
+        check_live_knobs(notebook)
         check_other_sliders(notebook)
         check_cancel_buttons(notebook)
         notebook.wait_until_idle(timeout=60)
