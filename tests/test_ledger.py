@@ -500,10 +500,10 @@ def test_a_path_makes_a_ledger_and_a_ledger_is_kept(tmp_path: Path) -> None:
 def test_a_disk_that_fails_mid_job_stops_the_job_with_the_ledger_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pcmodel._ledger_file as ledger_file
+    import pcmodel._ledger_writer as ledger_writer
 
     path = tmp_path / "job.sqlite"
-    monkeypatch.setattr(ledger_file, "_INSERT", "INSERT INTO no_such_table VALUES (?)")
+    monkeypatch.setattr(ledger_writer, "INSERT", "INSERT INTO no_such_table VALUES (?)")
 
     async def slow(n: int) -> int:
         await asyncio.sleep(0.01)  # real time: the writer fails while the job runs
