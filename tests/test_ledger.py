@@ -549,3 +549,25 @@ async def test_outcomes_reach_the_file_while_the_job_runs(tmp_path: Path) -> Non
     summary = await job
     assert summary.tasks == 4
     assert len(Ledger(path).rows()) == 4
+
+
+class Unprintable(Exception):
+    """An error whose str() raises."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+def test_an_error_whose_str_raises_is_recorded_all_the_same(tmp_path: Path) -> None:
+    path = tmp_path / "job.sqlite"
+
+    async def unprintable(n: int) -> int:
+        raise Unprintable
+
+    summary = _job(unprintable, [1], path)
+    assert (summary.failed, summary.callback_errors) == (1, 0)
+    [row] = Ledger(path).rows()
+    assert (row["error_type"], row["error_message"]) == (
+        "tests.test_ledger.Unprintable",
+        "<str() of this Unprintable raised>",
+    )
