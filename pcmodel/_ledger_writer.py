@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import queue
 import sqlite3
@@ -13,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
-from pcmodel._ledger_file import INSERT, LedgerError
+from pcmodel._ledger_file import COLUMNS, INSERT, LedgerError
 
 __all__ = ["LedgerWriter"]
 
@@ -26,6 +27,16 @@ _INTERVAL: Final = 0.05
 what a `kill -9` can lose beyond the items in flight, and at most about 20 hand-overs a
 second however slow the job."""
 
+
+_ROWS_PER_INSERT: Final = 50
+_INSERT_MANY: Final = "INSERT OR REPLACE INTO items VALUES " + ", ".join(
+    [f"({', '.join('?' * len(COLUMNS))})"] * _ROWS_PER_INSERT
+)
+"""One statement that inserts `_ROWS_PER_INSERT` rows: the thread lets go of the GIL once per
+statement, not once per row, so the job's loop and the thread hand it back and forth 50 times
+less often. Measured in the job of benchmarks/ledger.py: the thread's CPU time 6.1 us a row
+with `executemany` alone, 3.5 us with this (2.9 and 2.4 us without a job beside it). The rows
+are the same either way (`tests/test_ledger.py` checks every row against its result)."""
 
 _CLOSE: Final = object()
 
@@ -108,7 +119,12 @@ class LedgerWriter:
         try:
             connection.execute("BEGIN")
             for rows in batches:
-                connection.executemany(INSERT, self.rows(rows))
+                made = self.rows(rows)
+                while chunk := list(itertools.islice(made, _ROWS_PER_INSERT)):
+                    if len(chunk) == _ROWS_PER_INSERT:
+                        connection.execute(_INSERT_MANY, [value for row in chunk for value in row])
+                    else:
+                        connection.executemany(INSERT, chunk)
             if closing:
                 connection.execute(
                     "UPDATE runs SET finished = ?, skipped = ? WHERE run = ?",

@@ -571,3 +571,29 @@ def test_an_error_whose_str_raises_is_recorded_all_the_same(tmp_path: Path) -> N
         "tests.test_ledger.Unprintable",
         "<str() of this Unprintable raised>",
     )
+
+
+@pytest.mark.parametrize("items", [1, 49, 50, 120, 1001])
+def test_every_row_holds_its_results_fields(tmp_path: Path, items: int) -> None:
+    # Sizes around the writer's 50 rows per statement and 1,000 rows per hand-over.
+    path = tmp_path / "job.sqlite"
+    summary = _job(
+        Calls(failing={7, 60}, seconds=0.5), range(items), path, workers=7, retries=Retry(1, backoff=0)
+    )
+    assert summary.results is not None
+    rows = {row["task_id"]: row for row in Ledger(path).rows()}
+    assert len(rows) == items
+    for result in summary.results:
+        row = rows[result.task_id]
+        assert (row["key"], row["params"], row["ok"]) == (str(result.params), result.params, result.ok)
+        assert (row["attempts"], row["worker"], row["dead_letter"]) == (
+            result.attempts,
+            result.worker,
+            not result.ok,
+        )
+        assert (row["enqueued_at"], row["started_at"], row["finished_at"]) == (
+            result.enqueued_at,
+            result.started_at,
+            result.finished_at,
+        )
+        assert row["error_message"] == (None if result.ok else str(result.error))
