@@ -77,6 +77,11 @@ class JobBook:
                     allow_other_function=spec.ledger.allow_other_function,
                 )
                 self._listed = load_keys(connection, path, failed_only=self._run_listed)
+                if self._run_listed and not self._listed:
+                    logger.warning(
+                        "rerun='failed': the ledger %r records no failed item, so nothing will run",
+                        str(path),
+                    )
             except BaseException:
                 connection.close()
                 raise

@@ -597,3 +597,29 @@ def test_every_row_holds_its_results_fields(tmp_path: Path, items: int) -> None:
             result.finished_at,
         )
         assert row["error_message"] == (None if result.ok else str(result.error))
+
+
+def test_rerun_failed_with_no_failure_recorded_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "job.sqlite"
+    _job(Calls(), range(3), path)
+    summary = _job(Calls(), range(3), path, rerun="failed")
+    assert (summary.tasks, summary.skipped) == (0, 3)
+    assert "records no failed item, so nothing will run" in caplog.text
+
+
+@pytest.mark.usefixtures("no_leftover_threads")
+def test_a_cancelled_job_leaves_no_writer_thread_and_its_rows_written(tmp_path: Path) -> None:
+    path = tmp_path / "job.sqlite"
+
+    async def cancel_midway() -> None:
+        job = pcmodel.start_job(Calls(), range(100), ledger=path, workers=5, clock="virtual")
+        await asyncio.sleep(4.5)
+        job.cancel()
+        await asyncio.wait([job])
+        assert job.cancelled()
+
+    with asyncio.Runner(loop_factory=pcmodel.VirtualTimeLoop) as runner:
+        runner.run(cancel_midway())
+    assert sorted(row["params"] for row in Ledger(path).rows()) == list(range(20))
