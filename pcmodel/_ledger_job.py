@@ -195,7 +195,7 @@ class JobBook:
     def settle(self, result: TaskResult) -> Awaitable[None] | None:
         """Record `result`, count it if it is a dead letter; the hook's call to await, if any.
 
-        A result that succeeded takes the short path: its key back, its row on the queue.
+        A result that succeeded takes the short path: its key back, and `(key, result)` to the writer.
         """
         if result.error is not None:
             return self._settle_failure(result, result.error)
