@@ -47,7 +47,8 @@ class LedgerWriter:
     On the event loop, `put(row)` appends the row to a list: the loop's only work per item.
     The list goes to the writer thread (through a `queue.SimpleQueue`) once it holds `_BATCH`
     rows, or `_INTERVAL` s after its first row (a timer on the job's loop). The thread writes
-    each list with one `executemany` in one transaction. `close()` hands over what is left,
+    what has gathered in one transaction, `_ROWS_PER_INSERT` rows per statement. `close()`
+    hands over what is left,
     waits for the thread to write it and note the run's end, and closes the file.
 
     A list rather than a thread-safe queue per row: a `SimpleQueue.put` cost the loop 0.6 us a
