@@ -503,7 +503,8 @@ def test_a_disk_that_fails_mid_job_stops_the_job_with_the_ledger_error(
     import pcmodel._ledger_writer as ledger_writer
 
     path = tmp_path / "job.sqlite"
-    monkeypatch.setattr(ledger_writer, "INSERT", "INSERT INTO no_such_table VALUES (?)")
+    for statement in ("INSERT", "_INSERT_MANY"):  # every insert the writer makes fails
+        monkeypatch.setattr(ledger_writer, statement, "INSERT INTO no_such_table VALUES (?)")
 
     async def slow(n: int) -> int:
         await asyncio.sleep(0.01)  # real time: the writer fails while the job runs
