@@ -1,4 +1,4 @@
-"""A ledger's SQLite file: its schema, the checks made on opening it, and its writer thread.
+"""A ledger's SQLite file: its schema, and the checks made on opening it.
 
 The file holds three tables. `meta` says what the file is (`format`), which schema it follows
 (`schema_version`) and which job function first wrote it (`function`, as `module:qualname`);
@@ -6,29 +6,25 @@ The file holds three tables. `meta` says what the file is (`format`), which sche
 its latest outcome. The file is in WAL mode with `synchronous=NORMAL`: a commit is atomic and
 costs no fsync, and a reader (`pcmodel.Ledger`) never blocks the writer.
 
-A job's outcomes reach the file through `LedgerWriter`, a thread fed by a queue, which commits
-them in batches: the event loop only puts a tuple on the queue, and never waits on the disk.
+A job's outcomes reach the file through `pcmodel._ledger_writer.LedgerWriter`, a thread of
+its own that commits them in batches: the event loop never waits on the disk.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
-import logging
-import queue
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 __all__ = [
     "COLUMNS",
+    "INSERT",
     "SCHEMA_VERSION",
     "LedgerError",
-    "LedgerWriter",
     "begin_run",
     "connect",
     "function_name",
@@ -36,7 +32,6 @@ __all__ = [
     "reading",
 ]
 
-logger = logging.getLogger("pcmodel")
 
 FORMAT: Final = "pcmodel-ledger"
 SCHEMA_VERSION: Final = 1
@@ -86,14 +81,7 @@ CREATE TABLE items (
 ) WITHOUT ROWID;
 """
 
-_INSERT: Final = f"INSERT OR REPLACE INTO items VALUES ({', '.join('?' * len(COLUMNS))})"
-
-_BATCH: Final = 1000
-"""Rows the loop gathers before it hands them to the writer thread."""
-_INTERVAL: Final = 0.05
-"""The longest a row waits on the loop's side before it is handed over (on the job's clock):
-what a `kill -9` can lose beyond the items in flight, and at most about 20 hand-overs a
-second however slow the job."""
+INSERT: Final = f"INSERT OR REPLACE INTO items VALUES ({', '.join('?' * len(COLUMNS))})"
 
 
 class LedgerError(Exception):
@@ -233,127 +221,3 @@ def load_keys(connection: sqlite3.Connection, path: Path, *, failed_only: bool) 
     query = "SELECT key FROM items WHERE ok = 0" if failed_only else "SELECT key FROM items"
     with reading(path):
         return {key for (key,) in connection.execute(query)}
-
-
-_CLOSE: Final = object()
-
-
-class LedgerWriter:
-    """Writes a job's recorded rows to its ledger from a thread of its own, in batches.
-
-    On the event loop, `put(row)` appends the row to a list: the loop's only work per item.
-    The list goes to the writer thread (through a `queue.SimpleQueue`) once it holds `_BATCH`
-    rows, or `_INTERVAL` s after its first row (a timer on the job's loop). The thread writes
-    each list with one `executemany` in one transaction. `close()` hands over what is left,
-    waits for the thread to write it and note the run's end, and closes the file.
-
-    A list rather than a thread-safe queue per row: a `SimpleQueue.put` cost the loop 0.6 us a
-    row while the thread wrote, a list's append 0.05 us (benchmarks/ledger.py). And the row of
-    an item that succeeded, keyed by its canonical JSON, may come as `(key, result)`: the
-    thread makes the row (`rows`), while the loop waits on its timers, instead of the loop.
-
-    If the disk fails (full, removed, read-only), the thread logs the error, calls `on_failure`
-    once with a `LedgerError` (the job then stops, see `pcmodel._ledger_job`) and drops what
-    comes after.
-    """
-
-    def __init__(
-        self,
-        connection: sqlite3.Connection,
-        path: Path,
-        run: int,
-        loop: asyncio.AbstractEventLoop,
-        on_failure: Callable[[LedgerError], None],
-    ) -> None:
-        self._connection = connection
-        self._path = path
-        self._run = run
-        self._loop = loop
-        self._on_failure = on_failure
-        self._batches: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._rows: list[tuple[Any, ...]] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self.failed: LedgerError | None = None
-        self.skipped = 0
-        """Items the job skipped, noted in the run's row at the end."""
-        self._thread = threading.Thread(target=self._main, name="pcmodel-ledger-writer", daemon=True)
-        self._thread.start()
-
-    def put(self, row: tuple[Any, ...]) -> None:
-        """Queue one row of `COLUMNS`, or `(key, result)` for a success whose params' JSON is
-        its key, to be written soon (on the loop's thread only)."""
-        rows = self._rows
-        rows.append(row)
-        if len(rows) >= _BATCH:
-            self._hand_over()
-        elif self._timer is None:
-            self._timer = self._loop.call_later(_INTERVAL, self._hand_over)
-
-    def _hand_over(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._rows:
-            self._batches.put(self._rows)
-            self._rows = []
-
-    def _main(self) -> None:
-        closing = False
-        while not closing:
-            batches = [self._batches.get()]
-            with contextlib.suppress(queue.Empty):
-                while len(batches) < 20:  # what has gathered meanwhile, in one transaction
-                    batches.append(self._batches.get_nowait())
-            closing = batches[-1] is _CLOSE
-            if closing:
-                batches.pop()
-            if self.failed is None:
-                self._write(batches, closing)
-        self._connection.close()
-
-    def _write(self, batches: list[list[tuple[Any, ...]]], closing: bool) -> None:
-        connection = self._connection
-        try:
-            connection.execute("BEGIN")
-            for rows in batches:
-                connection.executemany(_INSERT, self.rows(rows))
-            if closing:
-                connection.execute(
-                    "UPDATE runs SET finished = ?, skipped = ? WHERE run = ?",
-                    (time.time(), self.skipped, self._run),
-                )
-            connection.execute("COMMIT")
-        except Exception as error:  # noqa: BLE001 - any failure to write ends the recording, loudly
-            if connection.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    connection.execute("ROLLBACK")
-            self.failed = LedgerError(
-                f"the ledger {str(self._path)!r} could not record the job's outcomes ({error}); the "
-                "job stopped: free the disk or fix the file, then run it again to resume"
-            )
-            logger.error("%s", self.failed)
-            self._on_failure(self.failed)
-
-    def rows(self, entries: list[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
-        """The rows of `entries`, made here for each `(key, result)` of a success.
-
-        `executemany` draws them one at a time and lets go of the GIL for each insert, so
-        making them here never holds the job's loop for long.
-        """
-        run = self._run
-        for entry in entries:
-            if len(entry) == 2:
-                key, result = entry
-                task_id, _, _, _, worker, enqueued_at, started_at, finished_at, attempts = result
-                yield (
-                    key, key, True, None, None, attempts, worker, enqueued_at, started_at, finished_at,
-                    False, run, task_id,
-                )  # fmt: skip
-            else:
-                yield entry
-
-    def close(self) -> None:
-        """Write every row queued, note the run's end, close the file; wait for all of it."""
-        self._hand_over()
-        self._batches.put(_CLOSE)
-        self._thread.join()

@@ -24,83 +24,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from typing import Any, Final
+from typing import Any
 
-from pcmodel._ledger_file import LedgerError, LedgerWriter, begin_run, connect, function_name, load_keys
+from pcmodel._ledger_file import LedgerError, begin_run, connect, function_name, load_keys
+from pcmodel._ledger_keys import canonical_key, error_text, params_json, shown
+from pcmodel._ledger_writer import LedgerWriter
 from pcmodel.records import TaskResult
 from pcmodel.spec import JobSpec
-from pcmodel.stopping import Interrupted, JobControl, raise_if_stopping
+from pcmodel.stopping import JobControl, raise_if_stopping
 
-__all__ = ["JobBook", "canonical_key", "error_text"]
+__all__ = ["JobBook"]
 
 logger = logging.getLogger("pcmodel")
-
-_CANONICAL: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
-
-
-def _made_once() -> Callable[[Any], str]:
-    """The canonical JSON encoder, made once, for every call of `canonical_key`.
-
-    `json.dumps(params, sort_keys=True, ...)`, and even `JSONEncoder.encode`, make a new C
-    encoder on every call: about half the cost of keying a small item. This is the C encoder
-    `JSONEncoder.iterencode` makes, made once, without its table of the containers being
-    encoded (a table shared across calls would keep the entries of a call that raised): a
-    circular structure then raises RecursionError instead of ValueError. Measured: 1.1 us
-    against 2.0 us per dict of three fields; the ledger's share of a job of 1 ms calls fell
-    from 13% to 8% (benchmarks/ledger.py). Where the C encoder is missing or differs (the
-    probe below, also `tests/test_ledger_keys.py`), `JSONEncoder.encode` does it.
-    """
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:
-        return _CANONICAL.encode
-    try:
-        encode = make(
-            None, _CANONICAL.default, json.encoder.encode_basestring_ascii, None, ":", ",", True, False, True
-        )
-        probe = {"b": [1, 2.5, None, True, "\u00e9", float("nan")], "a": {"z": 1, "y": ()}}
-        if "".join(encode(probe, 0)) != _CANONICAL.encode(probe):
-            return _CANONICAL.encode
-    except Exception:  # noqa: BLE001 - another Python's C encoder: use the plain one
-        return _CANONICAL.encode
-
-    def canonical(params: Any) -> str:
-        return "".join(encode(params, 0))
-
-    return canonical
-
-
-canonical_key: Final = _made_once()
-"""`json.dumps(params, sort_keys=True, separators=(",", ":"))`: the default key of an item."""
-
-
-def _shown(value: Any, limit: int = 80) -> str:
-    """The repr of `value`, cut to `limit` characters, even if its repr raises."""
-    try:
-        text = repr(value)
-    except Exception:  # noqa: BLE001 - a message must not fail on a hostile repr
-        return f"<a {type(value).__name__} whose repr raised>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def error_text(error: BaseException) -> tuple[str, str]:
-    """The type name (qualified unless built-in) and the message of `error`, as a ledger keeps them."""
-    kind = type(error)
-    if kind.__module__ == "pcmodel.broker.messages":  # imported only then: broker jobs only
-        from pcmodel.broker.messages import RemoteError
-
-        if isinstance(error, RemoteError):  # a worker process's error: keep its type's name
-            return error.type_name, error.message
-    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
-    try:
-        message = str(error)
-    except (KeyboardInterrupt, SystemExit) as interrupt:
-        raise Interrupted(interrupt) from None
-    except BaseException:  # noqa: BLE001 - a hostile __str__ must not lose the outcome
-        message = f"<str() of this {kind.__name__} raised>"
-    return name, message
 
 
 class JobBook:
@@ -140,6 +77,11 @@ class JobBook:
                     allow_other_function=spec.ledger.allow_other_function,
                 )
                 self._listed = load_keys(connection, path, failed_only=self._run_listed)
+                if self._run_listed and not self._listed:
+                    logger.warning(
+                        "rerun='failed': the ledger %r records no failed item, so nothing will run",
+                        str(path),
+                    )
             except BaseException:
                 connection.close()
                 raise
@@ -202,17 +144,17 @@ class JobBook:
         except Exception as error:
             if self._default_key:
                 raise TypeError(
-                    f"item {self._read} of the params, {_shown(params)}, has no key: the ledger keys "
+                    f"item {self._read} of the params, {shown(params)}, has no key: the ledger keys "
                     f"an item by its canonical JSON, and {error}; pass key= a function that turns "
                     "such params into a str"
                 ) from error
             raise ValueError(
-                f"key= raised on item {self._read} of the params, {_shown(params)}: {error!r}"
+                f"key= raised on item {self._read} of the params, {shown(params)}: {error!r}"
             ) from error
         if type(key) is not str:
             raise TypeError(
-                f"key= must return a str, got {_shown(key)} ({type(key).__name__}) for item "
-                f"{self._read} of the params, {_shown(params)}"
+                f"key= must return a str, got {shown(key)} ({type(key).__name__}) for item "
+                f"{self._read} of the params, {shown(params)}"
             )
         if (key in self._listed) is not self._run_listed:
             self.skipped += 1
@@ -244,7 +186,7 @@ class JobBook:
         with contextlib.suppress(Exception):
             made = self._key(params)
         if not isinstance(made, str):
-            logger.error("the ledger cannot key the params of a result, %s: not recorded", _shown(params))
+            logger.error("the ledger cannot key the params of a result, %s: not recorded", shown(params))
             return None
         return made
 
@@ -253,7 +195,7 @@ class JobBook:
     def settle(self, result: TaskResult) -> Awaitable[None] | None:
         """Record `result`, count it if it is a dead letter; the hook's call to await, if any.
 
-        A result that succeeded takes the short path: its key back, its row on the queue.
+        A result that succeeded takes the short path: its key back, and `(key, result)` to the writer.
         """
         if result.error is not None:
             return self._settle_failure(result, result.error)
@@ -264,7 +206,7 @@ class JobBook:
             else:
                 put(
                     (
-                        key, _params_json(result.params), True, None, None, result.attempts,
+                        key, params_json(result.params), True, None, None, result.attempts,
                         result.worker, result.enqueued_at, result.started_at, result.finished_at,
                         False, self._run, result.task_id,
                     )
@@ -279,7 +221,7 @@ class JobBook:
                 return None  # a stop cancelled the call: not an outcome; it runs again on resume
         dead = result.attempts >= self._max_attempts
         if self._put is not None and key is not None:
-            params = key if self._default_key else _params_json(result.params)
+            params = key if self._default_key else params_json(result.params)
             error_type, message = error_text(error)
             self._put(
                 (
@@ -331,14 +273,6 @@ class JobBook:
         if self._writer is not None:
             self._writer.skipped = self.skipped
             self._writer.close()
-
-
-def _params_json(params: Any) -> str:
-    """`params` as JSON for the ledger's `params` column; what JSON cannot carry, as its repr."""
-    try:
-        return canonical_key(params)
-    except Exception:  # noqa: BLE001 - params a custom key= handles need not be JSON
-        return canonical_key(_shown(params, limit=10_000))
 
 
 class _KeyedAsyncSource:

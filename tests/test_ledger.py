@@ -500,10 +500,11 @@ def test_a_path_makes_a_ledger_and_a_ledger_is_kept(tmp_path: Path) -> None:
 def test_a_disk_that_fails_mid_job_stops_the_job_with_the_ledger_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pcmodel._ledger_file as ledger_file
+    import pcmodel._ledger_writer as ledger_writer
 
     path = tmp_path / "job.sqlite"
-    monkeypatch.setattr(ledger_file, "_INSERT", "INSERT INTO no_such_table VALUES (?)")
+    for statement in ("INSERT", "_INSERT_MANY"):  # every insert the writer makes fails
+        monkeypatch.setattr(ledger_writer, statement, "INSERT INTO no_such_table VALUES (?)")
 
     async def slow(n: int) -> int:
         await asyncio.sleep(0.01)  # real time: the writer fails while the job runs
@@ -549,3 +550,77 @@ async def test_outcomes_reach_the_file_while_the_job_runs(tmp_path: Path) -> Non
     summary = await job
     assert summary.tasks == 4
     assert len(Ledger(path).rows()) == 4
+
+
+class Unprintable(Exception):
+    """An error whose str() raises."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+def test_an_error_whose_str_raises_is_recorded_all_the_same(tmp_path: Path) -> None:
+    path = tmp_path / "job.sqlite"
+
+    async def unprintable(n: int) -> int:
+        raise Unprintable
+
+    summary = _job(unprintable, [1], path)
+    assert (summary.failed, summary.callback_errors) == (1, 0)
+    [row] = Ledger(path).rows()
+    assert (row["error_type"], row["error_message"]) == (
+        "tests.test_ledger.Unprintable",
+        "<str() of this Unprintable raised>",
+    )
+
+
+@pytest.mark.parametrize("items", [1, 49, 50, 120, 1001])
+def test_every_row_holds_its_results_fields(tmp_path: Path, items: int) -> None:
+    # Sizes around the writer's 50 rows per statement and 1,000 rows per hand-over.
+    path = tmp_path / "job.sqlite"
+    summary = _job(
+        Calls(failing={7, 60}, seconds=0.5), range(items), path, workers=7, retries=Retry(1, backoff=0)
+    )
+    assert summary.results is not None
+    rows = {row["task_id"]: row for row in Ledger(path).rows()}
+    assert len(rows) == items
+    for result in summary.results:
+        row = rows[result.task_id]
+        assert (row["key"], row["params"], row["ok"]) == (str(result.params), result.params, result.ok)
+        assert (row["attempts"], row["worker"], row["dead_letter"]) == (
+            result.attempts,
+            result.worker,
+            not result.ok,
+        )
+        assert (row["enqueued_at"], row["started_at"], row["finished_at"]) == (
+            result.enqueued_at,
+            result.started_at,
+            result.finished_at,
+        )
+        assert row["error_message"] == (None if result.ok else str(result.error))
+
+
+def test_rerun_failed_with_no_failure_recorded_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "job.sqlite"
+    _job(Calls(), range(3), path)
+    summary = _job(Calls(), range(3), path, rerun="failed")
+    assert (summary.tasks, summary.skipped) == (0, 3)
+    assert "records no failed item, so nothing will run" in caplog.text
+
+
+@pytest.mark.usefixtures("no_leftover_threads")
+def test_a_cancelled_job_leaves_no_writer_thread_and_its_rows_written(tmp_path: Path) -> None:
+    path = tmp_path / "job.sqlite"
+
+    async def cancel_midway() -> None:
+        job = pcmodel.start_job(Calls(), range(100), ledger=path, workers=5, clock="virtual")
+        await asyncio.sleep(4.5)
+        job.cancel()
+        await asyncio.wait([job])
+        assert job.cancelled()
+
+    with asyncio.Runner(loop_factory=pcmodel.VirtualTimeLoop) as runner:
+        runner.run(cancel_midway())
+    assert sorted(row["params"] for row in Ledger(path).rows()) == list(range(20))

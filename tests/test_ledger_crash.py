@@ -35,7 +35,7 @@ def _recorded(path: Path) -> set[Any]:
     return {row["params"] for row in Ledger(path).rows()} if path.exists() else set()
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     durations=st.lists(st.integers(0, 5), min_size=1, max_size=40),
     failing=st.sets(st.integers(0, 39), max_size=8),
@@ -91,7 +91,8 @@ def test_resuming_after_crashes_does_every_item_once_except_those_in_flight(
             # Started, and not recorded when the job was cancelled: in a worker's hands, or
             # done with its outcome still on the result queue.
             in_flight = started - after
-            assert len(in_flight) <= workers + result_queue_size + 1
+            if result_queue_size:  # bounded: each worker's item, the queue's, the handler's
+                assert len(in_flight) <= workers + result_queue_size + 1
             in_flight_at.append(in_flight)
 
         started.clear()

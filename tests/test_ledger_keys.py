@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pcmodel import _ledger_job
-from pcmodel._ledger_job import canonical_key
+from pcmodel import _ledger_keys
+from pcmodel._ledger_keys import canonical_key
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text()
 values = st.recursive(
@@ -71,5 +71,5 @@ def test_a_circular_structure_raises_an_exception_not_a_crash() -> None:
 
 def test_without_the_c_encoder_the_plain_encoder_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(json.encoder, "c_make_encoder", None)
-    plain = _ledger_job._made_once()
+    plain = _ledger_keys._made_once()
     assert plain({"b": 1, "a": (2,)}) == '{"a":[2],"b":1}'
