@@ -89,8 +89,26 @@ def _environment(checkout: Path, folder: Path) -> dict[str, str]:
     return env
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of process `pid` so far; 0 where /proc cannot tell."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_pid(url: str) -> int:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    pid = int(client.info("server")["process_id"])
+    client.close()
+    return pid
+
+
 @contextmanager
-def worker_process(url: str, checkout: Path, queue: str, folder: Path) -> Iterator[None]:
+def worker_process(url: str, checkout: Path, queue: str, folder: Path) -> Iterator[int]:
     """One worker process of `checkout`, 50 slots, serving `queue`; stopped at the end."""
     import redis
 
@@ -108,7 +126,7 @@ def worker_process(url: str, checkout: Path, queue: str, folder: Path) -> Iterat
                 raise SystemExit(f"bench_broker_noop: the worker process did not start; see {folder}")
             time.sleep(0.05)
         client.close()
-        yield
+        yield process.pid
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -122,9 +140,14 @@ def worker_process(url: str, checkout: Path, queue: str, folder: Path) -> Iterat
 
 
 def run_controller(
-    url: str, checkout: Path, queue: str, folder: Path, items: int, singles: int, trace: bool
+    url: str, checkout: Path, queue: str, folder: Path, items: int, singles: int, trace: bool, pids: list[int]
 ) -> dict[str, Any]:
-    """One controller process of `checkout`: a job of `items` no-op items, then `singles` one-item jobs."""
+    """One controller process of `checkout`: a job of `items` no-op items, then `singles` one-item jobs.
+
+    `pids` are the worker process's and the server's: their CPU time over the run is measured
+    (the one-item jobs' included, a small share).
+    """
+    cpu_before = [cpu_seconds(pid) for pid in pids]
     done = subprocess.run(
         [sys.executable, "-c", _CONTROLLER, url, queue, str(items), str(singles), "trace" if trace else "-"],
         cwd=checkout,
@@ -138,6 +161,9 @@ def run_controller(
         raise SystemExit(f"bench_broker_noop: a controller failed:\n{done.stderr}")
     figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     figures["rate"] = items / figures["wall"]
+    figures["worker_cpu"], figures["server_cpu"] = (
+        cpu_seconds(pid) - before for pid, before in zip(pids, cpu_before, strict=True)
+    )
     return figures
 
 
@@ -172,19 +198,36 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(scratch)
         (folder / "pcmodel_bench_noop.py").write_text(_FUNCTION_MODULE)
         with redis_server(folder) as url, ExitStack() as stack:
-            for label, checkout in checkouts.items():
-                stack.enter_context(worker_process(url, checkout, f"noop-{label}", folder))
+            server = server_pid(url)
+            pids = {
+                label: [stack.enter_context(worker_process(url, checkout, f"noop-{label}", folder)), server]
+                for label, checkout in checkouts.items()
+            }
             labels = list(checkouts)
             for label in labels:  # warm up: each worker sees one small job first
                 run_controller(
-                    url, checkouts[label], f"noop-{label}", folder, min(items, 1000), 0, args.trace
+                    url,
+                    checkouts[label],
+                    f"noop-{label}",
+                    folder,
+                    min(items, 1000),
+                    0,
+                    args.trace,
+                    pids[label],
                 )
             for round_index in range(rounds):
                 shift = round_index % len(labels)
                 for label in labels[shift:] + labels[:shift]:
                     runs[label].append(
                         run_controller(
-                            url, checkouts[label], f"noop-{label}", folder, items, singles, args.trace
+                            url,
+                            checkouts[label],
+                            f"noop-{label}",
+                            folder,
+                            items,
+                            singles,
+                            args.trace,
+                            pids[label],
                         )
                     )
     load_after = os.getloadavg()
@@ -198,6 +241,12 @@ def main(argv: list[str] | None = None) -> int:
             "rate": statistics.median(rates),
             "rates": rates,
             "controller_cpu_per_item_us": statistics.median(trial["cpu"] / items * 1e6 for trial in trials),
+            "worker_cpu_per_item_us": statistics.median(
+                trial["worker_cpu"] / items * 1e6 for trial in trials
+            ),
+            "server_cpu_per_item_us": statistics.median(
+                trial["server_cpu"] / items * 1e6 for trial in trials
+            ),
             "latency_p50_ms": _percentile(latencies, 0.5) * 1000 if latencies else None,
             "latency_p99_ms": _percentile(latencies, 0.99) * 1000 if latencies else None,
         }
@@ -206,18 +255,27 @@ def main(argv: list[str] | None = None) -> int:
         f"{rounds} interleaved rounds (median), Python {platform.python_version()}, "
         f"{os.cpu_count()} CPUs, load {load_before[0]:.2f} -> {load_after[0]:.2f}"
     )
-    print(f"{'checkout':>9} {'items/s':>8} {'spread':>13} {'ctl CPU/item':>12} {'1-item p50':>10} {'p99':>8}")
+    print("CPU per item in microseconds: ctl (the controller), worker (the process), redis (the server)")
+    print(
+        f"{'checkout':>9} {'items/s':>8} {'spread':>13} {'ctl':>5} {'worker':>6} {'redis':>5} "
+        f"{'1-item p50':>10} {'p99':>8}"
+    )
     for label, row in rows.items():
         spread = f"{min(row['rates']):.0f}-{max(row['rates']):.0f}"
         p50 = "-" if row["latency_p50_ms"] is None else f"{row['latency_p50_ms']:.1f} ms"
         p99 = "-" if row["latency_p99_ms"] is None else f"{row['latency_p99_ms']:.1f} ms"
         print(
-            f"{label:>9} {row['rate']:>8.0f} {spread:>13} {row['controller_cpu_per_item_us']:>9.0f} us "
-            f"{p50:>10} {p99:>8}"
+            f"{label:>9} {row['rate']:>8.0f} {spread:>13} {row['controller_cpu_per_item_us']:>5.0f} "
+            f"{row['worker_cpu_per_item_us']:>6.0f} {row['server_cpu_per_item_us']:>5.0f} {p50:>10} {p99:>8}"
         )
     if "baseline" in rows:
-        ratio = rows["this"]["rate"] / rows["baseline"]["rate"]
-        print(f"this checkout / baseline: {ratio:.2f}x the items/s")
+        this, base = rows["this"], rows["baseline"]
+        cpu = sum(this[f"{part}_cpu_per_item_us"] for part in ("controller", "worker", "server"))
+        base_cpu = sum(base[f"{part}_cpu_per_item_us"] for part in ("controller", "worker", "server"))
+        print(
+            f"this checkout / baseline: {this['rate'] / base['rate']:.2f}x the items/s, "
+            f"{cpu / base_cpu:.2f}x the CPU per item (all three processes)"
+        )
     if args.out:
         args.out.write_text(
             json.dumps(
