@@ -3,8 +3,9 @@
 Three kinds of message, each a JSON object in one stream field or hash field:
 
 - a **work item** (`m` in the work stream): `{"task": 7, "params": {...}}`;
-- a **result** (`r` in the result stream): the task id, the stream entry it answers, the
-  worker process and slot that ran it, when it started and finished (seconds on the Redis
+- a **result** (a line of `r` in the result stream: a worker writes the results of one batch
+  for one job in one entry, one JSON object per line): the task id, the stream entry it
+  answers, the worker process and slot that ran it, when it started and finished (seconds on the Redis
   server's clock), how many calls it took, how many times it was delivered, and either
   `"value"` or `"error"` (with `"cancelled": true` when a fail-fast stop cancelled the call).
   A worker that could not read an entry, or gave it up unread after `max_deliveries`, reports
@@ -50,8 +51,9 @@ __all__ = [
     "qualified_name",
 ]
 
-FORMAT_VERSION: Final = 1
-"""Version of the job settings format; a worker refuses settings of another version."""
+FORMAT_VERSION: Final = 2
+"""Version of the messages' format (2: results in batches, one per line); a worker refuses the
+settings of a job of another version, whose controller would not read its results."""
 _TRACEBACK_LIMIT: Final = 4000
 _RAW_PREVIEW: Final = 200
 
@@ -321,15 +323,47 @@ def _is_time(value: object) -> bool:
     return type(value) is int or (type(value) is float and math.isfinite(value))
 
 
+def encode_results(payloads: list[bytes]) -> bytes:
+    """Result messages (`encode_result`'s) as one result stream entry's `r` field: one per line.
+
+    A worker writes every result of a batch for one job in one entry: one `XADD` per batch
+    instead of one per item, and one entry for the controller to read and delete. JSON text as
+    `encode_result` writes it never holds a raw newline, so the lines split back unambiguously.
+    """
+    return b"\n".join(payloads)
+
+
+def decode_results(fields: object) -> list[ResultMessage | MalformedMessageError]:
+    """Read a result stream entry's fields: each line's result message, or why it is unreadable.
+
+    One line that cannot be read spoils only itself: the others are results all the same.
+    """
+    if not isinstance(fields, dict) or b"r" not in fields:
+        return [MalformedMessageError("the result message has no 'r' field")]
+    raw = fields[b"r"]
+    lines = raw.split(b"\n") if isinstance(raw, bytes) else [raw]
+    messages: list[ResultMessage | MalformedMessageError] = []
+    for line in lines:
+        try:
+            messages.append(_decode_result_line(line))
+        except MalformedMessageError as problem:
+            messages.append(problem)
+    return messages
+
+
 def decode_result(fields: object) -> ResultMessage:
-    """Read a result stream entry's fields, checking every one.
+    """Read a result stream entry's fields holding one result message, checking every field.
 
     Raises:
         MalformedMessageError: the entry is not a result message a worker wrote.
     """
     if not isinstance(fields, dict) or b"r" not in fields:
         raise MalformedMessageError("the result message has no 'r' field")
-    raw = fields[b"r"]
+    return _decode_result_line(fields[b"r"])
+
+
+def _decode_result_line(raw: object) -> ResultMessage:
+    """One result message, checking every field (see `decode_result`)."""
     try:
         message = _loads(raw, "the result message")
     except MalformedMessageError as unreadable:
