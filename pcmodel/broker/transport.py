@@ -9,7 +9,7 @@ producer(s) ─► XADD job:work ─► worker processes (XREADGROUP) ─► XAD
 ```
 
 - **Producers** read the sources lazily and `XADD` items in batches (`{"task": id, "params":
-  ...}`, JSON) to the job's work stream. Backpressure: a producer waits while the job's
+  ...}`, JSON; one script call per batch) to the job's work stream. Backpressure: a producer waits while the job's
   unfinished items (produced, not yet reported) reach `queue_size`, so Redis holds at most
   that many.
 - The **reader** follows the job's result stream. Results are de-duplicated by task id: a
@@ -77,6 +77,16 @@ _BATCH: Final = 100
 """Most items a producer sends in one round trip."""
 _DRAIN_BATCH: Final = 500
 """Most entries a stop takes back in one round trip."""
+_ADD_WORK: Final = """
+local ids = {}
+for index, message in ipairs(ARGV) do
+    ids[index] = redis.call('XADD', KEYS[1], '*', 'm', message)
+end
+return ids
+"""
+"""A batch of work messages as entries of the work stream (`KEYS[1]`), in one command: the
+controller packs and Redis parses one command per batch instead of one `XADD` per item. With
+no-op items the controller's CPU per item fell from 36 to 23 us (`benchmarks.bench_broker_noop`)."""
 _T = TypeVar("_T")
 
 
@@ -124,6 +134,7 @@ class RedisTransport(ResultReader, JobKeeper):
         self.now: Callable[[], float] = self.loop.time
         self.origin = self.loop.time()
         self.client: BoundedRedis = connect(broker.url, broker.round_trip_timeout)
+        self.add_work = self.client.register_script(_ADD_WORK)
         self.offset = 0.0
         self.keys_made = False
         # Invariant: `unfinished` holds every task sent and not yet handed to the result
@@ -311,9 +322,9 @@ class RedisTransport(ResultReader, JobKeeper):
 
     async def _send(self, batch: list[Any], report: ProducerReport) -> None:
         enqueued_at = self.since_start()
-        pipe = self.client.pipeline(transaction=False)
         rejected: list[tuple[int, Any, Exception]] = []
         sent: list[int] = []
+        messages: list[bytes] = []
         for params in batch:
             task_id = next(self.task_ids)
             try:
@@ -323,10 +334,10 @@ class RedisTransport(ResultReader, JobKeeper):
                 continue
             # Known before it is sent: its result may come back before XADD returns.
             self.unfinished[task_id] = (params, enqueued_at)
-            pipe.xadd(self.keys.work, {b"m": data})
+            messages.append(data)
             sent.append(task_id)
         if sent:
-            await _uninterrupted(self._xadd(pipe, sent))
+            await _uninterrupted(self._xadd(messages, sent))
             report.max_depth = max(report.max_depth, len(self.unfinished))
         for task_id, params, reason in rejected:
             error = TypeError(
@@ -337,9 +348,9 @@ class RedisTransport(ResultReader, JobKeeper):
                 task_id, params, error, enqueued_at=enqueued_at, at=enqueued_at, attempts=0
             )
 
-    async def _xadd(self, pipe: Any, task_ids: list[int]) -> None:
-        """Send a batch of `XADD`s; note which entry carries which task."""
-        entry_ids = await pipe.execute()
+    async def _xadd(self, messages: list[bytes], task_ids: list[int]) -> None:
+        """Add a batch of work messages to the work stream; note which entry carries which task."""
+        entry_ids = await self.add_work(keys=[self.keys.work], args=messages)
         for task_id, entry_id in zip(task_ids, entry_ids, strict=True):
             self.entry_tasks[decode_text(entry_id)] = task_id
 
