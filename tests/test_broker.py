@@ -700,6 +700,37 @@ async def test_an_item_whose_workers_keep_dying_fails_after_max_deliveries(redis
     )
 
 
+async def _blocked_reading_news(client: aioredis.Redis) -> None:
+    """Wait until a client is blocked reading a stream (`XREAD`): the idle worker's wait for news."""
+    while True:
+        clients = await client.client_list()
+        if any(entry["cmd"] == "xread" and "b" in entry["flags"] for entry in clients):
+            return
+        await asyncio.sleep(0.01)
+
+
+@needs_server
+async def test_an_idle_worker_starts_on_each_new_job_at_once_not_at_its_next_look(redis_url: str) -> None:
+    # poll=60: a worker that only looked for jobs every poll interval would take a minute to
+    # start on each job; the job's announcement on the queue's news wakes it at once.
+    queue = "tests-idle"
+    async with aioredis.Redis.from_url(redis_url) as client:
+        worker = asyncio.create_task(serve_worker(redis_url, act, workers=2, queue=queue, poll=60))
+        try:
+            for _ in range(3):
+                async with asyncio.timeout(20):
+                    await _blocked_reading_news(client)
+                    summary = await run(redis_url, items(2), queue=queue)
+                assert summary.results is not None
+                assert sorted(result.value for result in summary.results) == [0, 1]
+        finally:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+        # No job runs on the queue: its news went with the last one.
+        assert await client.keys(f"pcmodel:queue:{queue}:news") == []
+
+
 @needs_server
 async def test_keys_are_cleaned_up_after_jobs_and_workers(redis_url: str, workers: Workers) -> None:
     queue = "tests-cleanup"

@@ -5,6 +5,8 @@ free worker slots, so items wait in Redis, where any process can take them, rath
 one process's memory. Before new items it takes over the items of processes that stopped
 (`_reclaim`), since those are older. `refresh` learns which jobs run on the queue (and their
 settings: timeout, retry, the shared rate limit) and forgets the ones that ended.
+With no job to serve, it blocks on the queue's news stream, where each controller announces
+its job as it starts it, so an idle process starts on a new job at once.
 
 Every item taken goes through `ProcessState.take`, into the buffer the slots read. Losing
 Redis is not fatal: the loop retries with a growing pause until `stop` is set.
@@ -26,6 +28,7 @@ from pcmodel.broker._redis import (
     ResponseError,
     decode_text,
     jobs_key,
+    news_key,
     stream_entries,
 )
 from pcmodel.broker.messages import decode_spec
@@ -40,6 +43,7 @@ logger = logging.getLogger("pcmodel.broker")
 async def fetch(process: ProcessState, stop: asyncio.Event) -> None:
     """Read new items into the buffer, at most one per free slot, until `stop` is set."""
     backoff = process.backoff("read items from Redis")
+    refused = False
     while not stop.is_set():
         free = process.workers - process.outstanding
         try:
@@ -50,7 +54,7 @@ async def fetch(process: ProcessState, stop: asyncio.Event) -> None:
                 await refresh(process)
             readable = {job.keys.work: job for job in process.jobs.values() if not (job.gone or job.halted)}
             if not readable:
-                await _nap(process)
+                await _wait_for_news(process)
                 continue
             # Items left by a stopped process come first: they are older than any new
             # one, and taking them only when a slot is free and no new item is waiting
@@ -69,16 +73,20 @@ async def fetch(process: ProcessState, stop: asyncio.Event) -> None:
                 block=max(1, int(process.poll * 1000)),
             )
         except ResponseError as gone:
-            # A job's stream was deleted as we read it (the job ended): look again, after
-            # a short pause, so that an error Redis keeps giving cannot make this spin.
+            # A job's stream was deleted as we read it (the job ended): look again at once,
+            # as the next job may be waiting; after a short pause if it happens twice in a
+            # row, so that an error Redis keeps giving cannot make this spin.
             logger.debug("reading items: %s", gone)
             process.next_refresh = 0.0
-            await process.pause(RETRY_FIRST)
+            if refused:
+                await process.pause(RETRY_FIRST)
+            refused = True
             continue
         except (RedisConnectionError, RedisTimeoutError, OSError) as unreachable:
             await backoff.pause(unreachable)
             continue
         backoff.succeeded()
+        refused = False
         for stream, entries in stream_entries(reply):
             reader = readable.get(stream)
             if reader is None:
@@ -93,6 +101,22 @@ async def _nap(process: ProcessState) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(process.poll):
             await process.wake.wait()
+
+
+async def _wait_for_news(process: ProcessState) -> None:
+    """With no job to serve, wait (at most one poll interval) for a job to start on the queue.
+
+    Every controller announces its job in the queue's news stream as it starts it; reading
+    it from the last announcement seen, blocking, lets an idle process start on a new job at
+    once, where looking every poll interval made it wait 0.1 s on average.
+    """
+    reply = await process.client.xread(
+        {news_key(process.queue): process.news_seen}, block=max(1, int(process.poll * 1000))
+    )
+    for _, entries in stream_entries(reply):
+        if entries:
+            process.news_seen = entries[-1][0]
+            process.next_refresh = 0.0
 
 
 async def refresh(process: ProcessState) -> None:

@@ -195,6 +195,8 @@ class ProcessState:
         self.offset = 0.0
         """Seconds to add to this process's clock to read the server's (kept by the keeper)."""
         self.next_refresh = 0.0
+        self.news_seen: bytes | str = b"0-0"
+        """The last announcement of a new job this process read in the queue's news stream."""
         self.loop = asyncio.get_running_loop()
 
     def backoff(self, what: str) -> Backoff:

@@ -10,6 +10,7 @@ live together on one Redis Cluster node):
 | `pcmodel:job:{ID}:meta` | hash | `spec` = the job's settings (JSON); `halt` = "1" after a fail-fast stop | the job (lease) |
 | `pcmodel:job:{ID}:rate` | string | the shared rate limit's next due time | the job |
 | `pcmodel:queue:{Q}:jobs` | set | the ids of the jobs running on queue Q | while a job runs |
+| `pcmodel:queue:{Q}:news` | stream | one entry per job started on queue Q: `job` = its id; idle worker processes block on it | while a job runs (lease) |
 | `pcmodel:queue:{Q}:workers` | sorted set | worker process names, scored by their last heartbeat | while a worker runs |
 | `pcmodel:worker:{NAME}` | string (TTL) | a worker process's host, pid, slots and queue (JSON) | while it runs |
 
@@ -57,6 +58,7 @@ __all__ = [
     "decode_text",
     "first_contact",
     "jobs_key",
+    "news_key",
     "redacted",
     "stream_entries",
     "worker_key",
@@ -110,6 +112,11 @@ class JobKeys:
 def jobs_key(queue: str) -> str:
     """The set of the ids of the jobs running on `queue`."""
     return f"pcmodel:queue:{queue}:jobs"
+
+
+def news_key(queue: str) -> str:
+    """The stream where each job started on `queue` is announced, for idle workers to wake on."""
+    return f"pcmodel:queue:{queue}:news"
 
 
 def workers_key(queue: str) -> str:

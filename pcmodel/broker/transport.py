@@ -55,6 +55,7 @@ from pcmodel.broker._redis import (
     decode_text,
     first_contact,
     jobs_key,
+    news_key,
     redacted,
     stream_entries,
 )
@@ -87,6 +88,15 @@ return ids
 """A batch of work messages as entries of the work stream (`KEYS[1]`), in one command: the
 controller packs and Redis parses one command per batch instead of one `XADD` per item. With
 no-op items the controller's CPU per item fell from 36 to 23 us (`benchmarks.bench_broker_noop`)."""
+_DELETE_JOB: Final = """
+redis.call('SREM', KEYS[1], ARGV[1])
+redis.call('DEL', unpack(KEYS, 3))
+if redis.call('SCARD', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
+"""
+"""A job's end, in one step: off the queue's list of jobs (`KEYS[1]`), its own keys deleted
+(`KEYS[3:]`), and the queue's news (`KEYS[2]`) too once no job runs on the queue."""
+_NEWS_KEPT: Final = 100
+"""About how many announcements of started jobs a queue's news stream keeps."""
 _T = TypeVar("_T")
 
 
@@ -135,6 +145,7 @@ class RedisTransport(ResultReader, JobKeeper):
         self.origin = self.loop.time()
         self.client: BoundedRedis = connect(broker.url, broker.round_trip_timeout)
         self.add_work = self.client.register_script(_ADD_WORK)
+        self.delete_job = self.client.register_script(_DELETE_JOB)
         self.offset = 0.0
         self.keys_made = False
         # Invariant: `unfinished` holds every task sent and not yet handed to the result
@@ -237,14 +248,17 @@ class RedisTransport(ResultReader, JobKeeper):
             for key in (keys.work, keys.results, keys.meta):
                 pipe.pexpire(key, lease_ms)
             pipe.sadd(jobs_key(keys.queue), keys.job_id)
+            # Idle worker processes block on the queue's news: they start on the job at once.
+            pipe.xadd(news_key(keys.queue), {b"job": keys.job_id}, maxlen=_NEWS_KEPT, approximate=True)
+            pipe.pexpire(news_key(keys.queue), lease_ms)
             await pipe.execute()
 
     async def _delete_keys(self) -> None:
+        keys = self.keys
         try:
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.srem(jobs_key(self.keys.queue), self.keys.job_id)
-                pipe.delete(*self.keys.owned())
-                await pipe.execute()
+            await self.delete_job(
+                keys=[jobs_key(keys.queue), news_key(keys.queue), *keys.owned()], args=[keys.job_id]
+            )
         except (RedisError, OSError) as error:
             logger.warning(
                 "could not delete job %s's keys (%s): they expire within %g s",

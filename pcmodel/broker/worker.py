@@ -91,7 +91,8 @@ async def serve_worker(
             `module:qualname`, which is what a controller running the same function uses.
         stop: set it to stop gracefully; None to run until cancelled.
         name: this process's consumer name; by default `host:pid:random`.
-        poll: seconds between two looks for new jobs (and the longest a read blocks).
+        poll: while serving jobs, seconds between two looks for new ones (and the longest a
+            read blocks); an idle process hears of a new job at once.
         on_ready: called once connected and registered, with the (live) stats.
         round_trip_timeout: seconds Redis gets to answer each request (see
             `Broker.round_trip_timeout`).
