@@ -16,11 +16,12 @@ which calls `on_task_complete`; `on_job_complete` fires once at the end.
 from __future__ import annotations
 
 from pcmodel import workloads
+from pcmodel.adaptive import Adaptive
 from pcmodel.broker import Broker
 from pcmodel.clock import VirtualTimeLoop
 from pcmodel.policies import Retry
 from pcmodel.producer import Producers, producers
-from pcmodel.records import DepthSample, JobSummary, TaskResult, ideal_makespan
+from pcmodel.records import DepthSample, Drop, JobSummary, LimitChange, TaskResult, ideal_makespan
 from pcmodel.runner import DeadlockError, run_job, run_job_async, start_job
 from pcmodel.stopping import StopSignal
 from pcmodel.timeline import plot_timeline
@@ -28,10 +29,13 @@ from pcmodel.timeline import plot_timeline
 __version__ = "0.1.0"
 
 __all__ = [
+    "Adaptive",
     "Broker",
     "DeadlockError",
     "DepthSample",
+    "Drop",
     "JobSummary",
+    "LimitChange",
     "Producers",
     "Retry",
     "StopSignal",

@@ -9,6 +9,10 @@ queue (its `put` waiting is the backpressure), `pcmodel.worker.work` runs the fu
 puts each outcome on the result queue. A stop drains the queue (`QueueTakeBack`); a fail-fast
 stop also cancels the worker tasks. The job ends with one `STOP` per worker behind the last
 item. A plain (non-async) function runs in `JobThreads`, and a watchdog logs a stall.
+
+A fixed pool (`workers=50`, run by `run_job` or `run_job_async`) is exactly that. A pool whose
+size can change while it runs (`workers=Adaptive(...)`, or a job started with `start_job`,
+whose handle can resize it) reads the queue through lanes instead (`pcmodel._pool`).
 """
 
 from __future__ import annotations
@@ -21,12 +25,15 @@ from types import TracebackType
 from typing import Any, Self
 
 from pcmodel import _validate
+from pcmodel._pool import DropRecorder, Lane, LaneGate, Pool
 from pcmodel._queues import STOP, JobQueue
 from pcmodel._stall import watch_for_stalls
 from pcmodel._summary import Tally
 from pcmodel._threads import JobThreads
+from pcmodel.adaptive import AimdLimit
 from pcmodel.policies import RateLimiter
 from pcmodel.producer import ProducerReport, produce
+from pcmodel.records import Drop
 from pcmodel.spec import JobSpec
 from pcmodel.stopping import JobControl, QueueTakeBack
 from pcmodel.transport import Job, TransportReport
@@ -40,7 +47,7 @@ logger = logging.getLogger("pcmodel")
 class LocalTransport:
     """Carries a job's items through in-process queues to worker tasks (see the module)."""
 
-    def __init__(self, spec: JobSpec) -> None:
+    def __init__(self, spec: JobSpec, *, resizable: bool = False) -> None:
         self.spec = spec
         loop = asyncio.get_running_loop()
         self.now: Callable[[], float] = loop.time
@@ -52,11 +59,16 @@ class LocalTransport:
         # rebuilds it from the trace's enqueue and start times, which costs the hot path nothing.
         self.work_queue: JobQueue[Any] = JobQueue(spec.queue_size)
         self._take_back = QueueTakeBack(self.work_queue)
-        self.reports = [WorkerReport(index) for index in range(spec.workers)]
+        self.resizable = resizable or spec.adaptive is not None
+        self.reports = [] if self.resizable else [WorkerReport(index) for index in range(spec.workers)]
         self.threads: JobThreads | None = None
         self.workers: list[asyncio.Task[WorkerReport]] = []
         self.watchdog: asyncio.Task[None] | None = None
         self.job: Job | None = None
+        self.pool: Pool | None = None
+        """The lanes of a resizable pool; None for a fixed one."""
+        self.drops: list[Drop] | None = None
+        """A fixed pool's drops, when its tasks may make several attempts each."""
 
     async def __aenter__(self) -> Self:
         return self
@@ -64,6 +76,8 @@ class LocalTransport:
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self.pool is not None:
+            self.pool.close()
         threads = self.threads
         if threads is not None:
             # Calls still running in threads cannot be stopped (after a cancel, or a timeout
@@ -80,12 +94,9 @@ class LocalTransport:
     def start(self, job: Job, group: asyncio.TaskGroup) -> None:
         spec = self.spec
         self.job = job
-        policies = None
-        if spec.timeout is not None or spec.retry is not None or spec.max_per_second is not None:
-            limiter = None
-            if spec.max_per_second is not None:
-                limiter = RateLimiter(spec.max_per_second, spec.burst, time=self.now)
-            policies = Policies(spec.timeout, spec.retry, limiter)
+        limiter = None
+        if spec.max_per_second is not None:
+            limiter = RateLimiter(spec.max_per_second, spec.burst, time=self.now)
         function = spec.function
         if not _validate.is_async_callable(function):
             # A thread per call in flight (asyncio's default executor has far fewer), and a new
@@ -93,13 +104,35 @@ class LocalTransport:
             self.threads = JobThreads()
             function = in_threads(function, self.threads)
         result_queue, control, now, start = job.result_queue, job.control, self.now, job.start
-        job.control.workers = self.workers = [
-            group.create_task(
-                work(index, function, self.work_queue, result_queue, now, start, control, policies, report),
-                name=f"pcmodel-worker-{index}",
-            )
-            for index, report in enumerate(self.reports)
-        ]
+        job.control.workers = self.workers
+        if self.resizable:
+            self._start_pool(job, group, function, limiter)
+        else:
+            policies = None
+            if spec.timeout is not None or spec.retry is not None or limiter is not None:
+                policies = Policies(spec.timeout, spec.retry, limiter)
+            # Several attempts per task: only a gate sees the drops of the retried ones.
+            drops = self.drops = [] if spec.retry is not None and spec.trace else None
+            for index, report in enumerate(self.reports):
+                if drops is not None:
+                    recorder = DropRecorder(drops, report, job.since_start)
+                    policies = Policies(spec.timeout, spec.retry, limiter, recorder)
+                self.workers.append(
+                    group.create_task(
+                        work(
+                            index,
+                            function,
+                            self.work_queue,
+                            result_queue,
+                            now,
+                            start,
+                            control,
+                            policies,
+                            report,
+                        ),
+                        name=f"pcmodel-worker-{index}",
+                    )
+                )
         if spec.stall_after is not None and spec.clock == "real":
             # The controller fills `job.producers` and `job.handlers` before this task first runs.
             self.watchdog = group.create_task(
@@ -109,6 +142,48 @@ class LocalTransport:
                 ),
                 name="pcmodel-stall-watch",
             )  # fmt: skip
+
+    def _start_pool(
+        self, job: Job, group: asyncio.TaskGroup, function: Callable[[Any], Any], limiter: RateLimiter | None
+    ) -> None:
+        """Start a resizable pool: its lanes up to the limit, each with a worker (see `pcmodel._pool`)."""
+        spec = self.spec
+        adaptive = spec.adaptive
+        aimd = None if adaptive is None else AimdLimit(adaptive, job.since_start, record=spec.trace)
+
+        def start_worker(lane: Lane) -> None:
+            report = WorkerReport(lane.index)
+            self.reports.append(report)
+            policies = Policies(spec.timeout, spec.retry, None, LaneGate(pool, report))
+            worker = group.create_task(
+                work(
+                    lane.index,
+                    function,
+                    lane,
+                    job.result_queue,
+                    self.now,
+                    job.start,
+                    job.control,
+                    policies,
+                    report,
+                ),
+                name=f"pcmodel-worker-{lane.index}",
+            )
+            worker.add_done_callback(pool.worker_done)
+            self.workers.append(worker)
+
+        pool = self.pool = Pool(
+            self.work_queue,
+            start_worker,
+            limit=spec.workers,
+            aimd=aimd,
+            most=None if adaptive is None else adaptive.max,
+            since_start=job.since_start,
+            limiter=limiter,
+            congestion=() if adaptive is None else adaptive.congestion,
+            trace=spec.trace,
+        )
+        pool.apply()
 
     def produce(
         self, source: Iterable[Any] | AsyncIterable[Any], report: ProducerReport
@@ -122,9 +197,16 @@ class LocalTransport:
 
     async def finish(self) -> None:
         # Stop markers behind the last item: a worker stops only between two items.
-        for _ in self.workers:
+        if self.pool is None:
+            for _ in self.workers:
+                await self.work_queue.put(STOP)
+            await asyncio.wait(self.workers)
+        else:
+            # One marker, which each worker puts back on its way out: the lanes may still grow.
             await self.work_queue.put(STOP)
-        await asyncio.wait(self.workers)
+            while running := [worker for worker in self.workers if not worker.done()]:
+                await asyncio.wait(running)
+            self.pool.close()
         if self.watchdog is not None:
             self.watchdog.cancel()
 
@@ -138,4 +220,10 @@ class LocalTransport:
             cancelled=sum(r.cancelled for r in reports),
         )
         abandoned = self.threads.abandoned if self.threads is not None else 0
-        return TransportReport(tally, self.spec.workers, extras={"abandoned_threads": abandoned})
+        extras: dict[str, Any] = {"abandoned_threads": abandoned}
+        pool = self.pool
+        if pool is not None:
+            extras.update(limit_changes=pool.changes, drops=pool.drops)
+        elif self.drops is not None:
+            extras.update(drops=self.drops)
+        return TransportReport(tally, max(len(reports), 1), extras=extras)

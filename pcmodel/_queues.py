@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from typing import Final, Generic, TypeVar
+from typing import Final, Generic, Protocol, TypeVar
 
 _T = TypeVar("_T")
+_T_co = TypeVar("_T_co", covariant=True)
 
 
 class _Stop:
@@ -21,6 +22,16 @@ class _Stop:
 
 STOP: Final = _Stop()
 """Put once per reader after the last item: a reader that takes it returns."""
+
+
+class ItemSource(Protocol[_T_co]):
+    """Where a worker takes its items: a `JobQueue`, or a worker's lane of one (`pcmodel._pool`)."""
+
+    def get_nowait(self) -> _T_co:
+        """The next item; `asyncio.QueueEmpty` if there is none to take now."""
+
+    async def get(self) -> _T_co:
+        """The next item, waiting for one."""
 
 
 class JobQueue(Generic[_T]):
@@ -90,6 +101,15 @@ class JobQueue(Generic[_T]):
                 break
         return item
 
+    def put_back_nowait(self, item: _T) -> None:
+        """Put `item`, just taken, back at the head (room or not) and wake the first waiting reader.
+
+        For a reader that took an item it must not run after all (a resizable pool's worker
+        whose lane closed while it waited, see `pcmodel._pool`): the item keeps its place.
+        """
+        self._items.appendleft(item)
+        self._wake_first(self._getters)
+
     async def put(self, item: _T) -> None:
         """Put `item` at the end, waiting for room first if there is none."""
         await self.wait_for_room()
@@ -133,8 +153,13 @@ class JobQueue(Generic[_T]):
         with contextlib.suppress(ValueError):  # the put or get that woke it took it off the line
             waiters.remove(waiter)
         if served and not waiter.cancelled():
-            while waiters:
-                following = waiters.popleft()
-                if not following.done():
-                    following.set_result(None)
-                    break
+            JobQueue._wake_first(waiters)
+
+    @staticmethod
+    def _wake_first(waiters: deque[asyncio.Future[None]]) -> None:
+        """Wake the first waiter still waiting (`put_nowait` and `get_nowait` inline this: hot path)."""
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break

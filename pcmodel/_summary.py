@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
+from pcmodel.adaptive import drops_of_results
 from pcmodel.producer import ProducerReport
-from pcmodel.records import JobSummary, TaskResult
+from pcmodel.records import Drop, JobSummary, LimitChange, TaskResult
 from pcmodel.stopping import JobControl
 
 __all__ = ["Tally", "build_summary"]
@@ -64,6 +65,8 @@ def build_summary(
     callback_errors: int = 0,
     control: JobControl | None = None,
     kind: type[JobSummary] = JobSummary,
+    limit_changes: Sequence[LimitChange] | None = None,
+    drops: Sequence[Drop] | None = None,
     **extras: Any,
 ) -> JobSummary:
     """Add up a job's counts into its summary.
@@ -80,7 +83,17 @@ def build_summary(
         callback_errors: exceptions `on_task_complete` raised.
         control: the job's stop state: why it stopped and what it left; None for a live view.
         kind: the summary's type; `extras` are the fields only that type has.
+        limit_changes: every change of the concurrency limit; None for a fixed pool (one
+            "start" change at its size).
+        drops: every rate-limited or timed-out attempt; None to read them from `results`
+            (exact when each task made one attempt).
     """
+    ordered = tuple(sorted(results, key=itemgetter(0))) if results is not None else None
+    if trace:
+        if limit_changes is None:
+            limit_changes = (LimitChange(0.0, workers, "start"),)
+        if drops is None:  # nothing failed, nothing dropped: no need to read every result
+            drops = drops_of_results(ordered or ()) if tally.failed else ()
     blocked = sorted(period for report in producers for period in (report.blocked or ()))
     unprocessed_params = control.unprocessed_params if control is not None else None
     drained = control.drained if control is not None else None
@@ -96,7 +109,7 @@ def build_summary(
         callback_errors=callback_errors,
         queue_size=queue_size,
         clock=clock,
-        results=tuple(sorted(results, key=itemgetter(0))) if results is not None else None,
+        results=ordered,
         producer_blocked=tuple(blocked) if trace else None,
         retries=tally.retries,
         cancelled=tally.cancelled,
@@ -105,5 +118,7 @@ def build_summary(
         unprocessed=control.unprocessed if control is not None else 0,
         unprocessed_params=tuple(unprocessed_params) if unprocessed_params is not None else None,
         drained=tuple(drained) if drained is not None else None,
+        limit_changes=tuple(limit_changes) if trace and limit_changes is not None else None,
+        drops=tuple(drops) if trace and drops is not None else None,
         **extras,
     )

@@ -27,6 +27,16 @@ def check_int(name: str, value: object, minimum: int) -> int:
     return value
 
 
+def check_workers(value: object) -> int:
+    """`workers` as an int >= 1 (an `Adaptive` is taken before this check)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"workers must be an int or a pcmodel.Adaptive(min=..., max=...), got {value!r} "
+            f"({type(value).__name__})"
+        )
+    return check_int("workers", value, 1)
+
+
 def check_callable(name: str, value: object, *, optional: bool = False) -> None:
     """A TypeError naming `name` unless `value` is callable (or None when `optional`)."""
     if value is None and optional:

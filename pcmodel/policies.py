@@ -13,9 +13,9 @@ import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["MIN_RATE", "RateLimiter", "Retry", "call_with_policies"]
+__all__ = ["MIN_RATE", "AttemptGate", "RateLimiter", "Retry", "call_with_policies"]
 
 MIN_RATE = 1e-6
 """The slowest rate limit accepted, in calls per second (one call every 11.6 days): a slower one
@@ -153,6 +153,20 @@ class RateLimiter:
             await asyncio.sleep(wait)
 
 
+class AttemptGate(Protocol):
+    """Sees every attempt of a call: may hold it back before it starts, hears how it ended.
+
+    How an adaptive pool (`pcmodel._pool`) learns each attempt's outcome, retries included,
+    and how a paused job holds back a retry.
+    """
+
+    async def enter(self) -> float:
+        """Wait until the attempt may start; return its start on the job's clock."""
+
+    def leave(self, started_at: float, error: BaseException | None) -> None:
+        """The attempt that `enter` let start ended: returned (`error` None) or raised `error`."""
+
+
 async def call_with_policies(
     function: Callable[[Any], Awaitable[Any]],
     params: Any,
@@ -160,10 +174,12 @@ async def call_with_policies(
     time_limit: float | None,
     retry: Retry | None,
     limiter: RateLimiter | None,
+    gate: AttemptGate | None = None,
 ) -> Any:
     """Call `function(params)` under a time limit, a retry policy and a rate limit.
 
-    `attempts[0]` is set to the number of attempts made, whatever the outcome.
+    `attempts[0]` is set to the number of attempts made, whatever the outcome. A `gate`, if
+    given, is entered before each attempt and told how each one ended.
 
     Raises:
         The last attempt's exception, when no retry is left or wanted. A call that ran out of
@@ -175,6 +191,8 @@ async def call_with_policies(
         attempts[0] = attempt
         if limiter is not None:
             await limiter.acquire()
+        started_at = 0.0 if gate is None else await gate.enter()
+        outcome: BaseException | None = None
         try:
             if time_limit is None:
                 return await function(params)
@@ -189,6 +207,14 @@ async def call_with_policies(
                     ) from error
                 raise
         except Exception as error:
+            outcome = error
             if retry is None or attempt > retry.times or not retry.wanted(error):
                 raise
-            await asyncio.sleep(retry.delay(attempt, error))
+            wait = retry.delay(attempt, error)
+        except BaseException as error:
+            outcome = error
+            raise
+        finally:
+            if gate is not None:
+                gate.leave(started_at, outcome)
+        await asyncio.sleep(wait)

@@ -13,7 +13,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-__all__ = ["DepthSample", "JobSummary", "Row", "TaskResult", "ideal_makespan", "queue_depth"]
+__all__ = [
+    "DepthSample",
+    "Drop",
+    "JobSummary",
+    "LimitChange",
+    "Row",
+    "TaskResult",
+    "ideal_makespan",
+    "queue_depth",
+]
 
 Row = tuple[Any, ...]
 """A `TaskResult`'s fields as a plain tuple, in field order: how a result travels from its
@@ -69,6 +78,32 @@ class DepthSample(NamedTuple):
     """Seconds since the job started."""
     depth: int
     """Items waiting in the work queue at that time."""
+
+
+class LimitChange(NamedTuple):
+    """A change of how many calls a job lets run at once: adaptive, or by hand."""
+
+    time: float
+    """Seconds since the job started."""
+    limit: int
+    """The limit from then on."""
+    cause: str
+    """Why: "start" (the job's first limit), "grow" (calls succeeded while the pool was busy),
+    "congestion" (an attempt was rate limited or timed out), "gradient" (latency rose or fell),
+    or "set_workers" (set by hand on the running job)."""
+
+
+class Drop(NamedTuple):
+    """An attempt the API turned away (rate limited) or that ran out of time."""
+
+    time: float
+    """Seconds since the job started, when the attempt ended."""
+    task_id: int
+    """The task the attempt belonged to (a retried task can have several drops)."""
+    worker: int
+    """The worker that made the attempt."""
+    kind: str
+    """ "rate_limited" (HTTP 429 or 503, or an error marked as congestion) or "timeout"."""
 
 
 def ideal_makespan(durations: Iterable[float], workers: int) -> float:
@@ -182,6 +217,14 @@ class JobSummary:
     """Calls of a plain function given up while still running in their thread (a timeout, or a
     stop that cancelled them). Threads cannot be killed: each such call goes on until it
     returns by itself, in a daemon thread that neither the job nor the program waits for."""
+    limit_changes: tuple[LimitChange, ...] | None = field(default=None, repr=False)
+    """Every change of the most calls allowed in flight, in time order, from the "start" one:
+    the adaptive limit's steps (`workers=pcmodel.Adaptive(...)`) and changes made by hand on
+    the running job (`JobHandle.set_workers`); None unless `trace=True`."""
+    drops: tuple[Drop, ...] | None = field(default=None, repr=False)
+    """Every attempt that was rate limited or timed out (retried ones included when the job
+    has a timeout, retries, a rate limit or an adaptive pool; otherwise each task's last
+    attempt), in time order; None unless `trace=True`."""
 
     @property
     def queue_depth(self) -> tuple[DepthSample, ...] | None:

@@ -32,6 +32,7 @@ from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from pcmodel._threads import result_when_done
+from pcmodel.adaptive import Adaptive
 from pcmodel.clock import Clock, DeadlockError, VirtualTimeLoop, fail_if_stuck, loop_factory
 from pcmodel.controller import execute
 from pcmodel.policies import Retry
@@ -56,7 +57,7 @@ def run_job(
     *,
     on_task_complete: TaskCallback | None = None,
     on_job_complete: JobCallback | None = None,
-    workers: int = 50,
+    workers: int | Adaptive = 50,
     queue_size: int = 100,
     result_queue_size: int = 100,
     result_handlers: int = 1,
@@ -99,7 +100,10 @@ def run_job(
         on_task_complete: called with each `TaskResult`, by the result handler; sync or async.
             Its exceptions are counted in `JobSummary.callback_errors`, never fatal.
         on_job_complete: called once with the `JobSummary`, after every `on_task_complete`.
-        workers: number of worker tasks, the most calls in flight at once (>= 1).
+        workers: number of worker tasks, the most calls in flight at once (>= 1); or
+            `pcmodel.Adaptive(min=..., max=...)` for a pool that finds the API's capacity by
+            itself: the limit grows while calls succeed and is cut when they are rate limited
+            (HTTP 429/503) or time out (see `pcmodel.adaptive`).
         queue_size: capacity of the work queue (>= 0; 0 means unbounded). A full queue makes
             producers wait: memory stays bounded, producers feel backpressure.
         result_queue_size: capacity of the result queue (>= 0; 0 means unbounded).
@@ -166,7 +170,7 @@ async def run_job_async(
     *,
     on_task_complete: TaskCallback | None = None,
     on_job_complete: JobCallback | None = None,
-    workers: int = 50,
+    workers: int | Adaptive = 50,
     queue_size: int = 100,
     result_queue_size: int = 100,
     result_handlers: int = 1,
@@ -204,7 +208,7 @@ def start_job(
     *,
     on_task_complete: TaskCallback | None = None,
     on_job_complete: JobCallback | None = None,
-    workers: int = 50,
+    workers: int | Adaptive = 50,
     queue_size: int = 100,
     result_queue_size: int = 100,
     result_handlers: int = 1,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pcmodel import _validate
+from pcmodel.adaptive import Adaptive
 from pcmodel.clock import Clock
 from pcmodel.policies import Retry
 from pcmodel.producer import Producers
@@ -47,6 +48,9 @@ class JobSpec:
     stop: StopSignal | None = None
     broker: Broker | None = None
     stall_after: float | None = 60.0
+    adaptive: Adaptive | None = None
+    """`workers=Adaptive(...)`: the concurrency the job finds by itself; `workers` is then its
+    `max`, the most worker tasks."""
 
 
 def make_spec(
@@ -88,12 +92,13 @@ def make_spec(
             "clock='virtual' cannot drive worker processes through a broker: their calls take "
             "real time; use clock='real'"
         )
+    adaptive = workers if isinstance(workers, Adaptive) else None
     return JobSpec(
         function=function,  # type: ignore[arg-type]
         sources=sources,
         on_task_complete=on_task_complete,  # type: ignore[arg-type]
         on_job_complete=on_job_complete,  # type: ignore[arg-type]
-        workers=_validate.check_int("workers", workers, 1),
+        workers=adaptive.max if adaptive is not None else _validate.check_workers(workers),
         queue_size=_validate.check_int("queue_size", queue_size, 0),
         result_queue_size=_validate.check_int("result_queue_size", result_queue_size, 0),
         result_handlers=_validate.check_int("result_handlers", result_handlers, 1),
@@ -107,4 +112,5 @@ def make_spec(
         stop=stop,
         broker=checked_broker,
         stall_after=_validate.check_seconds("stall_after", stall_after),
+        adaptive=adaptive,
     )

@@ -24,9 +24,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from pcmodel._queues import STOP, JobQueue
+from pcmodel._queues import STOP, ItemSource, JobQueue
 from pcmodel._threads import in_threads
-from pcmodel.policies import RateLimiter, Retry, call_with_policies
+from pcmodel.policies import AttemptGate, RateLimiter, Retry, call_with_policies
 from pcmodel.records import Row
 from pcmodel.stopping import Interrupted, JobControl, cancelled_by_others
 
@@ -34,11 +34,15 @@ __all__ = ["Policies", "PolicyCall", "WorkerReport", "in_threads", "work"]
 
 
 class Policies(NamedTuple):
-    """What wraps each call: a timeout, a retry policy, a rate limit (each may be None)."""
+    """What wraps each call: a timeout, a retry policy, a rate limit, a gate (each may be None).
+
+    The gate sees every attempt (an adaptive or resizable pool's, see `pcmodel._pool`).
+    """
 
     timeout: float | None
     retry: Retry | None
     limiter: RateLimiter | None
+    gate: AttemptGate | None = None
 
 
 @dataclass(slots=True)
@@ -89,7 +93,7 @@ class PolicyCall:
 async def work(
     index: int,
     function: Callable[[Any], Awaitable[Any]],
-    work_queue: JobQueue[Any],
+    work_queue: ItemSource[Any],
     result_queue: JobQueue[Any],
     now: Callable[[], float],
     start: float,
@@ -103,7 +107,8 @@ async def work(
         index: this worker's 0-based index, recorded in each `TaskResult`.
         function: an async callable of one argument (plain functions are adapted first,
             see `in_threads`).
-        work_queue: where items come from, as `(task_id, params, enqueued_at)`.
+        work_queue: where items come from, as `(task_id, params, enqueued_at)` (the job's
+            work queue, or this worker's lane of it in a resizable pool, see `pcmodel._pool`).
         result_queue: where each result goes, as a row of `TaskResult` fields.
         now: the job's clock; `start` is the job's start on that clock.
         control: the job's stop state (fail-fast, cancelled calls).
@@ -188,7 +193,7 @@ async def work(
     return report
 
 
-async def _take(work_queue: JobQueue[Any], control: JobControl) -> Any:
+async def _take(work_queue: ItemSource[Any], control: JobControl) -> Any:
     """The next item (or `STOP`); a fail-fast stop that finds this worker idle is absorbed."""
     while True:
         try:

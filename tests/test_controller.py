@@ -41,8 +41,16 @@ def ok_callback(result: Any) -> None:
         ),
         ({"on_job_complete": 1}, TypeError, r"on_job_complete must be a callable or None, got 1"),
         ({"workers": 0}, ValueError, r"workers must be >= 1, got 0"),
-        ({"workers": 2.5}, TypeError, r"workers must be an int, got 2.5 \(float\)"),
-        ({"workers": True}, TypeError, r"workers must be an int, got True \(bool\)"),
+        (
+            {"workers": 2.5},
+            TypeError,
+            r"workers must be an int or a pcmodel.Adaptive\(min=..., max=...\), got 2.5 \(float\)",
+        ),
+        (
+            {"workers": True},
+            TypeError,
+            r"workers must be an int or a pcmodel.Adaptive\(min=..., max=...\), got True \(bool\)",
+        ),
         ({"queue_size": -1}, ValueError, r"queue_size must be >= 0, got -1"),
         ({"result_queue_size": -5}, ValueError, r"result_queue_size must be >= 0, got -5"),
         ({"result_handlers": 0}, ValueError, r"result_handlers must be >= 1, got 0"),

@@ -1,0 +1,330 @@
+"""A pool whose size changes while the job runs: worker lanes, and a gate on every attempt.
+
+A fixed pool run by `run_job` needs none of this: its workers read the work queue directly.
+A pool whose concurrency can change while it runs (an adaptive one, `workers=Adaptive(...)`,
+or any job started with `start_job`, whose handle resizes it, pauses it and changes its
+rate) gives each worker a `Lane`, its view of the work queue:
+
+- lane `i` is open while `i < limit` and the job is not held (paused by hand, or waiting out
+  a Retry-After); a worker takes items only through an open lane. When the limit falls from
+  20 to 12, the workers of lanes 12-19 finish the calls they are making and take no more:
+  the calls in flight never exceed the new limit once those end, no item is lost, and a
+  timeline shows the lanes above the limit go quiet. A lane's worker task starts the first
+  time the limit reaches it, so an adaptive pool never holds more tasks than it used.
+- an open lane costs the worker nothing: its `get_nowait` is the queue's own bound method,
+  swapped for one that finds nothing when the lane closes. Only a worker that waits for an
+  item goes through the lane's `get`.
+- the job ends with one `STOP` that every worker puts back on its way out (`worker_done`):
+  the number of workers is not known in advance, and a closed lane's worker, parked, is
+  released to take it once a worker has met it (no real item is left then).
+
+Each worker's calls also pass a `LaneGate` (a `pcmodel.policies.AttemptGate`) before every
+attempt, retries included: an attempt starts only while the job is not held and fewer than
+`limit` attempts are in flight, first come, first served (so the retries of a task whose lane
+just closed wait their turn instead of hammering an API that said "too many"); then it waits
+for the rate limit (which the handle can change). When the attempt ends, the gate records a
+drop (a 429 or a timeout, `records.Drop`) and feeds the adaptive limit
+(`pcmodel.adaptive.AimdLimit`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from pcmodel._queues import STOP, JobQueue
+from pcmodel.adaptive import AimdLimit, drop_kind, retry_after
+from pcmodel.policies import RateLimiter
+from pcmodel.records import Drop, LimitChange
+from pcmodel.worker import WorkerReport
+
+__all__ = ["DropRecorder", "Lane", "LaneGate", "Pool"]
+
+
+def _nothing_now() -> Any:
+    """A closed lane's `get_nowait`: there is never an item to take at once."""
+    raise asyncio.QueueEmpty
+
+
+class Lane:
+    """One worker's view of the work queue: it gives items only while the lane is open."""
+
+    __slots__ = ("_opened", "_pool", "_queue", "get_nowait", "index", "is_open")
+
+    def __init__(self, index: int, queue: JobQueue[Any], pool: Pool) -> None:
+        self.index = index
+        self._queue = queue
+        self._pool = pool
+        self._opened: asyncio.Future[None] | None = None
+        self.is_open = False
+        self.get_nowait: Callable[[], Any] = _nothing_now
+
+    def open(self) -> None:
+        self.is_open = True
+        self.get_nowait = self._queue.get_nowait  # open, the lane adds nothing to a take
+        self.wake()
+
+    def close(self) -> None:
+        self.is_open = False
+        self.get_nowait = _nothing_now
+
+    def wake(self) -> None:
+        """Wake the worker parked on this lane, to look again (open, or the job is ending)."""
+        opened = self._opened
+        if opened is not None and not opened.done():
+            opened.set_result(None)
+
+    async def get(self) -> Any:
+        """The next item, once the lane is open; `STOP` at the end of the job, open or not."""
+        pool = self._pool
+        while True:
+            while not (self.is_open or pool.draining):
+                self._opened = opened = pool.loop.create_future()
+                try:
+                    await opened
+                finally:
+                    self._opened = None
+            item = await self._queue.get()
+            if self.is_open or pool.draining or item is STOP:
+                return item
+            # The lane closed while this worker waited for an item: the item keeps its place.
+            self._queue.put_back_nowait(item)
+
+
+class Pool:
+    """The lanes of a resizable pool, their limit, and what holds every attempt back.
+
+    Args:
+        queue: the job's work queue.
+        start_worker: starts the worker task of a new lane (the transport's).
+        limit: the limit to start with (a fixed pool's size).
+        aimd: the adaptive limit, or None for a pool sized by hand.
+        most: the most lanes (an adaptive pool's `max`); None for no bound.
+        since_start: the job's clock (seconds since it started).
+        trace: keep every limit change and drop.
+    """
+
+    def __init__(
+        self,
+        queue: JobQueue[Any],
+        start_worker: Callable[[Lane], None],
+        *,
+        limit: int,
+        aimd: AimdLimit | None,
+        most: int | None,
+        since_start: Callable[[], float],
+        limiter: RateLimiter | None,
+        congestion: tuple[type[BaseException], ...] = (),
+        trace: bool,
+    ) -> None:
+        self.queue = queue
+        self.loop = asyncio.get_running_loop()
+        self._start_worker = start_worker
+        self.aimd = aimd
+        self.limit = aimd.limit if aimd is not None else limit
+        self.most = most
+        self.since_start = since_start
+        self.limiter = limiter
+        """The rate limit every attempt waits for; the handle can replace it."""
+        self.congestion = congestion
+        self.lanes: list[Lane] = []
+        self.open_lanes = 0
+        self.paused = False
+        """Held by hand (`JobHandle.pause`) until `resume`."""
+        self.resume_at = -math.inf
+        """Held until then (job time) by a Retry-After."""
+        self._resume_timer: asyncio.TimerHandle | None = None
+        self.draining = False
+        """A worker met the final `STOP`: no item is left to take."""
+        self.in_flight = 0
+        """Attempts in flight."""
+        self._turns: deque[asyncio.Future[None]] = deque()
+        """Attempts waiting for their turn, first come, first served."""
+        self.drops: list[Drop] | None = [] if trace else None
+        self._changes: list[LimitChange] | None = None
+        if aimd is None and trace:
+            self._changes = [LimitChange(since_start(), limit, "start")]
+
+    @property
+    def changes(self) -> list[LimitChange] | None:
+        """Every change of the limit so far; None without a trace."""
+        if self.aimd is not None:
+            return self.aimd.changes if self.drops is not None else None
+        return self._changes
+
+    @property
+    def held(self) -> bool:
+        """True while no attempt may start: paused by hand, or waiting out a Retry-After."""
+        return self.paused or self.since_start() < self.resume_at
+
+    def apply(self) -> None:
+        """Open the lanes below the limit (none while held), close the rest, start new ones."""
+        wanted = 0 if self.held else self.limit
+        if not self.draining:
+            while len(self.lanes) < self.limit and (self.most is None or len(self.lanes) < self.most):
+                lane = Lane(len(self.lanes), self.queue, self)
+                self.lanes.append(lane)
+                self._start_worker(lane)
+        wanted = min(wanted, len(self.lanes))
+        for lane in self.lanes[self.open_lanes : wanted]:
+            lane.open()
+        for lane in self.lanes[wanted : self.open_lanes]:
+            lane.close()
+        self.open_lanes = wanted
+        self.pass_turns()
+
+    def set_limit(self, limit: int, cause: str) -> None:
+        """Change the limit (a fixed pool's size, or the adaptive limit, by hand)."""
+        if self.aimd is not None:
+            self.aimd.set_limit(limit, cause)
+            limit = self.aimd.limit
+        elif limit != self.limit and self._changes is not None:
+            self._changes.append(LimitChange(self.since_start(), limit, cause))
+        self.limit = limit
+        self.apply()
+
+    def pause(self) -> None:
+        self.paused = True
+        self.apply()
+
+    def resume(self) -> None:
+        self.paused = False
+        self.apply()
+
+    def hold_until(self, until: float) -> None:
+        """Start no attempt before `until` (job time): a Retry-After."""
+        if until <= self.resume_at:
+            return
+        self.resume_at = until
+        if self._resume_timer is not None:
+            self._resume_timer.cancel()
+        self._resume_timer = self.loop.call_later(until - self.since_start(), self._hold_over)
+        self.apply()
+
+    def _hold_over(self) -> None:
+        # Not a comparison of clocks: the timer firing is the end of the hold.
+        self._resume_timer = None
+        self.resume_at = -math.inf
+        self.apply()
+
+    def must_wait(self) -> bool:
+        """True if an attempt may not start now: held, at the limit, or others wait first."""
+        return self.held or self.in_flight >= self.limit or bool(self._turns)
+
+    async def wait_turn(self) -> None:
+        """Wait for a turn to start an attempt; the attempt is counted in flight when it returns."""
+        waiter = self.loop.create_future()
+        self._turns.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.in_flight -= 1  # it was given a turn it will not use: pass it on
+                self.pass_turns()
+            else:
+                self._turns.remove(waiter)
+            raise
+
+    def pass_turns(self) -> None:
+        """Let waiting attempts start, in order, while the pool is not held and has room."""
+        turns = self._turns
+        while turns and not self.held and self.in_flight < self.limit:
+            waiter = turns.popleft()
+            if not waiter.done():
+                self.in_flight += 1
+                waiter.set_result(None)
+
+    def worker_done(self, task: asyncio.Task[Any]) -> None:
+        """A worker task ended; one that met `STOP` puts it back for the next, and the end
+        of the job releases the parked lanes (their workers take `STOP` too)."""
+        if task.cancelled() or task.exception() is not None:
+            return
+        self.queue.put_back_nowait(STOP)
+        if not self.draining:
+            self.draining = True
+            for lane in self.lanes:
+                lane.wake()
+
+    def attempt_ended(self, started_at: float, error: BaseException | None, report: WorkerReport) -> None:
+        """Feed one attempt's outcome to the limit, and keep it if it was a drop."""
+        in_flight = self.in_flight  # this attempt included
+        self.in_flight -= 1
+        self.pass_turns()
+        aimd = self.aimd
+        kind = drop_kind(error, self.congestion)
+        if kind is None:
+            if error is None and aimd is not None:
+                aimd.on_success(started_at, self.since_start() - started_at, in_flight=in_flight)
+                if aimd.limit != self.limit:
+                    self.limit = aimd.limit
+                    self.apply()
+            return
+        now = self.since_start()
+        if self.drops is not None:
+            running = report.running
+            self.drops.append(Drop(now, running[0] if running is not None else -1, report.index, kind))
+        if aimd is not None:
+            pause = retry_after(error)
+            if pause is not None:
+                self.hold_until(now + pause)
+            if aimd.on_drop(started_at, kind) and aimd.limit != self.limit:
+                self.limit = aimd.limit
+                self.apply()
+
+    def close(self) -> None:
+        """The job is over: no timer may fire after it."""
+        if self._resume_timer is not None:
+            self._resume_timer.cancel()
+
+
+class LaneGate:
+    """A worker's gate before every attempt in a resizable pool (see the module)."""
+
+    __slots__ = ("pool", "report")
+
+    def __init__(self, pool: Pool, report: WorkerReport) -> None:
+        self.pool = pool
+        self.report = report
+
+    async def enter(self) -> float:
+        pool = self.pool
+        if pool.must_wait():
+            await pool.wait_turn()
+        else:
+            pool.in_flight += 1
+        if pool.limiter is not None:
+            await pool.limiter.acquire()
+        return pool.since_start()
+
+    def leave(self, started_at: float, error: BaseException | None) -> None:
+        self.pool.attempt_ended(started_at, error, self.report)
+
+
+class DropRecorder:
+    """The gate of a fixed pool with retries and a trace: it only records each attempt's drop.
+
+    Without retries a task makes one attempt and its result says everything, so the drops are
+    read from the results instead (`pcmodel.adaptive.drops_of_results`), at no cost to the calls.
+    """
+
+    __slots__ = ("drops", "report", "since_start")
+
+    def __init__(self, drops: list[Drop], report: WorkerReport, since_start: Callable[[], float]) -> None:
+        self.drops = drops
+        self.report = report
+        self.since_start = since_start
+
+    async def enter(self) -> float:
+        return self.since_start()
+
+    def leave(self, started_at: float, error: BaseException | None) -> None:
+        if error is None:
+            return
+        kind = drop_kind(error)
+        if kind is not None:
+            running = self.report.running
+            task_id = running[0] if running is not None else -1
+            self.drops.append(Drop(self.since_start(), task_id, self.report.index, kind))
