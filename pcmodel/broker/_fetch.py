@@ -31,9 +31,8 @@ from pcmodel.broker._redis import (
     news_key,
     stream_entries,
 )
+from pcmodel.broker._tuning import room, start_job
 from pcmodel.broker.messages import decode_spec
-from pcmodel.broker.rate_limit import SharedRateLimiter
-from pcmodel.worker import Policies
 
 __all__ = ["fetch", "refresh"]
 
@@ -56,20 +55,27 @@ async def fetch(process: ProcessState, stop: asyncio.Event) -> None:
             if not readable:
                 await _wait_for_news(process)
                 continue
+            # A job with a gate here (knobs turned, or adaptive) takes no more than it may start.
+            rooms = {key: room(job) for key, job in readable.items()}
+            readable = {key: job for key, job in readable.items() if rooms[key] != 0}
+            if not readable:
+                await _nap(process)
+                continue
             # Items left by a stopped process come first: they are older than any new
             # one, and taking them only when a slot is free and no new item is waiting
             # would leave them until the queue runs dry.
             taken = 0
-            for candidate in readable.values():
+            for key, candidate in readable.items():
                 if taken < free and process.loop.time() >= candidate.next_reclaim:
-                    taken += await reclaim(process, candidate, free - taken)
+                    taken += await reclaim(process, candidate, min(free - taken, rooms[key] or free))
             if taken:
                 continue
+            count = min([free // len(readable), *(left for left in rooms.values() if left)])
             reply = await process.client.xreadgroup(
                 GROUP,
                 process.name,
                 dict.fromkeys(readable, ">"),
-                count=max(1, free // len(readable)),
+                count=max(1, count),
                 block=max(1, int(process.poll * 1000)),
             )
         except ResponseError as gone:
@@ -153,10 +159,6 @@ async def refresh(process: ProcessState) -> None:
             process.jobs[job_id] = Job(keys, None, str(unreadable))
             continue
         job = Job(keys, settings, None)
-        if settings.timeout is not None or settings.retry is not None or settings.max_per_second is not None:
-            limiter = None
-            if settings.max_per_second is not None:
-                limiter = SharedRateLimiter(settings.max_per_second, settings.burst, process.client, keys)
-            job.policies = Policies(settings.timeout, settings.retry, limiter)
+        start_job(process, job)
         process.jobs[job_id] = job
         logger.info("serving job %s", job_id)

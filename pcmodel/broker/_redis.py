@@ -7,8 +7,8 @@ live together on one Redis Cluster node):
 |---|---|---|---|
 | `pcmodel:job:{ID}:work` | stream + group `pcmodel-workers` | one entry per item: `m` = `{"task": id, "params": ...}` | the job (lease) |
 | `pcmodel:job:{ID}:results` | stream | one entry per outcome: `r` = the result message | the job (lease) |
-| `pcmodel:job:{ID}:meta` | hash | `spec` = the job's settings (JSON); `halt` = "1" after a fail-fast stop | the job (lease) |
-| `pcmodel:job:{ID}:rate` | string | the shared rate limit's next due time | the job |
+| `pcmodel:job:{ID}:meta` | hash | `spec` = the job's settings (JSON); `halt` = "1" after a fail-fast stop; `knobs` = the knobs turned on the running job (JSON) | the job (lease) |
+| `pcmodel:job:{ID}:rate` | string | the shared rate limit's next due time (`rate:N` for the N-th rate set on the running job) | the job |
 | `pcmodel:queue:{Q}:jobs` | set | the ids of the jobs running on queue Q | while a job runs |
 | `pcmodel:queue:{Q}:news` | stream | one entry per job started on queue Q: `job` = its id; idle worker processes block on it | while a job runs (lease) |
 | `pcmodel:queue:{Q}:workers` | sorted set | worker process names, scored by their last heartbeat | while a worker runs |
@@ -103,6 +103,11 @@ class JobKeys:
     def rate(self) -> str:
         """The shared rate limiter's state."""
         return f"pcmodel:job:{{{self.job_id}}}:rate"
+
+    def rate_of(self, generation: int) -> str:
+        """The shared rate limiter's state for the `generation`-th rate set on the running job
+        (0: the rate the job started with)."""
+        return self.rate if generation == 0 else f"{self.rate}:{generation}"
 
     def owned(self) -> tuple[str, str, str, str]:
         """Every key that belongs to the job alone."""

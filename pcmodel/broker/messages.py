@@ -37,8 +37,9 @@ import re
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, cast
 
+from pcmodel.adaptive import Adaptive
 from pcmodel.policies import Retry
 
 __all__ = [
@@ -432,8 +433,12 @@ def encode_spec(
     burst: int,
     visibility_timeout: float,
     max_deliveries: int,
+    adaptive: Adaptive | None = None,
 ) -> bytes:
     """The job's settings for its workers, as JSON text.
+
+    `adaptive` (`workers=Adaptive(...)`) travels with its congestion types by name, as retry
+    rules do: each worker process runs its own adaptive limit over its slots.
 
     Raises:
         ValueError: the retry policy decides with a function, which cannot travel to another
@@ -464,6 +469,15 @@ def encode_spec(
             "burst": burst,
             "visibility_timeout": visibility_timeout,
             "max_deliveries": max_deliveries,
+            "adaptive": None
+            if adaptive is None
+            else {
+                "min": adaptive.min,
+                "max": adaptive.max,
+                "initial": adaptive.initial,
+                "backoff": adaptive.backoff,
+                "congestion": [qualified_name(kind) for kind in adaptive.congestion],
+            },
         }
     ).encode()
 
@@ -478,6 +492,43 @@ class JobSettings:
     burst: int
     visibility_timeout: float
     max_deliveries: int
+    adaptive: Adaptive | None = None
+    """`workers=Adaptive(...)`: each process finds its own limit; its congestion types are
+    matched by name (see `_ByName`)."""
+
+
+class _ByName(type):
+    """The type of a stand-in exception class for exception types named in a message.
+
+    `isinstance(error, stand_in)` is True when the error's class or one of its bases bears
+    one of the names: a worker never imports a module a message names.
+    """
+
+    names: frozenset[str]
+
+    def __instancecheck__(cls, instance: object) -> bool:
+        return any(qualified_name(kind) in cls.names for kind in type(instance).__mro__)
+
+
+def _by_name(names: frozenset[str]) -> type[BaseException]:
+    """A stand-in for the exception types named `names` (see `_ByName`)."""
+    return cast(type[BaseException], _ByName("NamedCongestion", (Exception,), {"names": names}))
+
+
+def _adaptive(data: object) -> Adaptive | None:
+    """An `Adaptive` from the settings' data (its own checks apply), or None."""
+    if data is None:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("congestion"), list):
+        raise TypeError("the job's adaptive settings are not readable")
+    names = frozenset(str(name) for name in data["congestion"])
+    return Adaptive(
+        min=data.get("min"),  # type: ignore[arg-type]  # Adaptive checks each field
+        max=data.get("max"),  # type: ignore[arg-type]
+        initial=data.get("initial"),
+        backoff=data.get("backoff"),  # type: ignore[arg-type]
+        congestion=(_by_name(names),) if names else (),
+    )
 
 
 def _matcher(names: frozenset[str]) -> Callable[[BaseException], bool]:
@@ -550,4 +601,5 @@ def decode_spec(raw: object) -> JobSettings:
         burst=burst,
         visibility_timeout=visibility,
         max_deliveries=max_deliveries,
+        adaptive=_adaptive(data.get("adaptive")),
     )

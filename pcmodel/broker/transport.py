@@ -29,8 +29,9 @@ from it, fails the job with a builtins `ConnectionError` naming the URL. Closing
 
 The parts share one state, the job's unfinished items and their stream entries, held here:
 the producers, the stop's take-back and the keys' life are in this module; the reader is
-`pcmodel.broker._results.ResultReader` and the keeper `pcmodel.broker._job_keeper.JobKeeper`,
-both mixed into `RedisTransport`. The lifecycle itself is not here: it is the controller's.
+`pcmodel.broker._results.ResultReader`, the keeper `pcmodel.broker._job_keeper.JobKeeper` and
+the knobs of the running job `pcmodel.broker._job_knobs.JobKnobs`, all mixed into
+`RedisTransport`. The lifecycle itself is not here: it is the controller's.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from typing import Any, Final, Self, TypeVar
 
 from pcmodel._summary import Tally
 from pcmodel.broker._job_keeper import JobKeeper
+from pcmodel.broker._job_knobs import JobKnobs
 from pcmodel.broker._redis import (
     DRAIN_CONSUMER,
     GROUP,
@@ -60,6 +62,7 @@ from pcmodel.broker._redis import (
     stream_entries,
 )
 from pcmodel.broker._results import Lanes, ResultReader
+from pcmodel.broker._tuning import Knobs
 from pcmodel.broker.config import Broker
 from pcmodel.broker.messages import MalformedMessageError, decode_work, encode_spec, encode_work
 from pcmodel.broker.presence import live_workers
@@ -117,7 +120,7 @@ async def _uninterrupted(awaitable: Awaitable[_T]) -> _T:
         raise
 
 
-class RedisTransport(ResultReader, JobKeeper):
+class RedisTransport(ResultReader, JobKeeper, JobKnobs):
     """Carries a job's items through Redis Streams to worker processes (see the module)."""
 
     def __init__(self, spec: JobSpec, broker: Broker) -> None:
@@ -138,7 +141,10 @@ class RedisTransport(ResultReader, JobKeeper):
             burst=spec.burst,
             visibility_timeout=broker.visibility_timeout,
             max_deliveries=broker.max_deliveries,
+            adaptive=spec.adaptive,
         )
+        self.knobs = Knobs()
+        self.knobs_turned = asyncio.Event()
         self.lease = broker.lease
         self.loop = asyncio.get_running_loop()
         self.now: Callable[[], float] = self.loop.time
@@ -209,6 +215,7 @@ class RedisTransport(ResultReader, JobKeeper):
         self.tasks = [
             group.create_task(self._read(), name="pcmodel-broker-reader"),
             group.create_task(self._keep(), name="pcmodel-broker-keeper"),
+            group.create_task(self._publish_knobs(), name="pcmodel-broker-knobs"),
         ]
 
     def produce(
@@ -256,8 +263,10 @@ class RedisTransport(ResultReader, JobKeeper):
     async def _delete_keys(self) -> None:
         keys = self.keys
         try:
+            # The schedules of the rates set on the running job go too.
+            rates = [keys.rate_of(generation) for generation in range(1, self.knobs.rate_changes + 1)]
             await self.delete_job(
-                keys=[jobs_key(keys.queue), news_key(keys.queue), *keys.owned()], args=[keys.job_id]
+                keys=[jobs_key(keys.queue), news_key(keys.queue), *keys.owned(), *rates], args=[keys.job_id]
             )
         except (RedisError, OSError) as error:
             logger.warning(

@@ -1,0 +1,269 @@
+"""Knobs turned on a running broker job, and adaptive concurrency in each worker process.
+
+A real redis-server; the worker process runs in the test's own loop (`serve_worker`), so the
+function it calls can count its calls in flight, and the test can see the moment the process
+applies a knob (it logs it). The controller runs the job through the same transport a
+`JobHandle` turns (`RedisTransport.set_workers`, `set_rate`, `pause`, `resume`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("redis", reason="the broker tests need the redis package: pip install 'pcmodel[redis]'")
+
+from pcmodel import Adaptive
+from pcmodel.broker import Broker, BrokerJobSummary, serve_worker
+from pcmodel.broker._tuning import Knobs, decode_knobs, encode_knobs
+from pcmodel.broker.transport import RedisTransport
+from pcmodel.controller import execute, make_spec
+from pcmodel.policies import Retry
+from tests.test_broker import REDIS_SERVER, job_keys, needs_server, redis_server
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed: run .ci/redis-setup.sh (apt-get install -y redis-server)")
+    folder: Path = tmp_path_factory.mktemp("redis-knobs")
+    with redis_server(folder) as (url, _):
+        yield url
+
+
+class TooMany(Exception):
+    """An API's "too many requests at once", known to the job only by its name."""
+
+
+class Probe:
+    """The worker's function: sleeps, and counts its calls in flight and started."""
+
+    def __init__(self, *, capacity: int | None = None) -> None:
+        self.active: set[int] = set()
+        self.started = 0
+        self.peak = 0
+        self.capacity = capacity
+        self.refused = 0
+
+    async def __call__(self, params: dict[str, Any]) -> int:
+        number: int = params["n"]
+        self.active.add(number)
+        self.started += 1
+        self.peak = max(self.peak, len(self.active))
+        try:
+            if self.capacity is not None and len(self.active) > self.capacity:
+                self.refused += 1
+                raise TooMany(f"more than {self.capacity} calls at once")
+            await asyncio.sleep(params["sleep"])
+        finally:
+            self.active.discard(number)
+        return number
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait (polling this loop's own state) until `condition()` holds."""
+    while not condition():  # noqa: ASYNC110 - the state is plain attributes, nothing to await
+        await asyncio.sleep(0.005)
+
+
+class Knobbed:
+    """A job on one in-loop worker process, with its transport at hand to turn the knobs."""
+
+    def __init__(self, url: str, queue: str, probe: Probe, caplog: pytest.LogCaptureFixture) -> None:
+        self.url, self.queue, self.probe, self.caplog = url, queue, probe, caplog
+
+    async def applied(self, count: int) -> None:
+        """Wait until the worker process has applied the knobs `count` times."""
+        await until(lambda: self.caplog.text.count("knobs now") >= count)
+
+    async def past_calls_done(self) -> None:
+        """Wait until every call that was in flight when this was called has finished."""
+        before = set(self.probe.active)
+        await until(lambda: not before & self.probe.active)
+
+
+@contextlib.asynccontextmanager
+async def knobbed_job(
+    url: str, queue: str, probe: Probe, caplog: pytest.LogCaptureFixture, count: int, **options: Any
+) -> Any:
+    """Start a worker process of 4 slots and a job of `count` items; yield its transport."""
+    slots = options.pop("slots", 4)
+    worker = asyncio.create_task(serve_worker(url, probe, workers=slots, queue=queue, poll=0.02))
+    spec = make_spec(probe, [{"n": n, "sleep": options.pop("sleep", 0.05)} for n in range(count)], **options)
+    transport = RedisTransport(spec, Broker(url, queue=queue))
+    job = asyncio.create_task(execute(spec, transport))
+    try:
+        with caplog.at_level(logging.INFO, logger="pcmodel.broker"):
+            yield transport, job, Knobbed(url, queue, probe, caplog)
+    finally:
+        job.cancel()
+        worker.cancel()
+        for task in (job, worker):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def exactly_once(summary: BrokerJobSummary, count: int) -> None:
+    assert summary.results is not None
+    assert Counter(result.task_id for result in summary.results) == Counter(range(count))
+    assert sorted(result.value for result in summary.results) == list(range(count))
+
+
+@needs_server
+async def test_set_workers_shrinks_and_grows_each_process_between_items_losing_nothing(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    probe = Probe()
+    async with (
+        asyncio.timeout(60),
+        knobbed_job(redis_url, "knobs-workers", probe, caplog, 80) as (
+            transport,
+            job,
+            knobs,
+        ),
+    ):
+        await until(lambda: len(probe.active) == 4)  # the process's 4 slots are busy
+        transport.set_workers(1)
+        await knobs.applied(1)
+        await knobs.past_calls_done()  # the calls in flight are not cut short
+        probe.peak, started = len(probe.active), probe.started
+        await until(lambda: probe.started >= started + 5)
+        assert probe.peak <= 1  # never more than the new size once those ended
+        transport.set_workers(7)  # more than the process's --workers: it grows its slots
+        await knobs.applied(2)
+        await until(lambda: len(probe.active) == 7)
+        summary = await job
+    assert isinstance(summary, BrokerJobSummary)
+    exactly_once(summary, 80)
+    assert summary.succeeded == 80
+    assert await job_keys(redis_url) == []
+
+
+@needs_server
+async def test_a_paused_job_starts_no_call_until_resumed(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    probe = Probe()
+    async with (
+        asyncio.timeout(60),
+        knobbed_job(redis_url, "knobs-pause", probe, caplog, 40) as (
+            transport,
+            job,
+            knobs,
+        ),
+    ):
+        await until(lambda: probe.started >= 4)
+        transport.pause()
+        await knobs.applied(1)
+        await until(lambda: not probe.active)  # the calls in flight finish
+        started = probe.started
+        await asyncio.sleep(0.3)  # time enough for several calls, had the pause not held
+        assert probe.started == started
+        transport.resume()
+        summary = await job
+    exactly_once(summary, 40)
+
+
+@needs_server
+async def test_set_rate_slows_every_call_and_lifting_it_releases_the_waiting_ones(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    probe = Probe()
+    async with (
+        asyncio.timeout(60),
+        knobbed_job(redis_url, "knobs-rate", probe, caplog, 40, sleep=0.01) as (
+            transport,
+            job,
+            knobs,
+        ),
+    ):
+        await until(lambda: probe.started >= 4)
+        transport.set_rate(0.001, burst=1)  # one call every 1,000 s
+        await knobs.applied(1)
+        await knobs.past_calls_done()
+        started = probe.started
+        await asyncio.sleep(0.3)
+        assert probe.started <= started + 1  # the new schedule's one call, at most
+        transport.set_rate(None)  # the calls waiting for a slot 1,000 s away go now
+        await knobs.applied(2)
+        summary = await job
+    exactly_once(summary, 40)
+    assert await job_keys(redis_url) == []  # the schedules of both rates went with the job
+
+
+@needs_server
+async def test_each_process_finds_its_own_limit_with_an_adaptive_job(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The API takes 3 calls at once from this process and refuses more with TooMany, which
+    # the job names as congestion: a fixed pool of 16 slots keeps being refused, an adaptive
+    # one backs off to about 3.
+    refused = {}
+    for label, workers in (
+        ("fixed", 16),
+        ("adaptive", Adaptive(min=1, max=16, initial=16, congestion=(TooMany,))),
+    ):
+        probe = Probe(capacity=3)
+        retry = Retry(10_000, on=(TooMany,), backoff=0.005, multiplier=1.0, jitter=0.0)
+        async with (
+            asyncio.timeout(120),
+            knobbed_job(
+                redis_url,
+                f"knobs-{label}",
+                probe,
+                caplog,
+                150,
+                slots=16,
+                workers=workers,
+                retries=retry,
+                sleep=0.01,
+            ) as (_, job, _),
+        ):
+            summary = await job
+        exactly_once(summary, 150)
+        assert summary.succeeded == 150
+        refused[label] = probe.refused
+    assert refused["adaptive"] * 3 < refused["fixed"]
+
+
+def test_knobs_travel_as_json_and_odd_ones_are_refused() -> None:
+    knobs = Knobs(workers=7, rate=(2.5, 3), paused=True, rate_changes=2)
+    assert decode_knobs(encode_knobs(knobs)) == knobs
+    assert decode_knobs(encode_knobs(Knobs())) == Knobs()
+    for raw, problem in (
+        (b"not json", "not JSON"),
+        (b"[1]", "not a JSON object"),
+        (b'{"workers": 0}', "workers knob"),
+        (b'{"workers": true}', "workers knob"),
+        (b'{"paused": "yes"}', "paused knob"),
+        (b'{"rate": {"max_per_second": -1, "burst": 1, "generation": 1}}', "max_per_second knob"),
+        (b'{"rate": {"max_per_second": 1, "burst": 0, "generation": 1}}', "burst knob"),
+        (b'{"rate": {"max_per_second": 1, "burst": 1}}', "generation"),
+    ):
+        with pytest.raises((ValueError, TypeError), match=problem):
+            decode_knobs(raw)
+
+
+async def test_knob_values_are_checked_on_the_controllers_side() -> None:
+    spec = make_spec(Probe(), [], workers=Adaptive(min=2, max=8))
+    transport = RedisTransport(spec, Broker("redis://127.0.0.1:1/0", queue="knobs-checks"))
+    try:
+        with pytest.raises(ValueError, match=r"between its min \(2\) and max \(8\), got 9"):
+            transport.set_workers(9)
+        with pytest.raises(TypeError, match="workers must be an int"):
+            transport.set_workers(2.5)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="max_per_second must be a finite number"):
+            transport.set_rate(0.0)
+        with pytest.raises(ValueError, match="burst must be >= 1"):
+            transport.set_rate(5, burst=0)
+        transport.set_rate(5)
+        assert transport.knobs.rate == (5.0, 1)
+    finally:
+        await transport.client.aclose()
