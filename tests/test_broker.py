@@ -323,8 +323,14 @@ async def test_every_item_has_exactly_one_result_across_worker_processes(
 
 
 @needs_server
-async def test_a_worker_killed_mid_job_loses_nothing(redis_url: str, workers: Workers) -> None:
-    queue = "tests-kill"
+@pytest.mark.parametrize(
+    "pool_size", [50, pcmodel.Adaptive(min=2, max=10, initial=10)], ids=["fixed", "adaptive"]
+)
+async def test_a_worker_killed_mid_job_loses_nothing(
+    redis_url: str, workers: Workers, pool_size: int | pcmodel.Adaptive
+) -> None:
+    # An adaptive job runs its calls through a gate in each process: crash safety is the same.
+    queue = f"tests-kill-{'adaptive' if isinstance(pool_size, pcmodel.Adaptive) else 'fixed'}"
     victim, *_ = workers.start(queue, 3, workers=10)
     seen: list[TaskResult] = []
     held: list[int] = []
@@ -350,6 +356,7 @@ async def test_a_worker_killed_mid_job_loses_nothing(redis_url: str, workers: Wo
             queue=queue,
             on_task_complete=kill_while_it_holds_items,
             visibility_timeout=0.5,
+            workers=pool_size,
         )
     assert victim.wait(10) == -signal.SIGKILL
     assert held
