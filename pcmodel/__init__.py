@@ -19,9 +19,10 @@ from pcmodel import workloads
 from pcmodel.adaptive import Adaptive
 from pcmodel.broker import Broker
 from pcmodel.clock import VirtualTimeLoop
+from pcmodel.handle import JobHandle
 from pcmodel.policies import Retry
 from pcmodel.producer import Producers, producers
-from pcmodel.records import DepthSample, Drop, JobSummary, LimitChange, TaskResult, ideal_makespan
+from pcmodel.records import DepthSample, Drop, JobSummary, LimitChange, LiveStats, TaskResult, ideal_makespan
 from pcmodel.runner import DeadlockError, run_job, run_job_async, start_job
 from pcmodel.stopping import StopSignal
 from pcmodel.timeline import plot_timeline
@@ -34,8 +35,10 @@ __all__ = [
     "DeadlockError",
     "DepthSample",
     "Drop",
+    "JobHandle",
     "JobSummary",
     "LimitChange",
+    "LiveStats",
     "Producers",
     "Retry",
     "StopSignal",

@@ -33,7 +33,7 @@ from pcmodel._threads import JobThreads
 from pcmodel.adaptive import AimdLimit
 from pcmodel.policies import RateLimiter
 from pcmodel.producer import ProducerReport, produce
-from pcmodel.records import Drop
+from pcmodel.records import Drop, LiveStats
 from pcmodel.spec import JobSpec
 from pcmodel.stopping import JobControl, QueueTakeBack
 from pcmodel.transport import Job, TransportReport
@@ -151,10 +151,15 @@ class LocalTransport:
         adaptive = spec.adaptive
         aimd = None if adaptive is None else AimdLimit(adaptive, job.since_start, record=spec.trace)
 
+        # Several attempts per task (or an adaptive limit to feed): every attempt passes the
+        # gate. One attempt per task: the lanes alone suffice, and cost nothing per item.
+        gated = adaptive is not None or spec.retry is not None
+        plain = Policies(spec.timeout, None, None) if spec.timeout is not None else None
+
         def start_worker(lane: Lane) -> None:
             report = WorkerReport(lane.index)
             self.reports.append(report)
-            policies = Policies(spec.timeout, spec.retry, None, LaneGate(pool, report))
+            policies = Policies(spec.timeout, spec.retry, None, LaneGate(pool, report)) if gated else plain
             worker = group.create_task(
                 work(
                     lane.index,
@@ -181,7 +186,9 @@ class LocalTransport:
             since_start=job.since_start,
             limiter=limiter,
             congestion=() if adaptive is None else adaptive.congestion,
+            gated=gated,
             trace=spec.trace,
+            control=job.control,
         )
         pool.apply()
 
@@ -209,6 +216,45 @@ class LocalTransport:
             self.pool.close()
         if self.watchdog is not None:
             self.watchdog.cancel()
+
+    # The knobs of a running job (`pcmodel.transport.Tunable`): a resizable pool's only.
+
+    def _resizable_pool(self, knob: str) -> Pool:
+        if self.pool is None:
+            raise RuntimeError(
+                f"{knob} needs a resizable pool: start the job with start_job(...) or workers=Adaptive(...)"
+            )
+        return self.pool
+
+    def set_workers(self, workers: int) -> None:
+        self._resizable_pool("set_workers").set_limit(workers, "set_workers")
+
+    def set_rate(self, max_per_second: float | None, burst: int | None) -> None:
+        pool = self._resizable_pool("set_rate")
+        if burst is None:
+            burst = pool.limiter.burst if pool.limiter is not None else self.spec.burst
+        pool.set_rate(None if max_per_second is None else RateLimiter(max_per_second, burst, time=self.now))
+
+    def pause(self) -> None:
+        self._resizable_pool("pause").pause()
+
+    def resume(self) -> None:
+        self._resizable_pool("resume").resume()
+
+    def counts(self) -> LiveStats:
+        reports = list(self.reports)  # a copy: another thread may read while lanes start
+        pool = self.pool
+        return LiveStats(
+            in_flight=sum(1 for report in reports if report.running is not None),
+            queued=self.work_queue.qsize() - self.work_queue.count(STOP),
+            done=sum(report.tasks for report in reports),
+            failed=sum(report.failed for report in reports),
+            limit=pool.limit if pool is not None else self.spec.workers,
+            workers=len(reports),
+            recent_rate=0.0,
+            paused=pool is not None and pool.paused,
+            elapsed=0.0,
+        )
 
     def report(self) -> TransportReport:
         reports = self.reports

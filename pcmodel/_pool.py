@@ -18,13 +18,19 @@ rate) gives each worker a `Lane`, its view of the work queue:
   the number of workers is not known in advance, and a closed lane's worker, parked, is
   released to take it once a worker has met it (no real item is left then).
 
-Each worker's calls also pass a `LaneGate` (a `pcmodel.policies.AttemptGate`) before every
-attempt, retries included: an attempt starts only while the job is not held and fewer than
-`limit` attempts are in flight, first come, first served (so the retries of a task whose lane
-just closed wait their turn instead of hammering an API that said "too many"); then it waits
-for the rate limit (which the handle can change). When the attempt ends, the gate records a
-drop (a 429 or a timeout, `records.Drop`) and feeds the adaptive limit
+A pool whose tasks may make several attempts (an adaptive one, or one with retries) is
+*gated*: each worker's calls pass a `LaneGate` (a `pcmodel.policies.AttemptGate`) before
+every attempt, retries included. An attempt starts only while the job is not held and fewer
+than `limit` attempts are in flight, first come, first served (so the retries of a task whose
+lane just closed wait their turn instead of hammering an API that said "too many"); then it
+waits for the rate limit (which the handle can change). When the attempt ends, the gate
+records a drop (a 429 or a timeout, `records.Drop`) and feeds the adaptive limit
 (`pcmodel.adaptive.AimdLimit`).
+
+A pool of one attempt per task (a fixed pool started with `start_job`, without retries)
+needs no gate: its lanes alone bound the calls, and wait for the rate limit, if any, before
+they hand an item over, so such a job runs as fast as one `run_job` starts (measured side by
+side). Its drops are read from the results at the end, as a fixed pool's.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from pcmodel._queues import STOP, JobQueue
 from pcmodel.adaptive import AimdLimit, drop_kind, retry_after
 from pcmodel.policies import RateLimiter
 from pcmodel.records import Drop, LimitChange
+from pcmodel.stopping import JobControl
 from pcmodel.worker import WorkerReport
 
 __all__ = ["DropRecorder", "Lane", "LaneGate", "Pool"]
@@ -47,6 +54,11 @@ __all__ = ["DropRecorder", "Lane", "LaneGate", "Pool"]
 def _nothing_now() -> Any:
     """A closed lane's `get_nowait`: there is never an item to take at once."""
     raise asyncio.QueueEmpty
+
+
+def _settle(waiter: asyncio.Future[bool], value: bool) -> None:
+    if not waiter.done():
+        waiter.set_result(value)
 
 
 class Lane:
@@ -64,12 +76,19 @@ class Lane:
 
     def open(self) -> None:
         self.is_open = True
-        self.get_nowait = self._queue.get_nowait  # open, the lane adds nothing to a take
+        self.refresh()
         self.wake()
 
     def close(self) -> None:
         self.is_open = False
         self.get_nowait = _nothing_now
+
+    def refresh(self) -> None:
+        """Take at once only if the lane is open and no rate limit is waited for here."""
+        if self.is_open and not self._pool.rate_at_take:
+            self.get_nowait = self._queue.get_nowait  # the queue's own: the lane adds nothing
+        else:
+            self.get_nowait = _nothing_now
 
     def wake(self) -> None:
         """Wake the worker parked on this lane, to look again (open, or the job is ending)."""
@@ -78,20 +97,45 @@ class Lane:
             opened.set_result(None)
 
     async def get(self) -> Any:
-        """The next item, once the lane is open; `STOP` at the end of the job, open or not."""
-        pool = self._pool
+        """The next item, once the lane is open; `STOP` at the end of the job, open or not.
+
+        Written as `JobQueue.get` is (one coroutine, a future per wait) so that a worker of
+        an open lane that waits for items pays no more than on the queue itself.
+        """
+        pool, queue = self._pool, self._queue
         while True:
-            while not (self.is_open or pool.draining):
-                self._opened = opened = pool.loop.create_future()
+            if not (self.is_open or pool.draining):
+                await self._parked()
+                continue
+            if queue.empty():
+                waiter = queue.join_readers()
                 try:
-                    await opened
-                finally:
-                    self._opened = None
-            item = await self._queue.get()
-            if self.is_open or pool.draining or item is STOP:
+                    await waiter
+                except BaseException:
+                    queue.leave_readers(waiter)
+                    raise
+                if not (self.is_open or pool.draining) and not queue.empty():
+                    queue.wake_a_reader()  # the lane closed meanwhile: the item is another's
+                continue
+            item = queue.get_nowait()
+            if item is STOP or pool.draining or not pool.rate_at_take:
                 return item
-            # The lane closed while this worker waited for an item: the item keeps its place.
-            self._queue.put_back_nowait(item)
+            try:
+                await pool.wait_for_rate()
+            except BaseException:
+                pool.hand_back(item)  # cancelled holding it: the item is not lost
+                raise
+            if self.is_open:
+                return item
+            queue.put_back_nowait(item)  # the lane closed during the wait: the item keeps its place
+
+    async def _parked(self) -> None:
+        """Wait until the lane opens, or the job ends."""
+        self._opened = opened = self._pool.loop.create_future()
+        try:
+            await opened
+        finally:
+            self._opened = None
 
 
 class Pool:
@@ -104,7 +148,12 @@ class Pool:
         aimd: the adaptive limit, or None for a pool sized by hand.
         most: the most lanes (an adaptive pool's `max`); None for no bound.
         since_start: the job's clock (seconds since it started).
+        limiter: the rate limit to start with, if any.
+        congestion: more exception types that mean "rate limited".
+        gated: every attempt passes a `LaneGate` (see the module); else the lanes alone
+            bound the calls and apply the rate limit.
         trace: keep every limit change and drop.
+        control: the job's stop state.
     """
 
     def __init__(
@@ -118,9 +167,12 @@ class Pool:
         since_start: Callable[[], float],
         limiter: RateLimiter | None,
         congestion: tuple[type[BaseException], ...] = (),
+        gated: bool,
         trace: bool,
+        control: JobControl,
     ) -> None:
         self.queue = queue
+        self.control = control
         self.loop = asyncio.get_running_loop()
         self._start_worker = start_worker
         self.aimd = aimd
@@ -128,7 +180,12 @@ class Pool:
         self.most = most
         self.since_start = since_start
         self.limiter = limiter
-        """The rate limit every attempt waits for; the handle can replace it."""
+        """The rate limit every attempt waits for; `set_rate` replaces it."""
+        self.gated = gated
+        self.rate_at_take = not gated and limiter is not None
+        """The lanes wait for the rate limit before they hand an item over (no gate)."""
+        self._rate_waits: dict[asyncio.Future[bool], None] = {}
+        """Attempts waiting for their slot under the rate limit, in order."""
         self.congestion = congestion
         self.lanes: list[Lane] = []
         self.open_lanes = 0
@@ -143,7 +200,8 @@ class Pool:
         """Attempts in flight."""
         self._turns: deque[asyncio.Future[None]] = deque()
         """Attempts waiting for their turn, first come, first served."""
-        self.drops: list[Drop] | None = [] if trace else None
+        self.drops: list[Drop] | None = [] if trace and gated else None
+        self._trace = trace
         self._changes: list[LimitChange] | None = None
         if aimd is None and trace:
             self._changes = [LimitChange(since_start(), limit, "start")]
@@ -152,7 +210,7 @@ class Pool:
     def changes(self) -> list[LimitChange] | None:
         """Every change of the limit so far; None without a trace."""
         if self.aimd is not None:
-            return self.aimd.changes if self.drops is not None else None
+            return self.aimd.changes if self._trace else None
         return self._changes
 
     @property
@@ -185,6 +243,33 @@ class Pool:
             self._changes.append(LimitChange(self.since_start(), limit, cause))
         self.limit = limit
         self.apply()
+
+    def set_rate(self, limiter: RateLimiter | None) -> None:
+        """A new rate limit (None: none); the attempts waiting for a slot book again under it."""
+        self.limiter = limiter
+        self.rate_at_take = not self.gated and limiter is not None
+        for lane in self.lanes:
+            lane.refresh()
+        waits, self._rate_waits = self._rate_waits, {}
+        for waiter in waits:
+            if not waiter.done():
+                waiter.set_result(False)
+
+    async def wait_for_rate(self) -> None:
+        """Wait for this attempt's slot under the rate limit, booking again if it changes."""
+        while (limiter := self.limiter) is not None:
+            wait = limiter.reserve()
+            if wait <= 0:
+                return
+            waiter = self.loop.create_future()
+            self._rate_waits[waiter] = None
+            timer = self.loop.call_later(wait, _settle, waiter, True)
+            try:
+                if await waiter:  # True: the slot's time came; False: the rate changed
+                    return
+            finally:
+                timer.cancel()
+                self._rate_waits.pop(waiter, None)
 
     def pause(self) -> None:
         self.paused = True
@@ -237,6 +322,14 @@ class Pool:
                 self.in_flight += 1
                 waiter.set_result(None)
 
+    def hand_back(self, item: Any) -> None:
+        """An item a lane took but will not hand over: back to the queue's head, or, if the job
+        is stopping, reported unprocessed as the stop's take-back would have."""
+        if self.control.reason is not None:
+            self.control.took_back(item[1], item[2])
+        else:
+            self.queue.put_back_nowait(item)
+
     def worker_done(self, task: asyncio.Task[Any]) -> None:
         """A worker task ended; one that met `STOP` puts it back for the next, and the end
         of the job releases the parked lanes (their workers take `STOP` too)."""
@@ -268,8 +361,8 @@ class Pool:
             self.drops.append(Drop(now, running[0] if running is not None else -1, report.index, kind))
         if aimd is not None:
             pause = retry_after(error)
-            if pause is not None:
-                self.hold_until(now + pause)
+            if pause is not None and aimd.spec.max_pause > 0:
+                self.hold_until(now + min(pause, aimd.spec.max_pause))
             if aimd.on_drop(started_at, kind) and aimd.limit != self.limit:
                 self.limit = aimd.limit
                 self.apply()
@@ -296,7 +389,7 @@ class LaneGate:
         else:
             pool.in_flight += 1
         if pool.limiter is not None:
-            await pool.limiter.acquire()
+            await pool.wait_for_rate()
         return pool.since_start()
 
     def leave(self, started_at: float, error: BaseException | None) -> None:

@@ -110,6 +110,25 @@ class JobQueue(Generic[_T]):
         self._items.appendleft(item)
         self._wake_first(self._getters)
 
+    def join_readers(self) -> asyncio.Future[None]:
+        """A place in the readers' line: the future is set when an item comes for this reader.
+
+        For a reader that decides once woken whether to take the item (a resizable pool's
+        lane, see `pcmodel._pool`): it takes with `get_nowait`, or, if it will not, wakes the
+        next reader (`wake_a_reader`); cancelled, it leaves the line (`leave_readers`).
+        """
+        waiter = self._new_future()
+        self._getters.append(waiter)
+        return waiter
+
+    def leave_readers(self, waiter: asyncio.Future[None]) -> None:
+        """A reader cancelled while in line leaves it, passing on its wake-up if it had one."""
+        self._leave_line(self._getters, waiter, bool(self._items))
+
+    def wake_a_reader(self) -> None:
+        """Wake the first reader in line (one woken before would not take its item)."""
+        self._wake_first(self._getters)
+
     async def put(self, item: _T) -> None:
         """Put `item` at the end, waiting for room first if there is none."""
         await self.wait_for_room()

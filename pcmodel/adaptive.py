@@ -66,6 +66,9 @@ class Adaptive:
     congestion: tuple[type[BaseException], ...] = ()
     """More exception types that mean "rate limited" for this API (beside HTTP 429 and 503
     and the car API's `RateLimited`, see `is_rate_limited`)."""
+    max_pause: float = 60.0
+    """The longest a Retry-After may hold every new attempt, in seconds: a longer one (from a
+    broken or hostile server: "Retry-After: 86400") is cut to this."""
 
     def __post_init__(self) -> None:
         for name in ("min", "max"):
@@ -91,6 +94,11 @@ class Adaptive:
             raise TypeError(f"Adaptive backoff must be a number, got {backoff!r} ({type(backoff).__name__})")
         if not 0 < backoff < 1:
             raise ValueError(f"Adaptive backoff must be between 0 and 1 (both excluded), got {backoff!r}")
+        pause = self.max_pause
+        if isinstance(pause, bool) or not isinstance(pause, int | float):
+            raise TypeError(f"Adaptive max_pause must be a number, got {pause!r} ({type(pause).__name__})")
+        if not 0 <= pause < math.inf:
+            raise ValueError(f"Adaptive max_pause must be a finite number >= 0 (seconds), got {pause!r}")
         if not isinstance(self.congestion, tuple) or not all(
             isinstance(kind, type) and issubclass(kind, BaseException) for kind in self.congestion
         ):

@@ -32,6 +32,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from pcmodel._knobs import Knobs
 from pcmodel._local_transport import LocalTransport
 from pcmodel._queues import STOP, JobQueue
 from pcmodel._summary import build_summary
@@ -47,16 +48,21 @@ logger = logging.getLogger("pcmodel")
 __all__ = ["JobSpec", "execute", "make_spec", "open_transport"]
 
 
-def open_transport(spec: JobSpec) -> Transport:
-    """The transport that carries `spec`'s items: in this process, or through its broker."""
+def open_transport(spec: JobSpec, *, resizable: bool = False) -> Transport:
+    """The transport that carries `spec`'s items: in this process, or through its broker.
+
+    `resizable`: the job has a handle whose knobs may change its pool while it runs.
+    """
     if spec.broker is not None:
         from pcmodel.broker.transport import RedisTransport  # imports redis: only for broker jobs
 
         return RedisTransport(spec, spec.broker)
-    return LocalTransport(spec)
+    return LocalTransport(spec, resizable=resizable)
 
 
-async def execute(spec: JobSpec, transport: Transport | None = None) -> JobSummary:
+async def execute(
+    spec: JobSpec, transport: Transport | None = None, knobs: Knobs | None = None
+) -> JobSummary:
     """Run the job described by `spec` on the running loop and return its summary.
 
     The clock is the running loop's: run this on a `VirtualTimeLoop` for virtual time. With
@@ -66,9 +72,10 @@ async def execute(spec: JobSpec, transport: Transport | None = None) -> JobSumma
     Args:
         spec: the checked job.
         transport: what carries the items; by default `open_transport(spec)`.
+        knobs: the link to the job's `JobHandle` (`start_job`), which may turn its knobs.
     """
     if transport is None:
-        transport = open_transport(spec)
+        transport = open_transport(spec, resizable=knobs is not None)
     results: list[TaskResult] | None = [] if spec.trace else None
     async with transport:
         start = transport.now()
@@ -96,6 +103,8 @@ async def execute(spec: JobSpec, transport: Transport | None = None) -> JobSumma
                     for index, (source, report) in enumerate(zip(spec.sources, reports, strict=True))
                 )
                 control.producers = job.producers
+                if knobs is not None:
+                    knobs.attach(transport, control)  # knobs turned already apply at the first wait
                 # asyncio.wait never raises a piece's error here: if a piece fails, the group
                 # cancels this body and raises the error itself. A stop cancels the producers,
                 # which ends this wait too.
@@ -109,6 +118,8 @@ async def execute(spec: JobSpec, transport: Transport | None = None) -> JobSumma
             raise_from_group(group_error)
         finally:
             control.closed = True
+            if knobs is not None:
+                knobs.detach()
             if spec.stop is not None:
                 spec.stop.unsubscribe(control.request_stop)
 

@@ -141,14 +141,18 @@ class RateLimiter:
         self._time = time
         self._next = -math.inf
 
-    async def acquire(self) -> None:
-        """Wait for this call's slot."""
+    def reserve(self) -> float:
+        """Book the next call's slot; return the seconds to wait for it (0 or less: none)."""
         now = self._time()
         # `_next` is the theoretical arrival time: when the next call would be due if calls
         # came exactly at the rate. A call may start up to `_tolerance` before it.
         due = max(self._next, now)
         self._next = due + self._interval
-        wait = due - self._tolerance - now
+        return due - self._tolerance - now
+
+    async def acquire(self) -> None:
+        """Wait for this call's slot."""
+        wait = self.reserve()
         if wait > 0:
             await asyncio.sleep(wait)
 

@@ -18,6 +18,7 @@ __all__ = [
     "Drop",
     "JobSummary",
     "LimitChange",
+    "LiveStats",
     "Row",
     "TaskResult",
     "ideal_makespan",
@@ -163,6 +164,32 @@ def queue_depth(
 
 
 @dataclass(frozen=True, slots=True)
+class LiveStats:
+    """A running job at a glance (`JobHandle.stats()`); a transport's `counts()` gives the
+    figures it knows, with `recent_rate` and `elapsed` left at 0."""
+
+    in_flight: int
+    """Tasks being called now (retries and their waits included)."""
+    queued: int
+    """Items waiting in the work queue for a worker."""
+    done: int
+    """Tasks finished, succeeded or failed."""
+    failed: int
+    """Tasks that failed."""
+    limit: int
+    """The most calls allowed in flight now: the adaptive limit, or the pool's size."""
+    workers: int
+    """Worker tasks started so far (an adaptive pool starts them as its limit first grows)."""
+    recent_rate: float
+    """Tasks finished per second since the previous `stats()` call (since the start, the
+    first time)."""
+    paused: bool
+    """True while paused by `pause()`."""
+    elapsed: float
+    """Seconds since the job started, on its clock (0.0 before it starts)."""
+
+
+@dataclass(frozen=True, slots=True)
 class JobSummary:
     """What a whole job did: counts, times, and (with `trace=True`) every task.
 
@@ -181,7 +208,8 @@ class JobSummary:
     busy_time: float
     """Sum of task durations in seconds: the sequential time."""
     workers: int
-    """Size of the worker pool."""
+    """Size of the worker pool (for a pool that changed size while it ran, an adaptive one or
+    one resized through its `JobHandle`: the most worker lanes it started)."""
     max_queue_depth: int
     """Most items ever waiting in the work queue at once."""
     producer_wait: float

@@ -31,10 +31,12 @@ import threading
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from pcmodel._knobs import Knobs
 from pcmodel._threads import result_when_done
 from pcmodel.adaptive import Adaptive
 from pcmodel.clock import Clock, DeadlockError, VirtualTimeLoop, fail_if_stuck, loop_factory
 from pcmodel.controller import execute
+from pcmodel.handle import JobHandle
 from pcmodel.policies import Retry
 from pcmodel.producer import Producers
 from pcmodel.records import JobSummary, TaskResult
@@ -44,7 +46,7 @@ from pcmodel.stopping import StopSignal
 if TYPE_CHECKING:
     from pcmodel.broker.config import Broker
 
-__all__ = ["DeadlockError", "run_job", "run_job_async", "start_job"]
+__all__ = ["DeadlockError", "JobHandle", "run_job", "run_job_async", "start_job"]
 
 Params = Iterable[Any] | AsyncIterable[Any] | Producers
 TaskCallback = Callable[[TaskResult], Any]
@@ -222,12 +224,26 @@ def start_job(
     stop: StopSignal | None = None,
     broker: str | Broker | None = None,
     stall_after: float | None = 60.0,
-) -> asyncio.Task[JobSummary]:
-    """Start a job in the background on the running loop and return its task at once.
+) -> JobHandle:
+    """Start a job in the background on the running loop and return its handle at once.
 
-    Takes the same arguments as `run_job`; the arguments are checked now, not when the task
-    first runs. `await task` gives the `JobSummary`; `task.cancel()` stops the job. In a
-    notebook this lets sliders and buttons stay live while a real-time job runs.
+    Takes the same arguments as `run_job`; the arguments are checked now, not when the job
+    first runs. `await handle` gives the `JobSummary`; `handle.cancel()` stops the job at once
+    (a hard stop: no summary), as on an `asyncio.Task`. While it runs, the handle's knobs change
+    it: `set_workers(n)`, `set_rate(max_per_second)`, `pause()`, `resume()`,
+    `stop(graceful=True)`, and `stats()` reads its live figures (see `pcmodel.JobHandle`).
+    In a notebook this lets sliders and buttons stay live while a real-time job runs.
+
+    Example:
+        >>> import asyncio, pcmodel
+        >>> from pcmodel.sweeps import run_virtual
+        >>> async def main():
+        ...     handle = pcmodel.start_job(asyncio.sleep, [1.0] * 8, workers=2)
+        ...     handle.set_workers(4)            # applied as the job starts
+        ...     summary = await handle
+        ...     return summary.tasks, [c.limit for c in summary.limit_changes], summary.elapsed
+        >>> run_virtual(main())
+        (8, [2, 4], 2.0)
 
     Raises:
         TypeError, ValueError: bad arguments.
@@ -244,7 +260,8 @@ def start_job(
             "start_job() needs a running event loop: call it from async code or a notebook "
             "cell, or use run_job(...) in a script"
         ) from None
-    return loop.create_task(_execute_anywhere(spec), name="pcmodel-job")
+    knobs = Knobs()
+    return JobHandle(loop.create_task(_execute_anywhere(spec, knobs), name="pcmodel-job"), spec, knobs)
 
 
 def _loop_running() -> bool:
@@ -270,13 +287,13 @@ def _spec_of(arguments: dict[str, Any]) -> JobSpec:
     return make_spec(**{name: arguments[name] for name in _JOB_ARGUMENTS})
 
 
-async def _execute_anywhere(spec: JobSpec) -> JobSummary:
+async def _execute_anywhere(spec: JobSpec, knobs: Knobs | None = None) -> JobSummary:
     """Run `spec` on the caller's loop, or on a private virtual loop if one is needed."""
     loop = asyncio.get_running_loop()
     if spec.clock == "virtual" and not isinstance(loop, VirtualTimeLoop):
-        return await _JobThread(spec).run_async()
+        return await _JobThread(spec, knobs).run_async()
     try:
-        return await _execute_guarded(spec)
+        return await _execute_guarded(spec, knobs)
     except asyncio.CancelledError as cancel:
         arguments = cancel.args
     # Cancelled, and every piece has unwound. The cancel is raised again from here, outside
@@ -307,10 +324,10 @@ def _ctrl_c_interrupts() -> Iterator[None]:
             signal.signal(signal.SIGINT, previous)
 
 
-async def _execute_guarded(spec: JobSpec) -> JobSummary:
+async def _execute_guarded(spec: JobSpec, knobs: Knobs | None = None) -> JobSummary:
     """`execute(spec)`, turning a stuck virtual-time job into a `DeadlockError`."""
     return await fail_if_stuck(
-        execute(spec),
+        execute(spec, knobs=knobs),
         "Each await above waits for something no task, timer or thread will ever do: find "
         "who should set that Event, fill that queue or resolve that future.",
     )
@@ -323,8 +340,9 @@ class _JobThread:
     when a job wants a virtual clock that the caller's loop does not have.
     """
 
-    def __init__(self, spec: JobSpec) -> None:
+    def __init__(self, spec: JobSpec, knobs: Knobs | None = None) -> None:
         self._spec = spec
+        self._knobs = knobs
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[JobSummary] | None = None
@@ -350,7 +368,7 @@ class _JobThread:
             self._loop, self._task = asyncio.get_running_loop(), task
             if self._cancel_requested:
                 task.cancel()
-        return await _execute_guarded(self._spec)
+        return await _execute_guarded(self._spec, self._knobs)
 
     def cancel(self) -> None:
         """Ask the job to stop; safe to call from any thread, at any time."""

@@ -20,6 +20,24 @@ A transport, used as `async with transport:` around the whole job,
 6. `report`s its counts and its own figures for the summary;
 7. releases what it holds in `__aexit__`, whatever happened.
 
+A transport may also offer knobs on a running job (`Tunable`), which `pcmodel.JobHandle`
+turns: all of them are called on the job's loop, between two steps of its pieces, and must
+not block. What each must do:
+
+- `set_workers(n)`: let at most `n` calls be in flight from now on (an adaptive job: set its
+  limit by hand, between its `min` and `max`, recorded as a "set_workers" `LimitChange`);
+  lose nothing (every item still gets exactly one outcome) and, once the calls in flight
+  finish, never exceed `n`. The calls in flight are not interrupted.
+- `set_rate(max_per_second, burst)`: the rate limit of every attempt from now on; None
+  removes it.
+- `pause()` / `resume()`: start no call (no item, no retry) until `resume`; the calls in
+  flight finish. A stop resumes a paused job, so its calls in flight can end.
+- `counts()`: the live figures (a `LiveStats` with `recent_rate` and `elapsed` at 0, which
+  the handle fills in), readable from any thread (approximate there).
+
+The in-process transport implements all of them (`pcmodel._pool`). A broker transport would
+send them to its worker processes (per process: `set_workers` is each process's slots).
+
 Two live here: `pcmodel._local_transport.LocalTransport` (the bounded queues and worker
 tasks of one process) and `pcmodel.broker.transport.RedisTransport` (Redis Streams, worker
 processes anywhere). A third (NATS JetStream, say) is a new module implementing this
@@ -33,16 +51,16 @@ import itertools
 from collections.abc import AsyncIterable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, runtime_checkable
 
 from pcmodel._queues import JobQueue
 from pcmodel._summary import Tally
 from pcmodel.producer import ProducerReport
-from pcmodel.records import JobSummary
+from pcmodel.records import JobSummary, LiveStats
 from pcmodel.spec import JobSpec
 from pcmodel.stopping import JobControl
 
-__all__ = ["Job", "Transport", "TransportReport"]
+__all__ = ["Job", "Transport", "TransportReport", "Tunable"]
 
 
 @dataclass(slots=True, eq=False)
@@ -108,3 +126,23 @@ class Transport(Protocol):
 
     def report(self) -> TransportReport:
         """The counts and figures for the summary (after `__aexit__`)."""
+
+
+@runtime_checkable
+class Tunable(Protocol):
+    """The knobs a transport may offer on a running job (see the module docstring)."""
+
+    def set_workers(self, workers: int) -> None:
+        """At most `workers` calls in flight from now on."""
+
+    def set_rate(self, max_per_second: float | None, burst: int | None) -> None:
+        """The rate limit from now on (None: none); `burst` None keeps the current one."""
+
+    def pause(self) -> None:
+        """Start no call until `resume`."""
+
+    def resume(self) -> None:
+        """Start calls again."""
+
+    def counts(self) -> LiveStats:
+        """The live figures."""

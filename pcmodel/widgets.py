@@ -330,7 +330,7 @@ class LiveProgress(ipywidgets.VBox):  # type: ignore[misc]
         )
         self.stop_button.on_click(self._stop_clicked)
         self.image = ipywidgets.Image(format="png")
-        self._task: asyncio.Task[Any] | None = None
+        self._task: asyncio.Future[Any] | None = None
         self._stop: StopSignal | None = None
         super().__init__(
             children=[
@@ -339,7 +339,7 @@ class LiveProgress(ipywidgets.VBox):  # type: ignore[misc]
             ]
         )
 
-    def attach(self, task: asyncio.Task[Any], *, stop: StopSignal | None = None) -> None:
+    def attach(self, task: asyncio.Future[Any], *, stop: StopSignal | None = None) -> None:
         """Show a Cancel button that cancels `task`, the job started with `start_job`.
 
         With `stop`, the `StopSignal` the job was started with, show a Stop button too: it
@@ -364,7 +364,7 @@ class LiveProgress(ipywidgets.VBox):  # type: ignore[misc]
             self.stop_button.disabled = True
             self.label.value = f"stopping: the calls in flight finish; {self.label.value}"
 
-    def _job_done(self, task: asyncio.Task[Any]) -> None:
+    def _job_done(self, task: asyncio.Future[Any]) -> None:
         self.cancel_button.disabled = True
         self.stop_button.disabled = True
         if task.cancelled():

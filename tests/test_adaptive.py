@@ -36,6 +36,10 @@ def test_adaptive_checks_its_fields_and_says_the_rule() -> None:
         ValueError, match=r"Adaptive backoff must be between 0 and 1 \(both excluded\), got 1"
     ):
         Adaptive(backoff=1)
+    with pytest.raises(
+        ValueError, match=r"Adaptive max_pause must be a finite number >= 0 \(seconds\), got inf"
+    ):
+        Adaptive(max_pause=float("inf"))
     with pytest.raises(TypeError, match=r"Adaptive congestion must be a tuple of exception types"):
         Adaptive(congestion=[ValueError])  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"workers must be an int or a pcmodel.Adaptive"):
@@ -396,3 +400,34 @@ def test_every_item_gets_exactly_one_result_under_a_moving_limit() -> None:
     assert summary.results is not None
     assert sorted(r.task_id for r in summary.results) == list(range(300))
     assert summary.failed == len(summary.drops or ())  # no retries: each 429 is a failed task
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "resumes_at"),
+    [(86_400.0, 5.1), (float("inf"), None), (-3.0, None), (True, None), ("soon", None)],
+    ids=["a day: cut to max_pause", "infinite", "negative", "a bool", "a string"],
+)
+def test_a_hostile_retry_after_cannot_stall_the_job(retry_after: object, resumes_at: float | None) -> None:
+    calls = itertools.count()
+    starts: list[float] = []
+
+    async def hostile(n: int) -> int:
+        starts.append(asyncio.get_running_loop().time())
+        await asyncio.sleep(0.1)
+        if next(calls) == 0:
+            error = Busy()
+            error.retry_after = retry_after  # type: ignore[assignment]
+            raise error
+        return n
+
+    summary = pcmodel.run_job(
+        hostile, range(6), workers=Adaptive(max=2, initial=2, max_pause=5.0), clock="virtual"
+    )
+    assert summary.tasks == 6
+    # The first calls start at 0; the drop comes at 0.1 s.
+    first_after_the_drop = min(start for start in starts if start > 0.05)
+    if resumes_at is None:  # not a sane number of seconds: no pause at all
+        assert first_after_the_drop == pytest.approx(0.1)
+        assert summary.elapsed < 1.0
+    else:
+        assert first_after_the_drop == pytest.approx(resumes_at)

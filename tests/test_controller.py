@@ -164,7 +164,7 @@ async def test_cancelling_run_job_async_cancels_every_piece_and_leaves_no_task()
 async def test_start_job_runs_in_the_background_and_can_be_cancelled() -> None:
     spy = ConcurrencySpy(seconds=0.001)
     task = start_job(spy, range(20), workers=4)
-    assert isinstance(task, asyncio.Task)
+    assert isinstance(task, pcmodel.JobHandle)
     summary = await task
     assert summary.tasks == 20
 

@@ -68,10 +68,10 @@ async def wait_until(condition: threading.Event) -> None:
     assert await asyncio.to_thread(condition.wait, WATCHDOG), "the job never started"
 
 
-Starter = Callable[..., "asyncio.Task[Any]"]
+Starter = Callable[..., "asyncio.Future[Any]"]
 
 
-def via_start_job(function: Any, params: Any, **options: Any) -> asyncio.Task[Any]:
+def via_start_job(function: Any, params: Any, **options: Any) -> asyncio.Future[Any]:
     return start_job(function, params, **options)
 
 
