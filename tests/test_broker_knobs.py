@@ -2,8 +2,8 @@
 
 A real redis-server; the worker process runs in the test's own loop (`serve_worker`), so the
 function it calls can count its calls in flight, and the test can see the moment the process
-applies a knob (it logs it). The controller runs the job through the same transport a
-`JobHandle` turns (`RedisTransport.set_workers`, `set_rate`, `pause`, `resume`).
+applies a knob (it logs it). The job is started with `start_job`, whose `JobHandle` turns the
+knobs through the broker transport (`RedisTransport.set_workers`, `set_rate`, `pause`, `resume`).
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ import pytest
 
 pytest.importorskip("redis", reason="the broker tests need the redis package: pip install 'pcmodel[redis]'")
 
+import pcmodel
 from pcmodel import Adaptive
 from pcmodel.broker import Broker, BrokerJobSummary, serve_worker
 from pcmodel.broker._tuning import Knobs, decode_knobs, encode_knobs
 from pcmodel.broker.transport import RedisTransport
-from pcmodel.controller import execute, make_spec
+from pcmodel.controller import make_spec
 from pcmodel.policies import Retry
 from tests.test_broker import REDIS_SERVER, job_keys, needs_server, redis_server
 
@@ -74,7 +75,7 @@ async def until(condition: Callable[[], bool]) -> None:
 
 
 class Knobbed:
-    """A job on one in-loop worker process, with its transport at hand to turn the knobs."""
+    """What a test watches of a job on one in-loop worker process."""
 
     def __init__(self, url: str, queue: str, probe: Probe, caplog: pytest.LogCaptureFixture) -> None:
         self.url, self.queue, self.probe, self.caplog = url, queue, probe, caplog
@@ -93,21 +94,28 @@ class Knobbed:
 async def knobbed_job(
     url: str, queue: str, probe: Probe, caplog: pytest.LogCaptureFixture, count: int, **options: Any
 ) -> Any:
-    """Start a worker process of 4 slots and a job of `count` items; yield its transport."""
+    """Start a worker process of 4 slots and a job of `count` items; yield the job's handle."""
     slots = options.pop("slots", 4)
+    sleep = options.pop("sleep", 0.05)
     worker = asyncio.create_task(serve_worker(url, probe, workers=slots, queue=queue, poll=0.02))
-    spec = make_spec(probe, [{"n": n, "sleep": options.pop("sleep", 0.05)} for n in range(count)], **options)
-    transport = RedisTransport(spec, Broker(url, queue=queue))
-    job = asyncio.create_task(execute(spec, transport))
+    handle = None
     try:
         with caplog.at_level(logging.INFO, logger="pcmodel.broker"):
-            yield transport, job, Knobbed(url, queue, probe, caplog)
+            handle = pcmodel.start_job(
+                probe,
+                [{"n": n, "sleep": sleep} for n in range(count)],
+                broker=Broker(url, queue=queue),
+                **options,
+            )
+            yield handle, Knobbed(url, queue, probe, caplog)
     finally:
-        job.cancel()
-        worker.cancel()
-        for task in (job, worker):
+        if handle is not None:
+            handle.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await handle
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
 
 
 def exactly_once(summary: BrokerJobSummary, count: int) -> None:
@@ -123,23 +131,19 @@ async def test_set_workers_shrinks_and_grows_each_process_between_items_losing_n
     probe = Probe()
     async with (
         asyncio.timeout(60),
-        knobbed_job(redis_url, "knobs-workers", probe, caplog, 80) as (
-            transport,
-            job,
-            knobs,
-        ),
+        knobbed_job(redis_url, "knobs-workers", probe, caplog, 80) as (handle, knobs),
     ):
         await until(lambda: len(probe.active) == 4)  # the process's 4 slots are busy
-        transport.set_workers(1)
+        handle.set_workers(1)
         await knobs.applied(1)
         await knobs.past_calls_done()  # the calls in flight are not cut short
         probe.peak, started = len(probe.active), probe.started
         await until(lambda: probe.started >= started + 5)
         assert probe.peak <= 1  # never more than the new size once those ended
-        transport.set_workers(7)  # more than the process's --workers: it grows its slots
+        handle.set_workers(7)  # more than the process's --workers: it grows its slots
         await knobs.applied(2)
         await until(lambda: len(probe.active) == 7)
-        summary = await job
+        summary = await handle
     assert isinstance(summary, BrokerJobSummary)
     exactly_once(summary, 80)
     assert summary.succeeded == 80
@@ -153,21 +157,21 @@ async def test_a_paused_job_starts_no_call_until_resumed(
     probe = Probe()
     async with (
         asyncio.timeout(60),
-        knobbed_job(redis_url, "knobs-pause", probe, caplog, 40) as (
-            transport,
-            job,
-            knobs,
-        ),
+        knobbed_job(redis_url, "knobs-pause", probe, caplog, 40) as (handle, knobs),
     ):
         await until(lambda: probe.started >= 4)
-        transport.pause()
+        handle.pause()
         await knobs.applied(1)
         await until(lambda: not probe.active)  # the calls in flight finish
         started = probe.started
         await asyncio.sleep(0.3)  # time enough for several calls, had the pause not held
         assert probe.started == started
-        transport.resume()
-        summary = await job
+        await until(lambda: handle.stats().done == started)  # every result came back
+        stats = handle.stats()
+        assert stats.paused
+        assert (stats.done, stats.failed, stats.in_flight) == (started, 0, 40 - started)
+        handle.resume()
+        summary = await handle
     exactly_once(summary, 40)
 
 
@@ -178,22 +182,18 @@ async def test_set_rate_slows_every_call_and_lifting_it_releases_the_waiting_one
     probe = Probe()
     async with (
         asyncio.timeout(60),
-        knobbed_job(redis_url, "knobs-rate", probe, caplog, 40, sleep=0.01) as (
-            transport,
-            job,
-            knobs,
-        ),
+        knobbed_job(redis_url, "knobs-rate", probe, caplog, 40, sleep=0.01) as (handle, knobs),
     ):
         await until(lambda: probe.started >= 4)
-        transport.set_rate(0.001, burst=1)  # one call every 1,000 s
+        handle.set_rate(0.001, burst=1)  # one call every 1,000 s
         await knobs.applied(1)
         await knobs.past_calls_done()
         started = probe.started
         await asyncio.sleep(0.3)
         assert probe.started <= started + 1  # the new schedule's one call, at most
-        transport.set_rate(None)  # the calls waiting for a slot 1,000 s away go now
+        handle.set_rate(None)  # the calls waiting for a slot 1,000 s away go now
         await knobs.applied(2)
-        summary = await job
+        summary = await handle
     exactly_once(summary, 40)
     assert await job_keys(redis_url) == []  # the schedules of both rates went with the job
 
@@ -224,9 +224,9 @@ async def test_each_process_finds_its_own_limit_with_an_adaptive_job(
                 workers=workers,
                 retries=retry,
                 sleep=0.01,
-            ) as (_, job, _),
+            ) as (handle, _),
         ):
-            summary = await job
+            summary = await handle
         exactly_once(summary, 150)
         assert summary.succeeded == 150
         refused[label] = probe.refused

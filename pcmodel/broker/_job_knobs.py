@@ -16,8 +16,10 @@ from typing import Any
 
 from pcmodel._summary import Tally
 from pcmodel.broker._redis import BoundedRedis, JobKeys
+from pcmodel.broker._results import Lanes
 from pcmodel.broker._tuning import Knobs, encode_knobs
 from pcmodel.policies import MIN_RATE
+from pcmodel.records import LiveStats
 from pcmodel.spec import JobSpec
 
 __all__ = ["JobKnobs"]
@@ -34,6 +36,7 @@ class JobKnobs:
     tally: Tally
     unfinished: dict[int, tuple[Any, float]]
     next_lane: int
+    lanes: dict[str, Lanes]
     knobs: Knobs
     knobs_turned: asyncio.Event
 
@@ -94,6 +97,32 @@ class JobKnobs:
         """Let the worker processes start the job's calls again."""
         self._turn(self.knobs._replace(paused=False))
 
+    def counts(self) -> LiveStats:
+        """The live figures this side knows (`JobHandle.stats` adds the rate and the time).
+
+        For a broker job `in_flight` counts the items sent and not yet reported, queued in
+        Redis or running in a worker process (`queued` is 0: only Redis knows how those
+        split); `limit` is the calls at once each process allows (as set by `set_workers`, or
+        the adaptive job's starting limit, or the most slots a process reported), and
+        `workers` the timeline lanes of the processes that reported so far.
+        """
+        adaptive = self.spec.adaptive
+        limit = self.knobs.workers
+        if limit is None:
+            slots = [lanes.workers for lanes in self.lanes.values()]
+            limit = adaptive.start if adaptive is not None else max(slots, default=0)
+        return LiveStats(
+            in_flight=len(self.unfinished),
+            queued=0,
+            done=self.tally.tasks,
+            failed=self.tally.failed,
+            limit=limit,
+            workers=self.next_lane,
+            recent_rate=0.0,
+            paused=self.knobs.paused,
+            elapsed=0.0,
+        )
+
     def _turn(self, knobs: Knobs) -> None:
         if knobs != self.knobs:
             self.knobs = knobs
@@ -104,5 +133,5 @@ class JobKnobs:
         while True:
             await self.knobs_turned.wait()
             self.knobs_turned.clear()
-            await self.client.hset(self.keys.meta, "knobs", encode_knobs(self.knobs))  # type: ignore[arg-type, misc]
+            await self.client.hset(self.keys.meta, "knobs", encode_knobs(self.knobs))
             logger.info("job %s: knobs set to %s", self.keys.job_id, self.knobs)

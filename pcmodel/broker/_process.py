@@ -31,7 +31,7 @@ from pcmodel.policies import RateLimiter
 from pcmodel.worker import Policies, in_threads
 
 if TYPE_CHECKING:
-    from pcmodel._pool import Pool
+    from pcmodel.broker._tuning import ProcessGate
 
 __all__ = ["RETRY_FIRST", "Backoff", "Item", "Job", "ProcessState", "WorkerStats", "process_name"]
 
@@ -136,7 +136,7 @@ class Job:
         self.policies: Policies | None = None
         self.limiter: RateLimiter | None = None
         """The job's rate limit now (its settings', or the one its knobs set since)."""
-        self.gate: Pool | None = None
+        self.gate: ProcessGate | None = None
         """Its calls' gate in this process, once it needs one (see `_tuning`)."""
         self.knobs: bytes | None = None
         self.rate_changes = 0

@@ -20,27 +20,27 @@ process's slots), fed by every attempt's outcome there, retries included; a Retr
 back that process's calls of the job. (One limit shared by every process would live in Redis,
 as the shared rate limit does: see `docs/architecture.md`.)
 
-Each process's gate for a job is a `pcmodel._pool.Pool` without lanes: every attempt waits
-for a turn (at most `limit` in flight, none while paused or held), then for the rate limit,
-and reports how it ended. Only a job that needs one gets a gate: a job with neither knobs
-turned nor an adaptive pool calls its function as before, at no cost per item.
+Each process's gate for a job (`ProcessGate`): every attempt waits for a turn (at most `limit`
+in flight, none while paused or held), then for the rate limit, and reports how it ended.
+Only a job that needs one gets a gate: a job with neither knobs turned nor an adaptive pool
+calls its function as before, at no cost per item.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
 import math
+from collections import deque
 from typing import NamedTuple
 
-from pcmodel._pool import Lane, LaneGate, Pool
-from pcmodel._queues import JobQueue
-from pcmodel.adaptive import AimdLimit
+from pcmodel.adaptive import AimdLimit, drop_kind, retry_after
 from pcmodel.broker._process import Job, ProcessState
 from pcmodel.broker.rate_limit import SharedRateLimiter
 from pcmodel.policies import MIN_RATE, RateLimiter
-from pcmodel.worker import Policies, WorkerReport
+from pcmodel.worker import Policies
 
 __all__ = ["Knobs", "apply_knobs", "decode_knobs", "encode_knobs", "room", "start_job"]
 
@@ -103,16 +103,131 @@ def decode_knobs(raw: object) -> Knobs:
     return Knobs(workers, (None if per_second is None else float(per_second), burst), paused, generation)
 
 
-def _no_lanes(lane: Lane) -> None:
-    raise AssertionError("a worker process's gate has no lanes")  # most=0: never called
+class ProcessGate:
+    """One job's attempts in one worker process: its `pcmodel.policies.AttemptGate`.
+
+    An attempt starts only while fewer than `limit` of the job's attempts are in flight here,
+    the job is not paused, and no Retry-After holds it, first come first served (so a retry
+    waits its turn behind the items already waiting); then it waits for the rate limit. Its
+    outcome feeds the adaptive limit, if the job has one. These are the rules of the
+    in-process pool's gate (`pcmodel._pool`), over a process's slots instead of its lanes: the
+    slots take items of every job from one buffer, so the gate is all a job has here.
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        aimd: AimdLimit | None,
+        limiter: RateLimiter | None,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.aimd = aimd
+        self.limit = aimd.limit if aimd is not None else limit
+        self.limiter = limiter
+        self.loop = loop
+        self.in_flight = 0
+        self.paused = False
+        self.resume_at = -math.inf
+        """No attempt starts before then (loop time): a Retry-After."""
+        self._timer: asyncio.TimerHandle | None = None
+        self._turns: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def held(self) -> bool:
+        """True while no attempt may start: paused, or waiting out a Retry-After."""
+        return self.paused or self.loop.time() < self.resume_at
+
+    def set_limit(self, limit: int) -> None:
+        """Set the limit by hand (an adaptive one moves on from there)."""
+        if self.aimd is not None:
+            self.aimd.set_limit(limit, "set_workers")
+            limit = self.aimd.limit
+        self.limit = limit
+        self._pass_turns()
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+        self._pass_turns()
+
+    async def enter(self) -> float:
+        if self.held or self.in_flight >= self.limit or self._turns:
+            waiter = self.loop.create_future()
+            self._turns.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._ended()  # given a turn it will not use: pass it on
+                else:
+                    self._turns.remove(waiter)
+                raise
+        else:
+            self.in_flight += 1
+        if self.limiter is not None:
+            try:
+                await self.limiter.acquire()
+            except BaseException:
+                self._ended()
+                raise
+        return self.loop.time()
+
+    def leave(self, started_at: float, error: BaseException | None) -> None:
+        in_flight = self.in_flight  # this attempt included
+        self._ended()
+        aimd = self.aimd
+        if aimd is None:
+            return
+        now = self.loop.time()
+        kind = drop_kind(error, aimd.spec.congestion)
+        if kind is None:
+            if error is None:
+                aimd.on_success(started_at, now - started_at, in_flight=in_flight)
+        else:
+            pause = retry_after(error)
+            if pause is not None and aimd.spec.max_pause > 0:
+                self._hold_until(now + min(pause, aimd.spec.max_pause))
+            aimd.on_drop(started_at, kind)
+        self.limit = aimd.limit
+        self._pass_turns()
+
+    def close(self) -> None:
+        """The job ended here: no timer may fire after it."""
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _ended(self) -> None:
+        self.in_flight -= 1
+        self._pass_turns()
+
+    def _hold_until(self, until: float) -> None:
+        if until <= self.resume_at:
+            return
+        self.resume_at = until
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_at(until, self._hold_over)
+
+    def _hold_over(self) -> None:
+        self._timer = None
+        self._pass_turns()
+
+    def _pass_turns(self) -> None:
+        turns = self._turns
+        while turns and not self.held and self.in_flight < self.limit:
+            waiter = turns.popleft()
+            if not waiter.done():
+                self.in_flight += 1
+                waiter.set_result(None)
 
 
-def _gate(process: ProcessState, job: Job, limit: int) -> Pool:
-    """The job's gate in this process (made on first need): turns, rate limit, adaptive limit."""
+def _gate(process: ProcessState, job: Job, limit: int) -> ProcessGate:
+    """The job's gate in this process, made on first need."""
     if job.gate is None:
         settings = job.settings
         aimd = None
-        congestion: tuple[type[BaseException], ...] = ()
         if settings is not None and settings.adaptive is not None:
             # Per process: the limit moves between min and max, both capped at its slots.
             spec, slots = settings.adaptive, process.base_workers
@@ -124,18 +239,7 @@ def _gate(process: ProcessState, job: Job, limit: int) -> Pool:
                 initial=None if spec.initial is None else min(spec.initial, capped),
             )
             aimd = AimdLimit(spec, process.loop.time, record=False)
-            congestion = spec.congestion
-        job.gate = Pool(
-            JobQueue(),
-            _no_lanes,
-            limit=limit,
-            aimd=aimd,
-            most=0,
-            since_start=process.loop.time,
-            limiter=job.limiter,
-            congestion=congestion,
-            trace=False,
-        )
+        job.gate = ProcessGate(limit, aimd, job.limiter, process.loop)
         job.policies = _policies(job)
     return job.gate
 
@@ -147,7 +251,7 @@ def _policies(job: Job) -> Policies | None:
     retry = settings.retry if settings is not None else None
     if job.gate is not None:
         # The gate waits for the rate limit itself, after the turn: not twice.
-        return Policies(timeout, retry, None, LaneGate(job.gate, WorkerReport(0)))
+        return Policies(timeout, retry, None, job.gate)
     if timeout is None and retry is None and job.limiter is None:
         return None
     return Policies(timeout, retry, job.limiter)
@@ -198,7 +302,7 @@ def apply_knobs(process: ProcessState, job: Job, raw: bytes | None) -> None:
             wanted = knobs.workers
             if aimd is not None:
                 wanted = max(aimd.spec.min, min(wanted, aimd.spec.max))
-            gate.set_limit(wanted, "set_workers")
+            gate.set_limit(wanted)
             job.workers = knobs.workers if aimd is None else None
         if knobs.paused != gate.paused:
             (gate.pause if knobs.paused else gate.resume)()

@@ -476,6 +476,7 @@ def encode_spec(
                 "max": adaptive.max,
                 "initial": adaptive.initial,
                 "backoff": adaptive.backoff,
+                "max_pause": adaptive.max_pause,
                 "congestion": [qualified_name(kind) for kind in adaptive.congestion],
             },
         }
@@ -527,6 +528,7 @@ def _adaptive(data: object) -> Adaptive | None:
         max=data.get("max"),  # type: ignore[arg-type]
         initial=data.get("initial"),
         backoff=data.get("backoff"),  # type: ignore[arg-type]
+        max_pause=data.get("max_pause"),  # type: ignore[arg-type]
         congestion=(_by_name(names),) if names else (),
     )
 
