@@ -22,8 +22,9 @@ pytest.importorskip("redis", reason="the broker tests need the redis package: pi
 
 import pcmodel
 from pcmodel import Adaptive
+from pcmodel.adaptive import AimdLimit
 from pcmodel.broker import Broker, BrokerJobSummary, serve_worker
-from pcmodel.broker._tuning import Knobs, decode_knobs, encode_knobs
+from pcmodel.broker._tuning import Knobs, ProcessGate, decode_knobs, encode_knobs
 from pcmodel.broker.transport import RedisTransport
 from pcmodel.controller import make_spec
 from pcmodel.policies import Retry
@@ -267,3 +268,79 @@ async def test_knob_values_are_checked_on_the_controllers_side() -> None:
         assert transport.knobs.rate == (5.0, 1)
     finally:
         await transport.client.aclose()
+
+
+# -- one job's gate in one worker process, without Redis -------------------------------
+
+
+class RetryLater(Exception):
+    status = 429
+    retry_after = 0.2
+
+
+async def test_the_gate_lets_at_most_limit_attempts_in_first_come_first_served() -> None:
+    loop = asyncio.get_running_loop()
+    gate = ProcessGate(2, None, None, loop)
+    order: list[int] = []
+
+    async def attempt(number: int, release: asyncio.Event) -> None:
+        started = await gate.enter()
+        order.append(number)
+        try:
+            await release.wait()
+        finally:
+            gate.leave(started, None)
+
+    releases = [asyncio.Event() for _ in range(5)]
+    tasks = [asyncio.create_task(attempt(number, releases[number])) for number in range(5)]
+    await until(lambda: len(order) == 2)
+    await asyncio.sleep(0.01)
+    assert order == [0, 1]
+    assert gate.in_flight == 2
+    gate.set_limit(3)
+    await until(lambda: len(order) == 3)
+    releases[0].set()
+    await until(lambda: len(order) == 4)
+    assert order == [0, 1, 2, 3]  # in the order they came
+    for release in releases:
+        release.set()
+    await asyncio.gather(*tasks)
+    assert gate.in_flight == 0
+
+
+async def test_a_paused_gate_starts_nothing_and_a_cancelled_wait_gives_its_turn_away() -> None:
+    gate = ProcessGate(1, None, None, asyncio.get_running_loop())
+    gate.pause()
+    waiting = asyncio.create_task(gate.enter())
+    later = asyncio.create_task(gate.enter())
+    await asyncio.sleep(0.01)
+    assert (waiting.done(), later.done(), gate.in_flight) == (False, False, 0)
+    waiting.cancel()  # a call cancelled (a fail-fast stop) while it waited
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+    gate.resume()
+    started = await later
+    assert gate.in_flight == 1
+    gate.leave(started, ValueError("a plain failure"))
+    assert gate.in_flight == 0
+
+
+async def test_an_adaptive_gate_cuts_its_limit_once_per_episode_and_honours_retry_after() -> None:
+    loop = asyncio.get_running_loop()
+    aimd = AimdLimit(
+        Adaptive(min=1, max=10, initial=10, backoff=0.5, max_pause=0.05), loop.time, record=False
+    )
+    gate = ProcessGate(10, aimd, None, loop)
+    starts = [await gate.enter() for _ in range(4)]
+    for started in starts:  # four 429s from attempts that all started before the first cut
+        gate.leave(started, RetryLater())
+    assert gate.limit == 5  # one cut, not four
+    assert gate.held  # the Retry-After (0.2 s, cut to max_pause 0.05 s) holds every start
+    entering = asyncio.create_task(gate.enter())
+    await asyncio.sleep(0)
+    assert not entering.done()  # waits out the hold...
+    started = await entering  # ...and starts when it is over
+    assert not gate.held
+    gate.leave(started, None)
+    assert gate.in_flight == 0
+    gate.close()
