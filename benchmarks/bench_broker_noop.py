@@ -167,6 +167,19 @@ def run_controller(
     return figures
 
 
+def _versions() -> str:
+    """redis-py's version, and hiredis's (its C reply parser, which changes the figures a lot)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for package in ("redis", "hiredis"):
+        try:
+            found.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            found.append(f"no {package}")
+    return ", ".join(found)
+
+
 def _percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
@@ -253,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"pcmodel broker, no-op items: {items} items per job, 1 worker process of {SLOTS} slots, "
         f"{rounds} interleaved rounds (median), Python {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs, load {load_before[0]:.2f} -> {load_after[0]:.2f}"
+        f"{_versions()}, {os.cpu_count()} CPUs, load {load_before[0]:.2f} -> {load_after[0]:.2f}"
     )
     print("CPU per item in microseconds: ctl (the controller), worker (the process), redis (the server)")
     print(
@@ -284,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                     "slots": SLOTS,
                     "rounds": rounds,
                     "python": platform.python_version(),
+                    "libraries": _versions(),
                     "cpus": os.cpu_count(),
                     "load": [load_before[0], load_after[0]],
                     "rows": rows,
