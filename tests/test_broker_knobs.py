@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,6 +32,7 @@ from pcmodel.broker._tuning import Knobs, ProcessGate, decode_knobs, encode_knob
 from pcmodel.broker.transport import RedisTransport
 from pcmodel.controller import make_spec
 from pcmodel.policies import Retry
+from pcmodel.records import JobSummary
 from tests.test_broker import REDIS_SERVER, current_job_id, job_keys, needs_server, redis_server
 
 
@@ -121,7 +124,7 @@ async def knobbed_job(
             await worker
 
 
-def exactly_once(summary: BrokerJobSummary, count: int) -> None:
+def exactly_once(summary: JobSummary, count: int) -> None:
     assert summary.results is not None
     assert Counter(result.task_id for result in summary.results) == Counter(range(count))
     assert sorted(result.value for result in summary.results) == list(range(count))
@@ -151,6 +154,51 @@ async def test_set_workers_shrinks_and_grows_each_process_between_items_losing_n
     exactly_once(summary, 80)
     assert summary.succeeded == 80
     assert await job_keys(redis_url) == []
+
+
+class ThreadProbe:
+    """A plain (blocking) function for the worker to run in threads, counting its calls at once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.active = 0
+        self.peak = 0
+
+    def __call__(self, params: dict[str, Any]) -> int:
+        with self.lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        try:
+            time.sleep(params["sleep"])
+        finally:
+            with self.lock:
+                self.active -= 1
+        number: int = params["n"]
+        return number
+
+
+@needs_server
+async def test_set_workers_grows_the_threads_of_a_plain_function_too(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    probe = ThreadProbe()
+    queue = "knobs-threads"
+    worker = asyncio.create_task(serve_worker(redis_url, probe, workers=2, queue=queue, poll=0.02))
+    try:
+        async with asyncio.timeout(60):
+            with caplog.at_level(logging.INFO, logger="pcmodel.broker"):
+                handle = pcmodel.start_job(
+                    probe, [{"n": n, "sleep": 0.05} for n in range(60)], broker=Broker(redis_url, queue=queue)
+                )
+                await until(lambda: probe.active == 2)
+                handle.set_workers(6)  # past the process's 2 slots, and its 2 threads
+                await until(lambda: probe.peak == 6)
+                summary = await handle
+    finally:
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+    exactly_once(summary, 60)
 
 
 @needs_server

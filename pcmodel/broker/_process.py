@@ -206,6 +206,7 @@ class ProcessState:
             # A plain function runs in threads, at most one per slot, as in a local job.
             self.executor = ThreadPoolExecutor(workers, thread_name_prefix="pcmodel-worker")
             self.function = in_threads(function, self.executor)
+        self.plain_function = None if self.executor is None else function
         self.jobs: dict[str, Job] = {}
         self.unreadable: set[str] = set()
         self.buffer: asyncio.Queue[Any] = asyncio.Queue()
@@ -242,6 +243,12 @@ class ProcessState:
         asked = [job.workers for job in self.jobs.values() if job.workers is not None and not job.gone]
         workers = max([self.base_workers, *asked])
         if workers != self.workers:
+            if self.executor is not None and self.plain_function is not None and workers > self.workers:
+                # More slots need more threads: calls from now on go to a larger pool; the
+                # calls in the old one finish there, and its threads end with them.
+                self.executor.shutdown(wait=False)
+                self.executor = ThreadPoolExecutor(workers, thread_name_prefix="pcmodel-worker")
+                self.function = in_threads(self.plain_function, self.executor)
             self.workers = workers
             if self.on_resize is not None:
                 self.on_resize()
