@@ -116,13 +116,29 @@ async def _wait_for_news(process: ProcessState) -> None:
     it from the last announcement seen, blocking, lets an idle process start on a new job at
     once, where looking every poll interval made it wait 0.1 s on average.
     """
+    first_look = process.news_seen == b"0-0"
     reply = await process.client.xread(
         {news_key(process.queue): process.news_seen}, block=max(1, int(process.poll * 1000))
     )
     for _, entries in stream_entries(reply):
-        if entries:
-            process.news_seen = entries[-1][0]
+        if not entries:
+            continue
+        process.news_seen = entries[-1][0]
+        if first_look:
+            # Announcements from before this process started may be of jobs long ended:
+            # the list of running jobs says which are not.
             process.next_refresh = 0.0
+            continue
+        for _, fields in entries:
+            # An announcement carries its job's settings: the process starts on it at once,
+            # without asking for them (a job that ended meanwhile is forgotten as usual).
+            job_id, raw = fields.get(b"job"), fields.get(b"spec")
+            if raw is None or job_id is None:
+                process.next_refresh = 0.0  # not an announcement this side wrote: look
+                continue
+            job_id = decode_text(job_id)
+            if job_id not in process.jobs and job_id not in process.unreadable:
+                _serve(process, job_id, raw)
 
 
 async def refresh(process: ProcessState) -> None:
@@ -150,15 +166,19 @@ async def refresh(process: ProcessState) -> None:
                 await janitor.execute()
             logger.info("removed job %s: its controller is gone", job_id)
             continue
-        try:
-            settings = decode_spec(raw)
-        except (ValueError, TypeError, KeyError, RecursionError) as unreadable:
-            logger.error(
-                "job %s has settings this worker cannot read (%s): its items fail", job_id, unreadable
-            )
-            process.jobs[job_id] = Job(keys, None, str(unreadable))
-            continue
-        job = Job(keys, settings, None)
-        start_job(process, job)
-        process.jobs[job_id] = job
-        logger.info("serving job %s", job_id)
+        _serve(process, job_id, raw)
+
+
+def _serve(process: ProcessState, job_id: str, raw: object) -> None:
+    """Start serving a job, from its settings (`raw`, as its controller wrote them)."""
+    keys = JobKeys(job_id, process.queue)
+    try:
+        settings = decode_spec(raw)
+    except (ValueError, TypeError, KeyError, RecursionError) as unreadable:
+        logger.error("job %s has settings this worker cannot read (%s): its items fail", job_id, unreadable)
+        process.jobs[job_id] = Job(keys, None, str(unreadable))
+        return
+    job = Job(keys, settings, None)
+    start_job(process, job)
+    process.jobs[job_id] = job
+    logger.info("serving job %s", job_id)

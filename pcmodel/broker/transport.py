@@ -183,9 +183,15 @@ class RedisTransport(ResultReader, JobKeeper, JobKnobs):
     async def __aenter__(self) -> Self:
         try:
             self.offset = await first_contact(self.client, self.broker.url)
-            await self._create_keys()
-            self.keys_made = True
-            await self._check_workers()
+            # At once, on two connections: the job needs two from its start (the reader's read
+            # blocks one), and opening the second now keeps it off the first item's way.
+            checked = asyncio.ensure_future(self._check_workers())
+            try:
+                await self._create_keys()
+                self.keys_made = True
+            finally:
+                await asyncio.wait([checked])
+            checked.result()
         except BaseException as error:
             await self.__aexit__(type(error), error, error.__traceback__)
             raise
@@ -256,7 +262,13 @@ class RedisTransport(ResultReader, JobKeeper, JobKnobs):
                 pipe.pexpire(key, lease_ms)
             pipe.sadd(jobs_key(keys.queue), keys.job_id)
             # Idle worker processes block on the queue's news: they start on the job at once.
-            pipe.xadd(news_key(keys.queue), {b"job": keys.job_id}, maxlen=_NEWS_KEPT, approximate=True)
+            # With the settings, so that a process starts on the job without asking for them.
+            pipe.xadd(
+                news_key(keys.queue),
+                {b"job": keys.job_id, b"spec": self.settings},
+                maxlen=_NEWS_KEPT,
+                approximate=True,
+            )
             pipe.pexpire(news_key(keys.queue), lease_ms)
             await pipe.execute()
 
