@@ -28,7 +28,9 @@ import pcmodel
 from pcmodel import Adaptive
 from pcmodel.adaptive import AimdLimit
 from pcmodel.broker import Broker, BrokerJobSummary, serve_worker
-from pcmodel.broker._tuning import Knobs, ProcessGate, decode_knobs, encode_knobs
+from pcmodel.broker._process import Job
+from pcmodel.broker._redis import JobKeys
+from pcmodel.broker._tuning import Knobs, ProcessGate, decode_knobs, encode_knobs, room
 from pcmodel.broker.transport import RedisTransport
 from pcmodel.controller import make_spec
 from pcmodel.policies import Retry
@@ -413,3 +415,18 @@ async def test_an_adaptive_gate_cuts_its_limit_once_per_episode_and_honours_retr
     gate.leave(started, None)
     assert gate.in_flight == 0
     gate.close()
+
+
+def test_a_gated_jobs_room_counts_the_items_still_to_run_not_those_waiting_for_the_writer() -> None:
+    job = Job(JobKeys("job", "knobs"), None, None)
+    assert room(job) is None  # no gate: as many as the process has free slots
+    job.gate = ProcessGate(3, None, None, asyncio.new_event_loop())
+    try:
+        job.inflight.update({b"1-0", b"2-0", b"3-0"})
+        assert room(job) == 0
+        job.written_soon = 2  # two ran; their results wait for the writer
+        assert room(job) == 2
+        job.gate.pause()
+        assert room(job) == 0
+    finally:
+        job.gate.loop.close()

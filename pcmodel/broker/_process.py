@@ -126,6 +126,7 @@ class Job:
         "running",
         "settings",
         "workers",
+        "written_soon",
     )
 
     def __init__(self, keys: JobKeys, settings: JobSettings | None, problem: str | None) -> None:
@@ -148,6 +149,8 @@ class Job:
         self.inflight: set[bytes] = set()
         """Entry ids this process holds: waiting for a slot, running, or waiting for the writer."""
         self.running: set[asyncio.Task[Any]] = set()
+        self.written_soon = 0
+        """Of `inflight`, the items that ran and whose results wait for the writer."""
         self.halted = False
         """The controller stopped the job fail-fast: cancel its calls, start none."""
         self.gone = False

@@ -50,6 +50,7 @@ async def slot(process: ProcessState, index: int) -> None:
         if payload is None:
             item.job.inflight.discard(item.entry_id)
         else:
+            item.job.written_soon += 1
             process.outbox.put_nowait((item.job, item.entry_id, payload))
         process.outstanding -= 1
         process.wake.set()

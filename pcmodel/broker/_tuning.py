@@ -322,4 +322,5 @@ def room(job: Job) -> int | None:
         return None
     if gate.held:
         return 0
-    return max(0, gate.limit - len(job.inflight))
+    # The items whose results wait for the writer no longer count: they are done running.
+    return max(0, gate.limit - (len(job.inflight) - job.written_soon))

@@ -86,6 +86,7 @@ async def _flush(process: ProcessState, results: list[tuple[Job, bytes, bytes]])
         break
     for job, entry_id, _ in results:
         job.inflight.discard(entry_id)
+        job.written_soon -= 1
     process.stats.items += len(results)
 
 
