@@ -10,7 +10,7 @@ live together on one Redis Cluster node):
 | `pcmodel:job:{ID}:meta` | hash | `spec` = the job's settings (JSON); `halt` = "1" after a fail-fast stop; `knobs` = the knobs turned on the running job (JSON) | the job (lease) |
 | `pcmodel:job:{ID}:rate` | string | the shared rate limit's next due time (`rate:N` for the N-th rate set on the running job) | the job |
 | `pcmodel:queue:{Q}:jobs` | set | the ids of the jobs running on queue Q | while a job runs |
-| `pcmodel:queue:{Q}:news` | stream | one entry per job started on queue Q: `job` = its id; idle worker processes block on it | while a job runs (lease) |
+| `pcmodel:queue:{Q}:news` | stream | one entry per job started on queue Q: `job` = its id, `spec` = its settings; idle worker processes block on it | while a job runs (lease) |
 | `pcmodel:queue:{Q}:workers` | sorted set | worker process names, scored by their last heartbeat | while a worker runs |
 | `pcmodel:worker:{NAME}` | string (TTL) | a worker process's host, pid, slots and queue (JSON) | while it runs |
 
