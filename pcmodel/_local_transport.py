@@ -26,11 +26,11 @@ from typing import Any, Self
 
 from pcmodel import _validate
 from pcmodel._pool import DropRecorder, Lane, LaneGate, Pool
-from pcmodel._queues import STOP, JobQueue
+from pcmodel._queues import STOP, ItemSource, JobQueue
 from pcmodel._stall import watch_for_stalls
 from pcmodel._summary import Tally
 from pcmodel._threads import JobThreads
-from pcmodel.adaptive import AimdLimit
+from pcmodel.adaptive import make_limit
 from pcmodel.policies import RateLimiter
 from pcmodel.producer import ProducerReport, produce
 from pcmodel.records import Drop, LiveStats
@@ -103,45 +103,63 @@ class LocalTransport:
             # one in place of a thread whose call was abandoned (see pcmodel._threads).
             self.threads = JobThreads()
             function = in_threads(function, self.threads)
-        result_queue, control, now, start = job.result_queue, job.control, self.now, job.start
         job.control.workers = self.workers
         if self.resizable:
             self._start_pool(job, group, function, limiter)
         else:
-            policies = None
-            if spec.timeout is not None or spec.retry is not None or limiter is not None:
-                policies = Policies(spec.timeout, spec.retry, limiter)
-            # Several attempts per task: only a gate sees the drops of the retried ones.
-            drops = self.drops = [] if spec.retry is not None and spec.trace else None
-            for index, report in enumerate(self.reports):
-                if drops is not None:
-                    recorder = DropRecorder(drops, report, job.since_start)
-                    policies = Policies(spec.timeout, spec.retry, limiter, recorder)
-                self.workers.append(
-                    group.create_task(
-                        work(
-                            index,
-                            function,
-                            self.work_queue,
-                            result_queue,
-                            now,
-                            start,
-                            control,
-                            policies,
-                            report,
-                        ),
-                        name=f"pcmodel-worker-{index}",
-                    )
-                )
+            self._start_fixed_pool(job, group, function, limiter)
         if spec.stall_after is not None and spec.clock == "real":
             # The controller fills `job.producers` and `job.handlers` before this task first runs.
             self.watchdog = group.create_task(
                 watch_for_stalls(
                     spec.stall_after, self.reports, job.producers, job.handlers, self.work_queue,
-                    result_queue, since_start=control.since_start,
+                    job.result_queue, since_start=job.control.since_start, held=self._held,
                 ),
                 name="pcmodel-stall-watch",
             )  # fmt: skip
+
+    def _held(self) -> bool:
+        """True while the pool is held on purpose (paused, or waiting out a Retry-After)."""
+        return self.pool is not None and self.pool.held
+
+    def _worker(
+        self,
+        job: Job,
+        function: Callable[[Any], Any],
+        source: ItemSource[Any],
+        policies: Policies | None,
+        report: WorkerReport,
+    ) -> Coroutine[Any, Any, WorkerReport]:
+        """The worker coroutine of lane `report.index`, taking its items from `source`."""
+        return work(
+            report.index,
+            function,
+            source,
+            job.result_queue,
+            self.now,
+            job.start,
+            job.control,
+            policies,
+            report,
+        )
+
+    def _start_fixed_pool(
+        self, job: Job, group: asyncio.TaskGroup, function: Callable[[Any], Any], limiter: RateLimiter | None
+    ) -> None:
+        """Start a fixed pool: `workers` worker tasks that read the work queue itself."""
+        spec = self.spec
+        policies = None
+        if spec.timeout is not None or spec.retry is not None or limiter is not None:
+            policies = Policies(spec.timeout, spec.retry, limiter)
+        # Several attempts per task: only a gate sees the drops of the retried ones.
+        drops = self.drops = [] if spec.retry is not None and spec.trace else None
+        for index, report in enumerate(self.reports):
+            if drops is not None:
+                policies = Policies(
+                    spec.timeout, spec.retry, limiter, DropRecorder(drops, report, job.since_start)
+                )
+            worker = self._worker(job, function, self.work_queue, policies, report)
+            self.workers.append(group.create_task(worker, name=f"pcmodel-worker-{index}"))
 
     def _start_pool(
         self, job: Job, group: asyncio.TaskGroup, function: Callable[[Any], Any], limiter: RateLimiter | None
@@ -149,39 +167,32 @@ class LocalTransport:
         """Start a resizable pool: its lanes up to the limit, each with a worker (see `pcmodel._pool`)."""
         spec = self.spec
         adaptive = spec.adaptive
-        aimd = None if adaptive is None else AimdLimit(adaptive, job.since_start, record=spec.trace)
+        limit = None if adaptive is None else make_limit(adaptive, job.since_start, record=spec.trace)
 
         # Several attempts per task (or an adaptive limit to feed): every attempt passes the
         # gate. One attempt per task: the lanes alone suffice, and cost nothing per item.
         gated = adaptive is not None or spec.retry is not None
         plain = Policies(spec.timeout, None, None) if spec.timeout is not None else None
 
-        def start_worker(lane: Lane) -> None:
+        def start_worker(lane: Lane) -> bool:
             report = WorkerReport(lane.index)
-            self.reports.append(report)
             policies = Policies(spec.timeout, spec.retry, None, LaneGate(pool, report)) if gated else plain
-            worker = group.create_task(
-                work(
-                    lane.index,
-                    function,
-                    lane,
-                    job.result_queue,
-                    self.now,
-                    job.start,
-                    job.control,
-                    policies,
-                    report,
-                ),
-                name=f"pcmodel-worker-{lane.index}",
-            )
+            coroutine = self._worker(job, function, lane, policies, report)
+            try:
+                worker = group.create_task(coroutine, name=f"pcmodel-worker-{lane.index}")
+            except RuntimeError:  # the group shuts down (a piece failed, or the job is cancelled)
+                coroutine.close()
+                return False
             worker.add_done_callback(pool.worker_done)
+            self.reports.append(report)
             self.workers.append(worker)
+            return True
 
         pool = self.pool = Pool(
             self.work_queue,
             start_worker,
             limit=spec.workers,
-            aimd=aimd,
+            adaptive=limit,
             most=None if adaptive is None else adaptive.max,
             since_start=job.since_start,
             limiter=limiter,

@@ -25,12 +25,16 @@ than `limit` attempts are in flight, first come, first served (so the retries of
 lane just closed wait their turn instead of hammering an API that said "too many"); then it
 waits for the rate limit (which the handle can change). When the attempt ends, the gate
 records a drop (a 429 or a timeout, `records.Drop`) and feeds the adaptive limit
-(`pcmodel.adaptive.AimdLimit`).
+(`pcmodel.adaptive.AimdLimit`, or `GradientLimit`).
 
 A pool of one attempt per task (a fixed pool started with `start_job`, without retries)
 needs no gate: its lanes alone bound the calls, and wait for the rate limit, if any, before
 they hand an item over, so such a job runs as fast as one `run_job` starts (measured side by
 side). Its drops are read from the results at the end, as a fixed pool's.
+
+Over 400 lines, and one concern: the lanes, the pool and the gate read and change the same
+state (the limit, the hold, the attempts in flight, the rate limit); split apart, each part
+would reach into the others.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pcmodel._queues import STOP, JobQueue
-from pcmodel.adaptive import AimdLimit, drop_kind, retry_after
+from pcmodel.adaptive import Limit, drop_kind, retry_after
 from pcmodel.policies import RateLimiter
 from pcmodel.records import Drop, LimitChange
 from pcmodel.stopping import JobControl
@@ -143,9 +147,10 @@ class Pool:
 
     Args:
         queue: the job's work queue.
-        start_worker: starts the worker task of a new lane (the transport's).
+        start_worker: starts the worker task of a new lane (the transport's); False if it
+            cannot (the job's task group is shutting down).
         limit: the limit to start with (a fixed pool's size).
-        aimd: the adaptive limit, or None for a pool sized by hand.
+        adaptive: the adaptive limit (AIMD or gradient), or None for a pool sized by hand.
         most: the most lanes (an adaptive pool's `max`); None for no bound.
         since_start: the job's clock (seconds since it started).
         limiter: the rate limit to start with, if any.
@@ -159,10 +164,10 @@ class Pool:
     def __init__(
         self,
         queue: JobQueue[Any],
-        start_worker: Callable[[Lane], None],
+        start_worker: Callable[[Lane], bool],
         *,
         limit: int,
-        aimd: AimdLimit | None,
+        adaptive: Limit | None,
         most: int | None,
         since_start: Callable[[], float],
         limiter: RateLimiter | None,
@@ -175,8 +180,8 @@ class Pool:
         self.control = control
         self.loop = asyncio.get_running_loop()
         self._start_worker = start_worker
-        self.aimd = aimd
-        self.limit = aimd.limit if aimd is not None else limit
+        self.adaptive = adaptive
+        self.limit = adaptive.limit if adaptive is not None else limit
         self.most = most
         self.since_start = since_start
         self.limiter = limiter
@@ -203,14 +208,14 @@ class Pool:
         self.drops: list[Drop] | None = [] if trace and gated else None
         self._trace = trace
         self._changes: list[LimitChange] | None = None
-        if aimd is None and trace:
+        if adaptive is None and trace:
             self._changes = [LimitChange(since_start(), limit, "start")]
 
     @property
     def changes(self) -> list[LimitChange] | None:
         """Every change of the limit so far; None without a trace."""
-        if self.aimd is not None:
-            return self.aimd.changes if self._trace else None
+        if self.adaptive is not None:
+            return self.adaptive.changes if self._trace else None
         return self._changes
 
     @property
@@ -224,8 +229,9 @@ class Pool:
         if not self.draining:
             while len(self.lanes) < self.limit and (self.most is None or len(self.lanes) < self.most):
                 lane = Lane(len(self.lanes), self.queue, self)
+                if not self._start_worker(lane):
+                    break  # the job is ending: no new worker
                 self.lanes.append(lane)
-                self._start_worker(lane)
         wanted = min(wanted, len(self.lanes))
         for lane in self.lanes[self.open_lanes : wanted]:
             lane.open()
@@ -236,9 +242,9 @@ class Pool:
 
     def set_limit(self, limit: int, cause: str) -> None:
         """Change the limit (a fixed pool's size, or the adaptive limit, by hand)."""
-        if self.aimd is not None:
-            self.aimd.set_limit(limit, cause)
-            limit = self.aimd.limit
+        if self.adaptive is not None:
+            self.adaptive.set_limit(limit, cause)
+            limit = self.adaptive.limit
         elif limit != self.limit and self._changes is not None:
             self._changes.append(LimitChange(self.since_start(), limit, cause))
         self.limit = limit
@@ -346,25 +352,25 @@ class Pool:
         in_flight = self.in_flight  # this attempt included
         self.in_flight -= 1
         self.pass_turns()
-        aimd = self.aimd
+        adaptive = self.adaptive
         kind = drop_kind(error, self.congestion)
         if kind is None:
-            if error is None and aimd is not None:
-                aimd.on_success(started_at, self.since_start() - started_at, in_flight=in_flight)
-                if aimd.limit != self.limit:
-                    self.limit = aimd.limit
+            if error is None and adaptive is not None:
+                adaptive.on_success(started_at, self.since_start() - started_at, in_flight=in_flight)
+                if adaptive.limit != self.limit:
+                    self.limit = adaptive.limit
                     self.apply()
             return
         now = self.since_start()
         if self.drops is not None:
             running = report.running
             self.drops.append(Drop(now, running[0] if running is not None else -1, report.index, kind))
-        if aimd is not None:
+        if adaptive is not None:
             pause = retry_after(error)
-            if pause is not None and aimd.spec.max_pause > 0:
-                self.hold_until(now + min(pause, aimd.spec.max_pause))
-            if aimd.on_drop(started_at, kind) and aimd.limit != self.limit:
-                self.limit = aimd.limit
+            if pause is not None and adaptive.spec.max_pause > 0:
+                self.hold_until(now + min(pause, adaptive.spec.max_pause))
+            if adaptive.on_drop(started_at, kind) and adaptive.limit != self.limit:
+                self.limit = adaptive.limit
                 self.apply()
 
     def close(self) -> None:
@@ -389,7 +395,12 @@ class LaneGate:
         else:
             pool.in_flight += 1
         if pool.limiter is not None:
-            await pool.wait_for_rate()
+            try:
+                await pool.wait_for_rate()
+            except BaseException:
+                pool.in_flight -= 1  # cancelled before it started: its turn goes to the next
+                pool.pass_turns()
+                raise
         return pool.since_start()
 
     def leave(self, started_at: float, error: BaseException | None) -> None:

@@ -36,8 +36,13 @@ async def watch_for_stalls(
     result_queue: JobQueue[Any],
     *,
     since_start: Callable[[], float],
+    held: Callable[[], bool] | None = None,
 ) -> None:
-    """Log one warning each time no task finishes for `stall_after` seconds; runs until cancelled."""
+    """Log one warning each time no task finishes for `stall_after` seconds; runs until cancelled.
+
+    `held` says whether the job is held on purpose (paused through its handle, or waiting out
+    a Retry-After): that time is no stall.
+    """
     # Checking four times per period bounds how late the warning comes (by a quarter period)
     # at a cost of a few wake-ups a minute.
     period = stall_after / 4
@@ -48,7 +53,7 @@ async def watch_for_stalls(
         await asyncio.sleep(period)
         now = since_start()
         finished = sum(report.tasks for report in workers)
-        if finished != done:
+        if finished != done or (held is not None and held()):
             done, progress_at, warned = finished, now, False
         elif not warned and now - progress_at >= stall_after:
             warned = True

@@ -9,7 +9,7 @@ calls may be in flight; every attempt's outcome feeds it (`AimdLimit`):
 - a **success** grows the limit, but only while the pool uses at least half of it (a pool
   that is not busy has no evidence that more would be welcome). Until the first congestion
   each success adds one, so the limit doubles every round trip (TCP's slow start); after it,
-  one per round trip (each success adds `1 / limit`);
+  one per round trip (one more after `limit` successes);
 - a **drop** (the attempt was rate limited, see `is_rate_limited`, or timed out) cuts the
   limit to `backoff` times itself, at most once per congestion episode: a drop from an
   attempt that started before the latest cut says nothing new (it was sent under the old
@@ -17,23 +17,44 @@ calls may be in flight; every attempt's outcome feeds it (`AimdLimit`):
 - **other errors and cancellations** are ignored: a bad item is not congestion.
 
 An error's `retry_after` (seconds, as an HTTP Retry-After header gives) pauses the start of
-new attempts until then, separately from the limit. Everything reads the job's clock: a
-virtual-clock run is exact and repeatable.
+new attempts until then (at most `max_pause`), separately from the limit. Everything reads the
+job's clock: a virtual-clock run is exact and repeatable.
 
-`AimdLimit` knows nothing of workers or queues, so any transport can feed it: the in-process
-one does (`pcmodel._pool`), attempt by attempt, retries included.
+`Adaptive(mode="gradient")` moves the limit by latency too (`GradientLimit`), in the manner of
+Netflix's Gradient2 limit and Envoy's adaptive concurrency filter, for APIs that queue the
+calls they cannot serve instead of refusing them (AIMD, which hears no 429, would grow to
+`max` while every call waits in line). Slow start doubles the limit until a call takes more
+than `tolerance` times the fastest one seen (the calls began to queue), then falls back to
+half; from there, each round trip of successes gives a median latency, compared with the
+fastest median seen: within `tolerance` times it, the limit grows by about its square root
+per round trip; past it, the limit shrinks in proportion. Drops cut it as AIMD's do.
+
+`AimdLimit` and `GradientLimit` know nothing of workers or queues, so any transport can feed
+them (`make_limit` makes the one a spec asks for): the in-process one does (`pcmodel._pool`),
+attempt by attempt, retries included.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from pcmodel.records import Drop, LimitChange, TaskResult
 
-__all__ = ["Adaptive", "AimdLimit", "DropKind", "drop_kind", "drops_of_results", "is_rate_limited"]
+__all__ = [
+    "Adaptive",
+    "AimdLimit",
+    "DropKind",
+    "GradientLimit",
+    "Limit",
+    "drop_kind",
+    "drops_of_results",
+    "is_rate_limited",
+    "make_limit",
+]
 
 DropKind = Literal["rate_limited", "timeout"]
 
@@ -69,6 +90,11 @@ class Adaptive:
     max_pause: float = 60.0
     """The longest a Retry-After may hold every new attempt, in seconds: a longer one (from a
     broken or hostile server: "Retry-After: 86400") is cut to this."""
+    mode: Literal["aimd", "gradient"] = "aimd"
+    """"aimd": the limit moves on drops alone; "gradient": on latency too (see the module)."""
+    tolerance: float = 1.5
+    """In "gradient" mode: how many times the fastest latency seen a round trip's median
+    may reach before the limit shrinks (> 1)."""
 
     def __post_init__(self) -> None:
         for name in ("min", "max"):
@@ -99,6 +125,15 @@ class Adaptive:
             raise TypeError(f"Adaptive max_pause must be a number, got {pause!r} ({type(pause).__name__})")
         if not 0 <= pause < math.inf:
             raise ValueError(f"Adaptive max_pause must be a finite number >= 0 (seconds), got {pause!r}")
+        if self.mode not in ("aimd", "gradient"):
+            raise ValueError(f"Adaptive mode must be 'aimd' or 'gradient', got {self.mode!r}")
+        tolerance = self.tolerance
+        if isinstance(tolerance, bool) or not isinstance(tolerance, int | float):
+            raise TypeError(
+                f"Adaptive tolerance must be a number, got {tolerance!r} ({type(tolerance).__name__})"
+            )
+        if not 1 < tolerance < math.inf:
+            raise ValueError(f"Adaptive tolerance must be a finite number > 1, got {tolerance!r}")
         if not isinstance(self.congestion, tuple) or not all(
             isinstance(kind, type) and issubclass(kind, BaseException) for kind in self.congestion
         ):
@@ -256,3 +291,117 @@ class AimdLimit:
 
     def __repr__(self) -> str:
         return f"AimdLimit(limit={self.limit}, min={self.spec.min}, max={self.spec.max})"
+
+
+class Limit(Protocol):
+    """What a transport feeds and reads: `AimdLimit` or `GradientLimit`."""
+
+    spec: Adaptive
+    limit: int
+    changes: list[LimitChange]
+
+    def on_success(self, started_at: float, latency: float, *, in_flight: int | None = None) -> None:
+        """An attempt succeeded."""
+
+    def on_drop(self, started_at: float, kind: DropKind) -> bool:
+        """An attempt was dropped; True if that cut the limit."""
+
+    def set_limit(self, limit: int, cause: str = "set_workers") -> None:
+        """Set the limit by hand."""
+
+
+def make_limit(spec: Adaptive, now: Callable[[], float], *, record: bool = True) -> Limit:
+    """The limit `spec` asks for: an `AimdLimit`, or a `GradientLimit` for mode="gradient"."""
+    if spec.mode == "gradient":
+        return GradientLimit(spec, now, record=record)
+    return AimdLimit(spec, now, record=record)
+
+
+class GradientLimit(AimdLimit):
+    """The adaptive limit of `Adaptive(mode="gradient")`: latency moves it (see the module).
+
+    In the job's time: slow start as `AimdLimit`'s, until a success takes more than
+    `tolerance` times the fastest call seen; the limit then falls back to half (TCP's slow
+    start threshold). From there every round trip (`limit` successes, at least `_MIN_WINDOW`)
+    gives the median latency `short`, and `floor` is the lowest latency seen (the fastest
+    median since); then
+
+        gradient = clamp(tolerance * floor / short, 0.5, 1)
+        target = limit * gradient + sqrt(limit)     # the square root: room to probe upwards
+        limit = 0.8 * limit + 0.2 * target          # smoothed, between min and max
+
+    A round trip in which less than half of the limit was in use changes nothing (no
+    evidence either way). Drops cut it as `AimdLimit` does.
+
+    The floor is a minimum, never an average: Gradient2's long-term average of the medians
+    follows a lasting rise of latency, so on an API that queues it grew without end here
+    (to 200 for a capacity of 5); the floor does not. The price: if the API gets slower for
+    good, the limit settles where the square-root headroom balances the gradient (about 16
+    when every call takes twice the floor, 4 when three times), however many calls the API
+    could take (Envoy re-measures its minimum now and then by dropping to `min` for a
+    moment; that is not done here).
+    """
+
+    __slots__ = ("_estimate", "_floor", "_used", "_window")
+
+    _MIN_WINDOW = 10
+    _SMOOTHING = 0.2
+
+    def __init__(self, spec: Adaptive, now: Callable[[], float], *, record: bool = True) -> None:
+        super().__init__(spec, now, record=record)
+        self._estimate = float(self.limit)
+        self._window: list[float] = []
+        self._used = True
+        self._floor: float | None = None
+
+    def on_success(self, started_at: float, latency: float, *, in_flight: int | None = None) -> None:
+        if self._slow_start:
+            self._slow_start_step(latency, in_flight)
+            return
+        if in_flight is not None and in_flight * 2 < self.limit:
+            self._used = False
+        self._window.append(latency)
+        if len(self._window) < max(self.limit, self._MIN_WINDOW):
+            return
+        short = statistics.median(self._window)
+        used, self._window, self._used = self._used, [], True
+        floor = short if self._floor is None else min(self._floor, short)
+        self._floor = floor
+        if not used or short <= 0:
+            return
+        gradient = max(0.5, min(1.0, self.spec.tolerance * floor / short))
+        target = self._estimate * gradient + math.sqrt(self._estimate)
+        estimate = (1 - self._SMOOTHING) * self._estimate + self._SMOOTHING * target
+        self._estimate = max(float(self.spec.min), min(float(self.spec.max), estimate))
+        moved = math.floor(self._estimate)
+        if moved != self.limit:
+            self._change(moved, "gradient")
+
+    def _slow_start_step(self, latency: float, in_flight: int | None) -> None:
+        """Until latency first rises, double per round trip; then fall back to half, the last
+        limit at which the calls did not queue (TCP's slow start threshold)."""
+        floor = latency if self._floor is None else min(self._floor, latency)
+        self._floor = floor
+        if latency > self.spec.tolerance * floor:
+            self._slow_start = False
+            self._estimate = float(max(self.spec.min, self.limit // 2))
+            if math.floor(self._estimate) != self.limit:
+                self._change(math.floor(self._estimate), "gradient")
+            return
+        if self.limit < self.spec.max and (in_flight is None or in_flight * 2 >= self.limit):
+            self._change(self.limit + 1, "grow")
+            self._estimate = float(self.limit)
+
+    def on_drop(self, started_at: float, kind: DropKind) -> bool:
+        cut = super().on_drop(started_at, kind)
+        if cut:
+            self._estimate = float(self.limit)
+            self._window = []
+        return cut
+
+    def set_limit(self, limit: int, cause: str = "set_workers") -> None:
+        super().set_limit(limit, cause)
+        self._estimate = float(self.limit)
+
+    def __repr__(self) -> str:
+        return f"GradientLimit(limit={self.limit}, min={self.spec.min}, max={self.spec.max})"

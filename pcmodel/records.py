@@ -250,9 +250,8 @@ class JobSummary:
     the adaptive limit's steps (`workers=pcmodel.Adaptive(...)`) and changes made by hand on
     the running job (`JobHandle.set_workers`); None unless `trace=True`."""
     drops: tuple[Drop, ...] | None = field(default=None, repr=False)
-    """Every attempt that was rate limited or timed out (retried ones included when the job
-    has a timeout, retries, a rate limit or an adaptive pool; otherwise each task's last
-    attempt), in time order; None unless `trace=True`."""
+    """Every attempt that was rate limited (see `pcmodel.adaptive.is_rate_limited`) or timed
+    out, retried ones included, in time order, in any pool; None unless `trace=True`."""
 
     @property
     def queue_depth(self) -> tuple[DepthSample, ...] | None:

@@ -10,7 +10,7 @@ import pytest
 import pcmodel
 from pcmodel import Adaptive, Drop, LimitChange, Retry
 from pcmodel._carapi_shared import RateLimited, ServerError
-from pcmodel.adaptive import AimdLimit, drop_kind, is_rate_limited
+from pcmodel.adaptive import AimdLimit, GradientLimit, drop_kind, is_rate_limited, make_limit
 
 
 class Clock:
@@ -431,3 +431,128 @@ def test_a_hostile_retry_after_cannot_stall_the_job(retry_after: object, resumes
         assert summary.elapsed < 1.0
     else:
         assert first_after_the_drop == pytest.approx(resumes_at)
+
+
+class QueueingAPI:
+    """Serves `capacity` calls at once in `base` seconds; the rest wait in line: no 429 ever,
+    only latency that grows with the calls sent."""
+
+    def __init__(self, capacity: int, base: float = 0.1) -> None:
+        self.capacity = capacity
+        self.base = base
+        self.line: asyncio.Semaphore | None = None
+        self.latencies: list[float] = []
+
+    async def __call__(self, n: int) -> int:
+        loop = asyncio.get_running_loop()
+        if self.line is None:
+            self.line = asyncio.Semaphore(self.capacity)
+        sent = loop.time()
+        async with self.line:
+            await asyncio.sleep(self.base)
+        self.latencies.append(loop.time() - sent)
+        return n
+
+
+def test_gradient_mode_checks_its_fields() -> None:
+    with pytest.raises(ValueError, match=r"Adaptive mode must be 'aimd' or 'gradient', got 'vegas'"):
+        Adaptive(mode="vegas")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"Adaptive tolerance must be a finite number > 1, got 1"):
+        Adaptive(mode="gradient", tolerance=1)
+    assert isinstance(make_limit(Adaptive(mode="gradient"), Clock()), GradientLimit)
+    assert type(make_limit(Adaptive(), Clock())) is AimdLimit
+
+
+def test_gradient_slow_start_ends_at_the_first_rise_of_latency_falling_back_to_half() -> None:
+    limit = GradientLimit(Adaptive(max=100, initial=4, mode="gradient"), Clock())
+    for _ in range(4):
+        limit.on_success(0.0, 1.0, in_flight=4)
+    assert limit.limit == 8
+    limit.on_success(0.0, 1.6, in_flight=8)  # past 1.5 times the fastest call: queueing
+    assert limit.limit == 4
+    assert limit.changes[-1].cause == "gradient"
+
+
+def gradient_after_slow_start(initial: int) -> GradientLimit:
+    """A gradient limit whose slow start ended at once: a call of 1 s, then one of 2 s."""
+    limit = GradientLimit(Adaptive(max=100, initial=initial, mode="gradient"), Clock())
+    limit.on_success(0.0, 1.0, in_flight=initial)  # grows by one, unless at max
+    limit.on_success(0.0, 2.0, in_flight=initial)  # twice the fastest: back to half
+    return limit
+
+
+def test_each_round_trip_moves_the_gradient_limit_by_its_median_latency() -> None:
+    limit = gradient_after_slow_start(100)
+    assert limit.limit == 50
+    for _ in range(49):
+        limit.on_success(0.0, 3.0, in_flight=50)
+    assert limit.limit == 50  # a round trip is `limit` successes
+    limit.on_success(0.0, 3.0, in_flight=50)
+    # Three times the floor: gradient 0.5, target 50 * 0.5 + sqrt(50) = 32.07, smoothed:
+    # 0.8 * 50 + 0.2 * 32.07 = 46.4.
+    assert limit.changes[-1] == LimitChange(0.0, 46, "gradient")
+    for _ in range(46):
+        limit.on_success(0.0, 1.2, in_flight=46)  # within 1.5 times the floor: room to grow
+    assert limit.limit == 47  # 0.8 * 46.41 + 0.2 * (46.41 + 6.81) = 47.77
+
+
+def test_a_round_trip_with_the_pool_half_idle_moves_no_gradient() -> None:
+    limit = gradient_after_slow_start(20)
+    assert limit.limit == 10  # 21 // 2
+    for _ in range(10):
+        limit.on_success(0.0, 3.0, in_flight=4)  # slow, but the pool is mostly idle
+    assert limit.limit == 10
+
+
+@pytest.mark.parametrize("capacity", [5, 10, 20])
+def test_on_an_api_that_queues_instead_of_refusing_the_gradient_stops_where_latency_rises(
+    capacity: int,
+) -> None:
+    """No 429 ever: AIMD has nothing to cut on and grows to max; the gradient settles."""
+    aimd_api, gradient_api = QueueingAPI(capacity), QueueingAPI(capacity)
+    aimd = pcmodel.run_job(aimd_api, range(3000), workers=Adaptive(max=200), clock="virtual")
+    gradient = pcmodel.run_job(
+        gradient_api, range(3000), workers=Adaptive(max=200, mode="gradient"), clock="virtual"
+    )
+    assert aimd.limit_changes is not None
+    assert aimd.limit_changes[-1].limit == 200
+    settled = mean_limit(gradient, since=gradient.elapsed / 2)
+    assert capacity <= settled <= 2.5 * capacity  # the square-root headroom: more for small limits
+    later = gradient_api.latencies[1500:]
+    assert sorted(later)[len(later) // 2] <= 2.5 * gradient_api.base  # the median call waits little
+    assert sorted(aimd_api.latencies[1500:])[750] >= 5 * aimd_api.base
+    best = capacity / gradient_api.base
+    assert gradient.tasks / gradient.elapsed >= 0.95 * best  # and loses almost no throughput
+
+
+def test_gradient_mode_grows_to_max_without_a_limit_and_cuts_on_429s() -> None:
+    free = pcmodel.run_job(
+        CapacityAPI(None), range(3000), workers=Adaptive(max=50, mode="gradient"), clock="virtual"
+    )
+    assert free.limit_changes is not None
+    assert free.limit_changes[-1].limit == 50
+    refusing = pcmodel.run_job(
+        CapacityAPI(10),
+        range(3000),
+        workers=Adaptive(max=100, mode="gradient"),
+        retries=Retry(50, backoff=0.05, multiplier=1, seed=1),
+        clock="virtual",
+    )
+    assert refusing.failed == 0
+    assert abs(mean_limit(refusing, since=refusing.elapsed / 2) - 10) <= 2
+
+
+def test_an_interrupt_while_the_limit_grows_stops_the_job_and_starts_no_worker_after(
+    recwarn: pytest.WarningsRecorder,
+) -> None:
+    async def interrupts_at_once(n: int) -> int:
+        await asyncio.sleep(1)
+        if n == 0:
+            raise KeyboardInterrupt
+        return n  # the others succeed at the same instant: the limit grows as the job unwinds
+
+    with pytest.raises(KeyboardInterrupt):
+        pcmodel.run_job(
+            interrupts_at_once, range(100), workers=Adaptive(max=50, initial=8), retries=1, clock="virtual"
+        )
+    assert [str(w.message) for w in recwarn] == []  # no coroutine left unawaited

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -316,26 +315,26 @@ def test_knobs_reach_a_job_on_a_private_loop_in_a_helper_thread() -> None:
 
 
 def test_knobs_from_another_thread_reach_a_job_on_the_callers_loop() -> None:
-    async def short(n: int) -> int:
-        await asyncio.sleep(0.02)
-        return n
-
     async def main() -> JobSummary:
         loop = asyncio.get_running_loop()
-        handle = pcmodel.start_job(short, range(40), workers=2)
-        turned = threading.Event()
+        turned = asyncio.Event()
+
+        async def first_waits_for_the_knob(n: int) -> int:
+            if n == 0:
+                await turned.wait()  # the job cannot end before the knob lands
+            await asyncio.sleep(0.01)
+            return n
+
+        handle = pcmodel.start_job(first_waits_for_the_knob, range(40), workers=2)
 
         def from_a_widget() -> None:
-            time.sleep(0.05)
-            handle.set_workers(8)
-            turned.set()
+            assert handle.set_workers(8)  # from this thread: through call_soon_threadsafe...
+            loop.call_soon_threadsafe(turned.set)  # ...so it lands before this
 
         helper = threading.Thread(target=from_a_widget)
         helper.start()
         summary = await handle
         helper.join()
-        assert turned.is_set()
-        assert loop.is_running()
         return summary
 
     summary = asyncio.run(main())
@@ -343,7 +342,6 @@ def test_knobs_from_another_thread_reach_a_job_on_the_callers_loop() -> None:
     changes = summary.limit_changes
     assert changes is not None
     assert [(c.limit, c.cause) for c in changes] == [(2, "start"), (8, "set_workers")]
-    # Real time: when the knob landed varies; after it, up to 8 in flight.
     assert summary.workers == 8
 
 
@@ -454,3 +452,21 @@ def test_a_transport_without_knobs_says_so_and_ignores_the_ones_turned_before_it
     summary = on_virtual_clock(main)
     assert summary.stop_reason == "stop"
     assert "set_workers() was ignored" in caplog.text
+
+
+def test_a_paused_real_time_job_is_not_reported_as_stalled(caplog: pytest.LogCaptureFixture) -> None:
+    async def quick(n: int) -> int:
+        await asyncio.sleep(0.01)
+        return n
+
+    async def main() -> JobSummary:
+        handle = pcmodel.start_job(quick, range(20), workers=2, stall_after=0.1)
+        await asyncio.sleep(0.03)
+        handle.pause()
+        await asyncio.sleep(0.5)  # five times stall_after without a task finishing: held on purpose
+        handle.resume()
+        return await handle
+
+    summary = asyncio.run(main())
+    assert summary.tasks == 20
+    assert "no task has finished" not in caplog.text
