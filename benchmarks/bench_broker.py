@@ -12,7 +12,8 @@ its ratio to the ideal and to one process. Every process it starts is stopped at
     python -m benchmarks.bench_broker --out broker.json
 
 Needs the redis extra (`pip install 'pcmodel[redis]'`) and redis-server (`.ci/redis-setup.sh`).
-A job's elapsed time includes the workers noticing it (they look for new jobs every 0.2 s).
+A job's elapsed time includes the workers noticing it (an idle worker hears of a job at once).
+The overhead per item (no-op items) is measured by `benchmarks.bench_broker_noop`.
 """
 
 from __future__ import annotations

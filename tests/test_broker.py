@@ -323,8 +323,14 @@ async def test_every_item_has_exactly_one_result_across_worker_processes(
 
 
 @needs_server
-async def test_a_worker_killed_mid_job_loses_nothing(redis_url: str, workers: Workers) -> None:
-    queue = "tests-kill"
+@pytest.mark.parametrize(
+    "pool_size", [50, pcmodel.Adaptive(min=2, max=10, initial=10)], ids=["fixed", "adaptive"]
+)
+async def test_a_worker_killed_mid_job_loses_nothing(
+    redis_url: str, workers: Workers, pool_size: int | pcmodel.Adaptive
+) -> None:
+    # An adaptive job runs its calls through a gate in each process: crash safety is the same.
+    queue = f"tests-kill-{'adaptive' if isinstance(pool_size, pcmodel.Adaptive) else 'fixed'}"
     victim, *_ = workers.start(queue, 3, workers=10)
     seen: list[TaskResult] = []
     held: list[int] = []
@@ -350,6 +356,7 @@ async def test_a_worker_killed_mid_job_loses_nothing(redis_url: str, workers: Wo
             queue=queue,
             on_task_complete=kill_while_it_holds_items,
             visibility_timeout=0.5,
+            workers=pool_size,
         )
     assert victim.wait(10) == -signal.SIGKILL
     assert held
@@ -698,6 +705,37 @@ async def test_an_item_whose_workers_keep_dying_fails_after_max_deliveries(redis
     assert sorted(result.value for result in summary.results if result.ok) == sorted(
         {0, 1, 2} - {lost[0].task_id}
     )
+
+
+async def _blocked_reading_news(client: aioredis.Redis) -> None:
+    """Wait until a client is blocked reading a stream (`XREAD`): the idle worker's wait for news."""
+    while True:
+        clients = await client.client_list()
+        if any(entry["cmd"] == "xread" and "b" in entry["flags"] for entry in clients):
+            return
+        await asyncio.sleep(0.01)
+
+
+@needs_server
+async def test_an_idle_worker_starts_on_each_new_job_at_once_not_at_its_next_look(redis_url: str) -> None:
+    # poll=60: a worker that only looked for jobs every poll interval would take a minute to
+    # start on each job; the job's announcement on the queue's news wakes it at once.
+    queue = "tests-idle"
+    async with aioredis.Redis.from_url(redis_url) as client:
+        worker = asyncio.create_task(serve_worker(redis_url, act, workers=2, queue=queue, poll=60))
+        try:
+            for _ in range(3):
+                async with asyncio.timeout(20):
+                    await _blocked_reading_news(client)
+                    summary = await run(redis_url, items(2), queue=queue)
+                assert summary.results is not None
+                assert sorted(result.value for result in summary.results) == [0, 1]
+        finally:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+        # No job runs on the queue: its news went with the last one.
+        assert await client.keys(f"pcmodel:queue:{queue}:news") == []
 
 
 @needs_server

@@ -219,6 +219,8 @@ _HOSTILE_RESULTS: list[dict[bytes, bytes]] = [
     {b"r": b"\xff\xfe\x00"},
     {b"r": b"[1, 2]"},
     {b"other": b"field"},
+    # Several lines, none a result: the entry counts once.
+    {b"r": b"not json\n[1, 2]\n"},
 ]
 _HOSTILE_WORK: list[dict[bytes, bytes]] = [
     {b"m": b"[" * 100_000},

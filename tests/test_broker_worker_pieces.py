@@ -3,12 +3,14 @@
 The broker suites run whole worker processes against Redis; these drive one piece at a time
 over a `ProcessState` whose client refuses every use, so each test also shows that the piece
 under test never talks to Redis: the growing pause of `Backoff`, the slot's `run_item`
-(which turns an item into its result message) and the `slot` loop around it.
+(which turns an item into its result message) and the `slot` loop around it. The writer's
+test records the commands it would send instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any, NoReturn, cast
 
@@ -20,12 +22,15 @@ from pcmodel._queues import STOP
 from pcmodel.broker._process import Backoff, Item, Job, ProcessState
 from pcmodel.broker._redis import JobKeys, Redis
 from pcmodel.broker._slots import run_item, slot
+from pcmodel.broker._writer import _entries, write
 from pcmodel.broker.messages import (
     JobSettings,
     MalformedMessageError,
     ResultMessage,
     decode_error,
     decode_result,
+    decode_results,
+    encode_results,
     encode_work,
 )
 
@@ -269,3 +274,104 @@ async def test_a_slot_hands_each_result_to_the_writer_drops_an_ended_jobs_item_a
     job, entry_id, payload = process.outbox.get_nowait()
     assert (job, entry_id, _read(payload).value) == (live, b"1-0", 11)
     assert process.outbox.empty()
+
+
+# -- the writer and the result entries ---------------------------------------------------
+
+
+class _RecordingPipeline:
+    """A transaction that records its commands; `execute` answers as Redis would, all fine."""
+
+    def __init__(self, log: list[list[tuple[Any, ...]]]) -> None:
+        self.commands: list[tuple[Any, ...]] = []
+        log.append(self.commands)
+
+    def xadd(self, key: str, fields: dict[bytes, bytes], *, nomkstream: bool) -> None:
+        assert nomkstream  # a job that ended must not get its result stream back
+        self.commands.append(("XADD", key, fields[b"r"]))
+
+    def xack(self, key: str, group: str, *ids: bytes) -> None:
+        self.commands.append(("XACK", key, *ids))
+
+    def xdel(self, key: str, *ids: bytes) -> None:
+        self.commands.append(("XDEL", key, *ids))
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        return [1] * len(self.commands)
+
+
+class _RecordingRedis:
+    def __init__(self) -> None:
+        self.transactions: list[list[tuple[Any, ...]]] = []
+
+    def pipeline(self, transaction: bool = True) -> _RecordingPipeline:
+        assert transaction  # results and acknowledgements are written together or not at all
+        return _RecordingPipeline(self.transactions)
+
+
+def _result(task_id: int, value: Any) -> bytes:
+    """A result message as a worker writes it."""
+    return json.dumps(
+        {
+            "task": task_id,
+            "entry": f"{task_id}-0",
+            "process": "h:1:a",
+            "slot": 0,
+            "slots": 1,
+            "started": 1.0,
+            "finished": 2.0,
+            "attempts": 1,
+            "deliveries": 1,
+            "value": value,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+async def test_the_writer_writes_each_jobs_results_in_one_entry_and_acknowledges_them_in_one_command() -> (
+    None
+):
+    redis = _RecordingRedis()
+    process = _process(double)
+    process.client = cast(Redis, redis)
+    first, second, ended = _job(), _job(), _job()
+    second.keys = JobKeys("job2", "pieces")
+    ended.gone = True
+    for job, entry_id in ((first, b"1-0"), (second, b"2-0"), (first, b"3-0"), (ended, b"4-0")):
+        job.inflight.add(entry_id)
+        process.outbox.put_nowait((job, entry_id, _result(int(entry_id[:1]), "x\ny")))
+    process.outbox.put_nowait(STOP)
+    async with asyncio.timeout(10):
+        await write(process)
+    [transaction] = redis.transactions
+    results = [command for command in transaction if command[0] == "XADD"]
+    assert [command[1] for command in results] == [first.keys.results, second.keys.results]
+    read = [[message.task for message in decode_results({b"r": command[2]})] for command in results]
+    assert read == [[1, 3], [2]]
+    assert decode_results({b"r": results[0][2]})[0].value == "x\ny"  # type: ignore[union-attr]
+    assert ("XACK", first.keys.work, b"1-0", b"3-0") in transaction
+    assert ("XDEL", first.keys.work, b"1-0", b"3-0") in transaction
+    assert ("XDEL", second.keys.work, b"2-0") in transaction
+    assert len(transaction) == 6  # nothing for the job that ended
+    assert (first.inflight, second.inflight) == (set(), set())
+    assert process.stats.items == 4
+
+
+def test_a_result_entry_holds_one_message_per_line_and_a_bad_line_spoils_only_itself() -> None:
+    entry = encode_results([_result(1, [1, "a\nb"]), b"not json", _result(2, None)])
+    first, bad, second = decode_results({b"r": entry})
+    assert isinstance(first, ResultMessage)
+    assert (first.task, first.value) == (1, [1, "a\nb"])
+    assert isinstance(bad, MalformedMessageError)
+    assert isinstance(second, ResultMessage)
+    assert second.task == 2
+    [missing] = decode_results({b"other": b"field"})
+    assert isinstance(missing, MalformedMessageError)
+
+
+def test_large_results_travel_in_several_entries() -> None:
+    big = [_result(task_id, "v" * 100_000) for task_id in range(6)]
+    entries = _entries(big)
+    assert 1 < len(entries) < len(big)
+    tasks = [message.task for entry in entries for message in decode_results({b"r": entry})]
+    assert tasks == list(range(6))

@@ -5,6 +5,8 @@ free worker slots, so items wait in Redis, where any process can take them, rath
 one process's memory. Before new items it takes over the items of processes that stopped
 (`_reclaim`), since those are older. `refresh` learns which jobs run on the queue (and their
 settings: timeout, retry, the shared rate limit) and forgets the ones that ended.
+With no job to serve, it blocks on the queue's news stream, where each controller announces
+its job as it starts it, so an idle process starts on a new job at once.
 
 Every item taken goes through `ProcessState.take`, into the buffer the slots read. Losing
 Redis is not fatal: the loop retries with a growing pause until `stop` is set.
@@ -26,11 +28,11 @@ from pcmodel.broker._redis import (
     ResponseError,
     decode_text,
     jobs_key,
+    news_key,
     stream_entries,
 )
+from pcmodel.broker._tuning import room, start_job
 from pcmodel.broker.messages import decode_spec
-from pcmodel.broker.rate_limit import SharedRateLimiter
-from pcmodel.worker import Policies
 
 __all__ = ["fetch", "refresh"]
 
@@ -40,6 +42,7 @@ logger = logging.getLogger("pcmodel.broker")
 async def fetch(process: ProcessState, stop: asyncio.Event) -> None:
     """Read new items into the buffer, at most one per free slot, until `stop` is set."""
     backoff = process.backoff("read items from Redis")
+    refused = False
     while not stop.is_set():
         free = process.workers - process.outstanding
         try:
@@ -50,35 +53,46 @@ async def fetch(process: ProcessState, stop: asyncio.Event) -> None:
                 await refresh(process)
             readable = {job.keys.work: job for job in process.jobs.values() if not (job.gone or job.halted)}
             if not readable:
+                await _wait_for_news(process)
+                continue
+            # A job with a gate here (knobs turned, or adaptive) takes no more than it may start.
+            rooms = {key: room(job) for key, job in readable.items()}
+            readable = {key: job for key, job in readable.items() if rooms[key] != 0}
+            if not readable:
                 await _nap(process)
                 continue
             # Items left by a stopped process come first: they are older than any new
             # one, and taking them only when a slot is free and no new item is waiting
             # would leave them until the queue runs dry.
             taken = 0
-            for candidate in readable.values():
+            for key, candidate in readable.items():
                 if taken < free and process.loop.time() >= candidate.next_reclaim:
-                    taken += await reclaim(process, candidate, free - taken)
+                    taken += await reclaim(process, candidate, min(free - taken, rooms[key] or free))
             if taken:
                 continue
+            count = min([free // len(readable), *(left for left in rooms.values() if left)])
             reply = await process.client.xreadgroup(
                 GROUP,
                 process.name,
                 dict.fromkeys(readable, ">"),
-                count=max(1, free // len(readable)),
+                count=max(1, count),
                 block=max(1, int(process.poll * 1000)),
             )
         except ResponseError as gone:
-            # A job's stream was deleted as we read it (the job ended): look again, after
-            # a short pause, so that an error Redis keeps giving cannot make this spin.
+            # A job's stream was deleted as we read it (the job ended): look again at once,
+            # as the next job may be waiting; after a short pause if it happens twice in a
+            # row, so that an error Redis keeps giving cannot make this spin.
             logger.debug("reading items: %s", gone)
             process.next_refresh = 0.0
-            await process.pause(RETRY_FIRST)
+            if refused:
+                await process.pause(RETRY_FIRST)
+            refused = True
             continue
         except (RedisConnectionError, RedisTimeoutError, OSError) as unreachable:
             await backoff.pause(unreachable)
             continue
         backoff.succeeded()
+        refused = False
         for stream, entries in stream_entries(reply):
             reader = readable.get(stream)
             if reader is None:
@@ -93,6 +107,38 @@ async def _nap(process: ProcessState) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(process.poll):
             await process.wake.wait()
+
+
+async def _wait_for_news(process: ProcessState) -> None:
+    """With no job to serve, wait (at most one poll interval) for a job to start on the queue.
+
+    Every controller announces its job in the queue's news stream as it starts it; reading
+    it from the last announcement seen, blocking, lets an idle process start on a new job at
+    once, where looking every poll interval made it wait 0.1 s on average.
+    """
+    first_look = process.news_seen == b"0-0"
+    reply = await process.client.xread(
+        {news_key(process.queue): process.news_seen}, block=max(1, int(process.poll * 1000))
+    )
+    for _, entries in stream_entries(reply):
+        if not entries:
+            continue
+        process.news_seen = entries[-1][0]
+        if first_look:
+            # Announcements from before this process started may be of jobs long ended:
+            # the list of running jobs says which are not.
+            process.next_refresh = 0.0
+            continue
+        for _, fields in entries:
+            # An announcement carries its job's settings: the process starts on it at once,
+            # without asking for them (a job that ended meanwhile is forgotten as usual).
+            job_id, raw = fields.get(b"job"), fields.get(b"spec")
+            if raw is None or job_id is None:
+                process.next_refresh = 0.0  # not an announcement this side wrote: look
+                continue
+            job_id = decode_text(job_id)
+            if job_id not in process.jobs and job_id not in process.unreadable:
+                _serve(process, job_id, raw)
 
 
 async def refresh(process: ProcessState) -> None:
@@ -120,19 +166,19 @@ async def refresh(process: ProcessState) -> None:
                 await janitor.execute()
             logger.info("removed job %s: its controller is gone", job_id)
             continue
-        try:
-            settings = decode_spec(raw)
-        except (ValueError, TypeError, KeyError, RecursionError) as unreadable:
-            logger.error(
-                "job %s has settings this worker cannot read (%s): its items fail", job_id, unreadable
-            )
-            process.jobs[job_id] = Job(keys, None, str(unreadable))
-            continue
-        job = Job(keys, settings, None)
-        if settings.timeout is not None or settings.retry is not None or settings.max_per_second is not None:
-            limiter = None
-            if settings.max_per_second is not None:
-                limiter = SharedRateLimiter(settings.max_per_second, settings.burst, process.client, keys)
-            job.policies = Policies(settings.timeout, settings.retry, limiter)
-        process.jobs[job_id] = job
-        logger.info("serving job %s", job_id)
+        _serve(process, job_id, raw)
+
+
+def _serve(process: ProcessState, job_id: str, raw: object) -> None:
+    """Start serving a job, from its settings (`raw`, as its controller wrote them)."""
+    keys = JobKeys(job_id, process.queue)
+    try:
+        settings = decode_spec(raw)
+    except (ValueError, TypeError, KeyError, RecursionError) as unreadable:
+        logger.error("job %s has settings this worker cannot read (%s): its items fail", job_id, unreadable)
+        process.jobs[job_id] = Job(keys, None, str(unreadable))
+        return
+    job = Job(keys, settings, None)
+    start_job(process, job)
+    process.jobs[job_id] = job
+    logger.info("serving job %s", job_id)

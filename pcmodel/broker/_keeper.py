@@ -5,10 +5,10 @@ Every poll interval, `keep`:
 - sends the process's heartbeat (`heartbeat`: its entry in the queue's workers set, with a
   TTL'd key of its host, pid, slots and items done), which is what `live_workers` lists, and
   forgets processes silent for longer than the presence TTL;
-- tends the jobs it holds items of (`tend`): a job whose keys were deleted has ended, so its
-  calls are cancelled and its items dropped; a job the controller halted (fail-fast) has its
-  calls cancelled, which fails their items; and every third of a visibility timeout, the items
-  still held are claimed again, which resets their idle time, so no other process takes them
+- tends the jobs it serves (`tend`): a job whose keys were deleted has ended, so its calls are
+  cancelled and its items dropped; a job the controller halted (fail-fast) has its calls
+  cancelled, which fails their items; a job whose knobs were turned gets them applied
+  (`_tuning`); and every third of a visibility timeout, the items still held are claimed again, which resets their idle time, so no other process takes them
   over (`_reclaim`) however long a call runs;
 - once a minute, measures again the offset between this process's clock and the server's, so
   the times in result messages are on the server's clock, like every other process's.
@@ -36,6 +36,7 @@ from pcmodel.broker._redis import (
     worker_key,
     workers_key,
 )
+from pcmodel.broker._tuning import apply_knobs
 
 __all__ = ["heartbeat", "keep", "leave", "tend"]
 
@@ -98,19 +99,21 @@ async def leave(process: ProcessState) -> None:
 
 
 async def tend(process: ProcessState, now: float) -> None:
-    """One round of care for the jobs: halts, ends, keep-alive claims."""
-    holding = [job for job in process.jobs.values() if job.inflight and not job.gone]
-    if holding:
+    """One round of care for the jobs: halts, ends, knobs, keep-alive claims."""
+    serving = [job for job in process.jobs.values() if not job.gone]
+    if serving:
         pipe = process.client.pipeline(transaction=False)
-        for job in holding:
+        for job in serving:
             pipe.exists(job.keys.meta)
-            pipe.hget(job.keys.meta, "halt")
+            pipe.hmget(job.keys.meta, ["halt", "knobs"])
         answers = await pipe.execute()
-        for index, job in enumerate(holding):
-            exists, halt = answers[2 * index], answers[2 * index + 1]
+        for index, job in enumerate(serving):
+            exists, (halt, knobs) = answers[2 * index], answers[2 * index + 1]
             if not exists:
                 process.forget(job.keys.job_id)
-            elif halt == b"1" and not job.halted:
+                continue
+            apply_knobs(process, job, knobs)
+            if halt == b"1" and not job.halted:
                 job.halted = True
                 for call in job.running:
                     call.cancel()

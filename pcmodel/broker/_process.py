@@ -22,12 +22,16 @@ import socket
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from pcmodel._validate import is_async_callable
 from pcmodel.broker._redis import JobKeys, Redis
 from pcmodel.broker.messages import JobSettings
+from pcmodel.policies import RateLimiter
 from pcmodel.worker import Policies, in_threads
+
+if TYPE_CHECKING:
+    from pcmodel.broker._tuning import ProcessGate
 
 __all__ = ["RETRY_FIRST", "Backoff", "Item", "Job", "ProcessState", "WorkerStats", "process_name"]
 
@@ -107,16 +111,22 @@ class Job:
 
     __slots__ = (
         "claim_cursor",
+        "gate",
         "gone",
         "halted",
         "inflight",
         "keys",
+        "knobs",
+        "limiter",
         "next_keepalive",
         "next_reclaim",
         "policies",
         "problem",
+        "rate_changes",
         "running",
         "settings",
+        "workers",
+        "written_soon",
     )
 
     def __init__(self, keys: JobKeys, settings: JobSettings | None, problem: str | None) -> None:
@@ -125,9 +135,22 @@ class Job:
         self.problem = problem
         """Why the job's settings could not be read; its items then fail without running."""
         self.policies: Policies | None = None
+        self.limiter: RateLimiter | None = None
+        """The job's rate limit now (its settings', or the one its knobs set since)."""
+        self.gate: ProcessGate | None = None
+        """Its calls' gate in this process, once it needs one (see `_tuning`)."""
+        self.knobs: bytes | None = None
+        self.rate_changes = 0
+        """Which of the rates set on the running job `limiter` keeps (0: the job's own)."""
+        """Its knobs as last read (the meta hash's `knobs` field), applied."""
+        self.workers: int | None = None
+        """The calls at once it asks of each process by hand (`JobHandle.set_workers`); None
+        as it started."""
         self.inflight: set[bytes] = set()
         """Entry ids this process holds: waiting for a slot, running, or waiting for the writer."""
         self.running: set[asyncio.Task[Any]] = set()
+        self.written_soon = 0
+        """Of `inflight`, the items that ran and whose results wait for the writer."""
         self.halted = False
         """The controller stopped the job fail-fast: cancel its calls, start none."""
         self.gone = False
@@ -168,7 +191,12 @@ class ProcessState:
     ) -> None:
         self.client = client
         self.queue = queue
+        self.base_workers = workers
+        """`--workers`: the slots this process runs whatever its jobs ask."""
         self.workers = workers
+        """Its slots now: `--workers`, or more while a job asks for more (`resize`)."""
+        self.on_resize: Callable[[], None] | None = None
+        """Called when `workers` changed (by `serve_worker`, which starts the new slots)."""
         self.name = name
         self.poll = poll
         self.pause = pause
@@ -181,6 +209,7 @@ class ProcessState:
             # A plain function runs in threads, at most one per slot, as in a local job.
             self.executor = ThreadPoolExecutor(workers, thread_name_prefix="pcmodel-worker")
             self.function = in_threads(function, self.executor)
+        self.plain_function = None if self.executor is None else function
         self.jobs: dict[str, Job] = {}
         self.unreadable: set[str] = set()
         self.buffer: asyncio.Queue[Any] = asyncio.Queue()
@@ -195,6 +224,8 @@ class ProcessState:
         self.offset = 0.0
         """Seconds to add to this process's clock to read the server's (kept by the keeper)."""
         self.next_refresh = 0.0
+        self.news_seen: bytes | str = b"0-0"
+        """The last announcement of a new job this process read in the queue's news stream."""
         self.loop = asyncio.get_running_loop()
 
     def backoff(self, what: str) -> Backoff:
@@ -207,6 +238,24 @@ class ProcessState:
         self.outstanding += 1
         self.buffer.put_nowait(Item(job, entry_id, fields, deliveries))
 
+    def resize(self) -> None:
+        """Run as many slots as the most any job asks of this process, `--workers` at least.
+
+        Slots above the new number retire after their item (see `_slots`); none is cut short.
+        """
+        asked = [job.workers for job in self.jobs.values() if job.workers is not None and not job.gone]
+        workers = max([self.base_workers, *asked])
+        if workers != self.workers:
+            if self.executor is not None and self.plain_function is not None and workers > self.workers:
+                # More slots need more threads: calls from now on go to a larger pool; the
+                # calls in the old one finish there, and its threads end with them.
+                self.executor.shutdown(wait=False)
+                self.executor = ThreadPoolExecutor(workers, thread_name_prefix="pcmodel-worker")
+                self.function = in_threads(self.plain_function, self.executor)
+            self.workers = workers
+            if self.on_resize is not None:
+                self.on_resize()
+
     def forget(self, job_id: str) -> None:
         """The job ended: cancel its calls; its remaining items are dropped unanswered."""
         job = self.jobs.pop(job_id, None)
@@ -215,3 +264,6 @@ class ProcessState:
         job.gone = True
         for call in job.running:
             call.cancel()
+        if job.gate is not None:
+            job.gate.close()
+        self.resize()

@@ -7,9 +7,10 @@ live together on one Redis Cluster node):
 |---|---|---|---|
 | `pcmodel:job:{ID}:work` | stream + group `pcmodel-workers` | one entry per item: `m` = `{"task": id, "params": ...}` | the job (lease) |
 | `pcmodel:job:{ID}:results` | stream | one entry per outcome: `r` = the result message | the job (lease) |
-| `pcmodel:job:{ID}:meta` | hash | `spec` = the job's settings (JSON); `halt` = "1" after a fail-fast stop | the job (lease) |
-| `pcmodel:job:{ID}:rate` | string | the shared rate limit's next due time | the job |
+| `pcmodel:job:{ID}:meta` | hash | `spec` = the job's settings (JSON); `halt` = "1" after a fail-fast stop; `knobs` = the knobs turned on the running job (JSON) | the job (lease) |
+| `pcmodel:job:{ID}:rate` | string | the shared rate limit's next due time (`rate:N` for the N-th rate set on the running job) | the job |
 | `pcmodel:queue:{Q}:jobs` | set | the ids of the jobs running on queue Q | while a job runs |
+| `pcmodel:queue:{Q}:news` | stream | one entry per job started on queue Q: `job` = its id, `spec` = its settings; idle worker processes block on it | while a job runs (lease) |
 | `pcmodel:queue:{Q}:workers` | sorted set | worker process names, scored by their last heartbeat | while a worker runs |
 | `pcmodel:worker:{NAME}` | string (TTL) | a worker process's host, pid, slots and queue (JSON) | while it runs |
 
@@ -57,6 +58,7 @@ __all__ = [
     "decode_text",
     "first_contact",
     "jobs_key",
+    "news_key",
     "redacted",
     "stream_entries",
     "worker_key",
@@ -102,6 +104,11 @@ class JobKeys:
         """The shared rate limiter's state."""
         return f"pcmodel:job:{{{self.job_id}}}:rate"
 
+    def rate_of(self, generation: int) -> str:
+        """The shared rate limiter's state for the `generation`-th rate set on the running job
+        (0: the rate the job started with)."""
+        return self.rate if generation == 0 else f"{self.rate}:{generation}"
+
     def owned(self) -> tuple[str, str, str, str]:
         """Every key that belongs to the job alone."""
         return (self.work, self.results, self.meta, self.rate)
@@ -110,6 +117,11 @@ class JobKeys:
 def jobs_key(queue: str) -> str:
     """The set of the ids of the jobs running on `queue`."""
     return f"pcmodel:queue:{queue}:jobs"
+
+
+def news_key(queue: str) -> str:
+    """The stream where each job started on `queue` is announced, for idle workers to wake on."""
+    return f"pcmodel:queue:{queue}:news"
 
 
 def workers_key(queue: str) -> str:
@@ -251,8 +263,20 @@ async def clock_offset(client: Redis, samples: int = 5) -> float:
     return offset
 
 
+_OFFSET_KEPT: Final = 60.0
+"""Seconds a process reuses a server's clock offset for its next jobs (workers re-measure theirs
+as often)."""
+_offsets: dict[tuple[str, type], tuple[float, float]] = {}
+"""The latest clock offset measured per server URL and kind of loop: `(offset, when)`."""
+
+
 async def first_contact(client: BoundedRedis, url: str) -> float:
     """The first round trips with the server: `clock_offset`, with clear errors.
+
+    The first job of a process on a server measures the offset (five round trips); the next
+    ones, within a minute, reuse it after one round trip that connects and checks the server
+    answers: a short job's start is then about three round trips shorter. The offset is kept
+    per kind of loop, as each kind has a clock of its own.
 
     Raises:
         ConnectionError: the server cannot be reached or does not answer (the message names
@@ -260,8 +284,11 @@ async def first_contact(client: BoundedRedis, url: str) -> float:
             connection (a wrong password, a database number it does not have).
     """
     label = redacted(url)
+    loop = asyncio.get_running_loop()
+    known = _offsets.get((url, type(loop)))
+    fresh = known is not None and loop.time() - known[1] < _OFFSET_KEPT
     try:
-        return await clock_offset(client)
+        offset = await clock_offset(client, 1 if fresh else 5)
     except ConnectionError as lost:
         cause = lost.__cause__
         if isinstance(cause, TimeoutError):
@@ -277,6 +304,11 @@ async def first_contact(client: BoundedRedis, url: str) -> float:
             f"the broker at {label} refused the connection: {refused}. Check the URL's password "
             "and database number (a Redis server has 16 databases, 0-15, unless configured otherwise)"
         ) from refused
+    if fresh:
+        assert known is not None
+        return known[0]  # measured on five round trips: better than this one
+    _offsets[(url, type(loop))] = (offset, loop.time())
+    return offset
 
 
 def stream_entries(reply: Any) -> list[tuple[str, list[tuple[bytes, Any]]]]:

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from pcmodel._summary import Tally
 from pcmodel.broker._redis import BoundedRedis, JobKeys, stream_entries
-from pcmodel.broker.messages import MalformedMessageError, ResultMessage, decode_error, decode_result
+from pcmodel.broker.messages import MalformedMessageError, ResultMessage, decode_error, decode_results
 from pcmodel.broker.records import WorkerProcess
 from pcmodel.spec import JobSpec
 from pcmodel.stopping import JobControl
@@ -96,22 +96,30 @@ class ResultReader:
             entries = streams[0][1]
             for entry_id, fields in entries:
                 last = entry_id
-                await self._take(entry_id, fields)
+                await self._take(fields)
             # Read results leave Redis at once: the stream stays short however long the job.
             await self.client.xdel(self.keys.results, *(entry_id for entry_id, _ in entries))
             if self.producing_done and not self.unfinished:
                 self.done.set()
                 return
 
-    async def _take(self, entry_id: bytes, fields: Any) -> None:
-        """Hand one result stream entry on as its task's result, or count why not."""
-        try:
-            message = decode_result(fields)
-        except MalformedMessageError as problem:
+    async def _take(self, fields: Any) -> None:
+        """Hand one result stream entry's results on as their tasks' results, or count why not."""
+        messages = decode_results(fields)
+        # An entry that is not all results a worker wrote counts once, however many of its
+        # lines are unreadable; the lines that are results count all the same.
+        problem = next((message for message in messages if isinstance(message, MalformedMessageError)), None)
+        if problem is not None:
             self._malformed(problem)
-            if problem.task is not None and problem.task in self.unfinished:
-                await self._unreadable_result(problem.task, problem)
-            return
+        for message in messages:
+            if isinstance(message, MalformedMessageError):
+                if message.task is not None and message.task in self.unfinished:
+                    await self._unreadable_result(message.task, message)
+            else:
+                await self._take_one(message)
+
+    async def _take_one(self, message: ResultMessage) -> None:
+        """Hand one result message on as its task's result, or count why not."""
         task_id = message.task
         if task_id is None:
             # A worker's report on a work entry it did not read: one this controller sent

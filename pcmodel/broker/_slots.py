@@ -39,13 +39,18 @@ logger = logging.getLogger("pcmodel.broker")
 
 
 async def slot(process: ProcessState, index: int) -> None:
-    """Run items from the buffer until `STOP`; hand each result to the writer."""
-    while (item := await process.buffer.get()) is not STOP:
+    """Run items from the buffer until `STOP`; hand each result to the writer.
+
+    A slot numbered above the process's slots now (a job asked for more, then for fewer
+    again: `ProcessState.resize`) retires after its item.
+    """
+    while index < process.workers and (item := await process.buffer.get()) is not STOP:
         # A job that ended while its item waited here: drop the item unanswered.
         payload = None if item.job.gone else await run_item(process, index, item)
         if payload is None:
             item.job.inflight.discard(item.entry_id)
         else:
+            item.job.written_soon += 1
             process.outbox.put_nowait((item.job, item.entry_id, payload))
         process.outstanding -= 1
         process.wake.set()

@@ -1,10 +1,14 @@
 """The writer: each result to its job's result stream, and its item acknowledged, at once.
 
-For each result the slots put in the outbox, `write` adds the result to the job's result
-stream and acknowledges and deletes its item (`XADD`, `XACK`, `XDEL`) in one `MULTI`
-transaction, so an item is acknowledged only once its result is written, and never lost in
-between. Results go in batches of up to 500: whatever has queued up while the previous batch
-was written.
+For the results the slots put in the outbox, `write` adds them to their job's result stream
+and acknowledges and deletes their items (`XADD`, `XACK`, `XDEL`) in one `MULTI` transaction,
+so an item is acknowledged only once its result is written, and never lost in between.
+Results go in batches of up to 500: whatever has queued up while the previous batch was
+written. Each job's results of a batch travel in one result stream entry (one per line, up
+to `_ENTRY_BYTES` of them), and its items are acknowledged and deleted by one `XACK` and one
+`XDEL`: three commands per job and batch instead of three per item (with no-op items, the
+worker's CPU per item fell from 55 to 42 us and Redis's from 16 to 12 us:
+`benchmarks.bench_broker_noop`).
 
 If Redis is lost, or refuses the whole transaction, the batch is written again after a growing
 pause: its items stay claimed by this process meanwhile (the keeper goes on refreshing them),
@@ -20,12 +24,16 @@ from typing import Final
 from pcmodel._queues import STOP
 from pcmodel.broker._process import Job, ProcessState
 from pcmodel.broker._redis import GROUP, RedisError
+from pcmodel.broker.messages import encode_results
 
 __all__ = ["write"]
 
 logger = logging.getLogger("pcmodel.broker")
 
 _WRITE_BATCH: Final = 500
+_ENTRY_BYTES: Final = 256 * 1024
+"""A result stream entry takes further results until it holds this many bytes (large values
+then travel in several entries rather than one huge one)."""
 
 
 async def write(process: ProcessState) -> None:
@@ -44,15 +52,21 @@ async def write(process: ProcessState) -> None:
 
 async def _flush(process: ProcessState, results: list[tuple[Job, bytes, bytes]]) -> None:
     backoff = process.backoff(f"write {len(results)} results to Redis")
+    by_job: dict[Job, tuple[list[bytes], list[bytes]]] = {}
+    for job, entry_id, payload in results:
+        entry_ids, payloads = by_job.setdefault(job, ([], []))
+        entry_ids.append(entry_id)
+        payloads.append(payload)
     while True:
         pipe = process.client.pipeline(transaction=True)
-        for job, entry_id, payload in results:
+        for job, (entry_ids, payloads) in by_job.items():
             if job.gone:
                 continue
-            # NOMKSTREAM: a result for a job that ended must not bring its stream back.
-            pipe.xadd(job.keys.results, {b"r": payload}, nomkstream=True)
-            pipe.xack(job.keys.work, GROUP, entry_id)
-            pipe.xdel(job.keys.work, entry_id)
+            for entry in _entries(payloads):
+                # NOMKSTREAM: a result for a job that ended must not bring its stream back.
+                pipe.xadd(job.keys.results, {b"r": entry}, nomkstream=True)
+            pipe.xack(job.keys.work, GROUP, *entry_ids)
+            pipe.xdel(job.keys.work, *entry_ids)
         try:
             answers = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError) as unreachable:
@@ -72,4 +86,18 @@ async def _flush(process: ProcessState, results: list[tuple[Job, bytes, bytes]])
         break
     for job, entry_id, _ in results:
         job.inflight.discard(entry_id)
+        job.written_soon -= 1
     process.stats.items += len(results)
+
+
+def _entries(payloads: list[bytes]) -> list[bytes]:
+    """Result messages as result stream entries of up to about `_ENTRY_BYTES` each."""
+    entries: list[bytes] = []
+    start, size = 0, 0
+    for index, payload in enumerate(payloads):
+        if size and size + len(payload) > _ENTRY_BYTES:
+            entries.append(encode_results(payloads[start:index]))
+            start, size = index, 0
+        size += len(payload) + 1
+    entries.append(encode_results(payloads[start:]))
+    return entries

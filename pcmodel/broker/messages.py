@@ -3,8 +3,9 @@
 Three kinds of message, each a JSON object in one stream field or hash field:
 
 - a **work item** (`m` in the work stream): `{"task": 7, "params": {...}}`;
-- a **result** (`r` in the result stream): the task id, the stream entry it answers, the
-  worker process and slot that ran it, when it started and finished (seconds on the Redis
+- a **result** (a line of `r` in the result stream: a worker writes the results of one batch
+  for one job in one entry, one JSON object per line): the task id, the stream entry it
+  answers, the worker process and slot that ran it, when it started and finished (seconds on the Redis
   server's clock), how many calls it took, how many times it was delivered, and either
   `"value"` or `"error"` (with `"cancelled": true` when a fail-fast stop cancelled the call).
   A worker that could not read an entry, or gave it up unread after `max_deliveries`, reports
@@ -36,8 +37,9 @@ import re
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, cast
 
+from pcmodel.adaptive import Adaptive
 from pcmodel.policies import Retry
 
 __all__ = [
@@ -50,8 +52,14 @@ __all__ = [
     "qualified_name",
 ]
 
-FORMAT_VERSION: Final = 1
-"""Version of the job settings format; a worker refuses settings of another version."""
+_COMPACT: Final = json.JSONEncoder(separators=(",", ":"))
+"""`json.dumps(..., separators=(",", ":"))` without a new encoder per call: two are made per
+item (its work message and its result), and a made one saves about 1 us each."""
+_DECODER: Final = json.JSONDecoder()
+
+FORMAT_VERSION: Final = 2
+"""Version of the messages' format (2: results in batches, one per line); a worker refuses the
+settings of a job of another version, whose controller would not read its results."""
 _TRACEBACK_LIMIT: Final = 4000
 _RAW_PREVIEW: Final = 200
 
@@ -185,7 +193,7 @@ def encode_work(task_id: int, params: Any) -> bytes:
     Raises:
         TypeError, ValueError: `params` is not JSON-serialisable.
     """
-    return json.dumps({"task": task_id, "params": params}, separators=(",", ":")).encode()
+    return _COMPACT.encode({"task": task_id, "params": params}).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +238,10 @@ def preview(raw: object) -> str:
 def _loads(raw: object, what: str) -> Any:
     """JSON text as data; anything unreadable (nested too deep included) as MalformedMessageError."""
     try:
+        if isinstance(raw, bytes):
+            # What json.loads does with bytes, less its guess at the encoding: pcmodel writes
+            # UTF-8 (ASCII, in fact) only.
+            return _DECODER.decode(raw.decode("utf-8"))
         return json.loads(raw)  # type: ignore[arg-type]
     except RecursionError:
         raise MalformedMessageError(f"{what} is nested too deep to read: {preview(raw)}") from None
@@ -238,7 +250,7 @@ def _loads(raw: object, what: str) -> Any:
 
 
 def _dumps(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":")).encode()
+    return _COMPACT.encode(message).encode()
 
 
 def encode_result(message: dict[str, Any]) -> bytes:
@@ -321,15 +333,47 @@ def _is_time(value: object) -> bool:
     return type(value) is int or (type(value) is float and math.isfinite(value))
 
 
+def encode_results(payloads: list[bytes]) -> bytes:
+    """Result messages (`encode_result`'s) as one result stream entry's `r` field: one per line.
+
+    A worker writes every result of a batch for one job in one entry: one `XADD` per batch
+    instead of one per item, and one entry for the controller to read and delete. JSON text as
+    `encode_result` writes it never holds a raw newline, so the lines split back unambiguously.
+    """
+    return b"\n".join(payloads)
+
+
+def decode_results(fields: object) -> list[ResultMessage | MalformedMessageError]:
+    """Read a result stream entry's fields: each line's result message, or why it is unreadable.
+
+    One line that cannot be read spoils only itself: the others are results all the same.
+    """
+    if not isinstance(fields, dict) or b"r" not in fields:
+        return [MalformedMessageError("the result message has no 'r' field")]
+    raw = fields[b"r"]
+    lines = raw.split(b"\n") if isinstance(raw, bytes) else [raw]
+    messages: list[ResultMessage | MalformedMessageError] = []
+    for line in lines:
+        try:
+            messages.append(_decode_result_line(line))
+        except MalformedMessageError as problem:
+            messages.append(problem)
+    return messages
+
+
 def decode_result(fields: object) -> ResultMessage:
-    """Read a result stream entry's fields, checking every one.
+    """Read a result stream entry's fields holding one result message, checking every field.
 
     Raises:
         MalformedMessageError: the entry is not a result message a worker wrote.
     """
     if not isinstance(fields, dict) or b"r" not in fields:
         raise MalformedMessageError("the result message has no 'r' field")
-    raw = fields[b"r"]
+    return _decode_result_line(fields[b"r"])
+
+
+def _decode_result_line(raw: object) -> ResultMessage:
+    """One result message, checking every field (see `decode_result`)."""
     try:
         message = _loads(raw, "the result message")
     except MalformedMessageError as unreadable:
@@ -389,8 +433,12 @@ def encode_spec(
     burst: int,
     visibility_timeout: float,
     max_deliveries: int,
+    adaptive: Adaptive | None = None,
 ) -> bytes:
     """The job's settings for its workers, as JSON text.
+
+    `adaptive` (`workers=Adaptive(...)`) travels with its congestion types by name, as retry
+    rules do: each worker process runs its own adaptive limit over its slots.
 
     Raises:
         ValueError: the retry policy decides with a function, which cannot travel to another
@@ -421,6 +469,16 @@ def encode_spec(
             "burst": burst,
             "visibility_timeout": visibility_timeout,
             "max_deliveries": max_deliveries,
+            "adaptive": None
+            if adaptive is None
+            else {
+                "min": adaptive.min,
+                "max": adaptive.max,
+                "initial": adaptive.initial,
+                "backoff": adaptive.backoff,
+                "max_pause": adaptive.max_pause,
+                "congestion": [qualified_name(kind) for kind in adaptive.congestion],
+            },
         }
     ).encode()
 
@@ -435,6 +493,44 @@ class JobSettings:
     burst: int
     visibility_timeout: float
     max_deliveries: int
+    adaptive: Adaptive | None = None
+    """`workers=Adaptive(...)`: each process finds its own limit; its congestion types are
+    matched by name (see `_ByName`)."""
+
+
+class _ByName(type):
+    """The type of a stand-in exception class for exception types named in a message.
+
+    `isinstance(error, stand_in)` is True when the error's class or one of its bases bears
+    one of the names: a worker never imports a module a message names.
+    """
+
+    names: frozenset[str]
+
+    def __instancecheck__(cls, instance: object) -> bool:
+        return any(qualified_name(kind) in cls.names for kind in type(instance).__mro__)
+
+
+def _by_name(names: frozenset[str]) -> type[BaseException]:
+    """A stand-in for the exception types named `names` (see `_ByName`)."""
+    return cast(type[BaseException], _ByName("NamedCongestion", (Exception,), {"names": names}))
+
+
+def _adaptive(data: object) -> Adaptive | None:
+    """An `Adaptive` from the settings' data (its own checks apply), or None."""
+    if data is None:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("congestion"), list):
+        raise TypeError("the job's adaptive settings are not readable")
+    names = frozenset(str(name) for name in data["congestion"])
+    return Adaptive(
+        min=data.get("min"),  # type: ignore[arg-type]  # Adaptive checks each field
+        max=data.get("max"),  # type: ignore[arg-type]
+        initial=data.get("initial"),
+        backoff=data.get("backoff"),  # type: ignore[arg-type]
+        max_pause=data.get("max_pause"),  # type: ignore[arg-type]
+        congestion=(_by_name(names),) if names else (),
+    )
 
 
 def _matcher(names: frozenset[str]) -> Callable[[BaseException], bool]:
@@ -507,4 +603,5 @@ def decode_spec(raw: object) -> JobSettings:
         burst=burst,
         visibility_timeout=visibility,
         max_deliveries=max_deliveries,
+        adaptive=_adaptive(data.get("adaptive")),
     )

@@ -35,24 +35,49 @@ return string.format('%.6f', due - tonumber(ARGV[2]) - t)
 
 
 class SharedRateLimiter(RateLimiter):
-    """A `RateLimiter` whose schedule lives in Redis, shared by every worker process of a job."""
+    """A `RateLimiter` whose schedule lives in Redis, shared by every worker process of a job.
 
-    __slots__ = ("_keys", "_script", "_ttl")
+    A rate changed on the running job (`JobHandle.set_rate`) books on a schedule of its own
+    (`generation`: each change gets a new key, so bookings at the old and the new interval
+    never mix in one schedule), and the limiter it replaces is `retire`d: its calls still
+    waiting wake and book again with its successor (or go ahead, if the limit was removed).
+    """
 
-    def __init__(self, rate: float, burst: int, client: Redis, keys: JobKeys) -> None:
+    __slots__ = ("_key", "_keys", "_retired", "_script", "_ttl", "successor")
+
+    def __init__(self, rate: float, burst: int, client: Redis, keys: JobKeys, generation: int = 0) -> None:
         super().__init__(rate, burst, time=asyncio.get_running_loop().time)
         self._keys = keys
+        self._key = keys.rate_of(generation)
         self._script = client.register_script(RATE_SCRIPT)
         # The schedule only needs to outlive the bookings it holds: a burst's worth of slots.
         self._ttl = int(max(60.0, 2 * burst / rate) * 1000)
+        self._retired = asyncio.Event()
+        self.successor: RateLimiter | None = None
+        """The limiter that replaced this one once it is retired; None: no limit since."""
+
+    def retire(self, successor: RateLimiter | None) -> None:
+        """Hand the calls waiting here, and any that come late, to `successor`."""
+        self.successor = successor
+        self._retired.set()
 
     async def acquire(self) -> None:
+        if self._retired.is_set():
+            if self.successor is not None:
+                await self.successor.acquire()
+            return
         interval = 1.0 / self.rate
         wait = float(
             await self._script(
-                keys=[self._keys.rate, self._keys.meta],
+                keys=[self._key, self._keys.meta],
                 args=[repr(interval), repr((self.burst - 1) * interval), self._ttl],
             )
         )
         if wait > 0:
-            await asyncio.sleep(wait)
+            try:
+                async with asyncio.timeout(wait):
+                    await self._retired.wait()
+            except TimeoutError:
+                return  # its slot came
+            if self.successor is not None:  # retired meanwhile: book with the new rate
+                await self.successor.acquire()

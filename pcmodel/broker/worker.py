@@ -91,7 +91,8 @@ async def serve_worker(
             `module:qualname`, which is what a controller running the same function uses.
         stop: set it to stop gracefully; None to run until cancelled.
         name: this process's consumer name; by default `host:pid:random`.
-        poll: seconds between two looks for new jobs (and the longest a read blocks).
+        poll: while serving jobs, seconds between two looks for new ones (and the longest a
+            read blocks); an idle process hears of a new job at once.
         on_ready: called once connected and registered, with the (live) stats.
         round_trip_timeout: seconds Redis gets to answer each request (see
             `Broker.round_trip_timeout`).
@@ -133,15 +134,25 @@ async def serve_worker(
         async with asyncio.TaskGroup() as group:
             keeper = group.create_task(keep(process), name="pcmodel-broker-keeper")
             writer = group.create_task(write(process), name="pcmodel-broker-writer")
-            slots = [
-                group.create_task(slot(process, index), name=f"pcmodel-broker-slot-{index}")
-                for index in range(workers)
-            ]
+            slots: dict[int, asyncio.Task[None]] = {}
+
+            def start_slots() -> None:
+                # Slots above `process.workers` retire by themselves; start the missing ones.
+                for index in range(process.workers):
+                    if index not in slots or slots[index].done():
+                        slots[index] = group.create_task(
+                            slot(process, index), name=f"pcmodel-broker-slot-{index}"
+                        )
+
+            start_slots()
+            process.on_resize = start_slots
             await group.create_task(fetch(process, stop), name="pcmodel-broker-fetcher")
             # Stopping: no new items; every item held runs to the end and is acknowledged.
-            for _ in slots:
+            process.on_resize = None
+            running = [task for task in slots.values() if not task.done()]
+            for _ in running:
                 process.buffer.put_nowait(STOP)
-            await asyncio.wait(slots)
+            await asyncio.wait(running)
             process.outbox.put_nowait(STOP)
             await writer
             keeper.cancel()
