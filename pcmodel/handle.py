@@ -22,8 +22,10 @@ handle`, `cancel()`, `done()`, `result()`, `exception()`, `cancelled()`,
 Every knob is safe from any thread (a widget's callback, say) and at any time: turned before
 the job's first step, it is applied as the job starts; turned after the job ended, it does
 nothing and returns False. A job run in a helper thread (`clock="virtual"` from a real loop)
-gets its knobs through that thread's loop. Knobs that change the pool need a transport that
-has them: the in-process one does; a broker job raises `NotImplementedError` there.
+gets its knobs through that thread's loop. Both transports have every knob: in one process
+they act on the pool at once; on a broker job (`broker=`) they travel to every worker process,
+which applies them between two items (`set_workers(n)` is then each process's slots). A
+transport without knobs (one written outside pcmodel) raises `NotImplementedError`.
 """
 
 from __future__ import annotations
@@ -183,7 +185,7 @@ class JobHandle(asyncio.Future[JobSummary]):
         if transport is not None and self._knobs.tunable is None:
             raise NotImplementedError(
                 f"{knob}() cannot change a job carried by {type(transport).__name__} while it runs: "
-                "only the in-process pool has that knob so far"
+                "that transport does not implement the knobs of pcmodel.transport.Tunable"
             )
 
         def apply(tunable: Tunable | None, _control: JobControl) -> None:

@@ -35,8 +35,9 @@ not block. What each must do:
 - `counts()`: the live figures (a `LiveStats` with `recent_rate` and `elapsed` at 0, which
   the handle fills in), readable from any thread (approximate there).
 
-The in-process transport implements all of them (`pcmodel._pool`). A broker transport would
-send them to its worker processes (per process: `set_workers` is each process's slots).
+The in-process transport implements all of them (`pcmodel._pool`); the broker transport writes
+them into the job's keys, and each worker process applies them between two items (per process:
+`set_workers` is each process's slots; see `pcmodel.broker._job_knobs`).
 
 Two live here: `pcmodel._local_transport.LocalTransport` (the bounded queues and worker
 tasks of one process) and `pcmodel.broker.transport.RedisTransport` (Redis Streams, worker
