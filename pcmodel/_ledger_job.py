@@ -215,10 +215,11 @@ class JobBook:
 
     def _settle_failure(self, result: TaskResult, error: BaseException) -> Awaitable[None] | None:
         key = self._key_of(result.params) if self._put is not None else None
-        if isinstance(error, asyncio.CancelledError):
-            control = self._control
-            if control is not None and control.reason == "fail_fast":
-                return None  # a stop cancelled the call: not an outcome; it runs again on resume
+        control = self._control
+        if control is not None and control.is_stop_cancel(error):
+            # A stop (any: fail-fast, `stop(graceful=False)`, ...) cancelled the call: that is
+            # no outcome of the item. Not recorded, no dead letter, no hook: it runs on resume.
+            return None
         dead = result.attempts >= self._max_attempts
         if self._put is not None and key is not None:
             params = key if self._default_key else params_json(result.params)

@@ -22,7 +22,10 @@ once: make the function safe to repeat, or check in it what was done): each item
 least once, and an item is
 never skipped unless its outcome and its callback are behind it. Every commit is atomic
 (SQLite's write-ahead log): nothing recorded is ever corrupted. A job cancelled or interrupted
-(Ctrl-C) writes everything handled before it stops.
+(Ctrl-C) writes everything handled before it stops. A call that a stop cancelled
+(`fail_fast=True`, `JobHandle.stop(graceful=False)`) has no outcome: it is not recorded, is no
+dead letter, and runs again on resume; a CancelledError the function raised of its own is a
+failure, recorded like any other.
 
 Read a ledger with `Ledger(path)`: `results()` as `TaskResult`s (their `error` a
 `RecordedError` that keeps the type's name and the message; `value` is not kept: save values

@@ -257,8 +257,10 @@ class JobSummary:
     recorded as failed). Not counted in `tasks`."""
     dead_letters: int = 0
     """Failed items that used every attempt they were allowed (1 + retries): each one was
-    handed to `on_retry_exhausted`, and a ledger marks it. Calls a fail-fast stop cancelled
-    are not among them."""
+    handed to `on_retry_exhausted`, and a ledger marks it. Calls a stop cancelled (fail-fast,
+    or `JobHandle.stop(graceful=False)`) are not among them: they have no outcome, and a
+    ledger runs them again on resume. A CancelledError the function raised of its own is a
+    failure like any other."""
 
     @property
     def queue_depth(self) -> tuple[DepthSample, ...] | None:

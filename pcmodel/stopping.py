@@ -140,6 +140,7 @@ class JobControl:
 
     __slots__ = (
         "_absorbable",
+        "_stop_cancels",
         "carrier",
         "closed",
         "drained",
@@ -175,6 +176,9 @@ class JobControl:
         self.producers: list[asyncio.Task[Any]] = []
         self.workers: list[asyncio.Task[Any]] = []
         self._absorbable: set[asyncio.Task[Any]] = set()
+        # The errors of the calls a stop cancelled, until a job's book asks about them: at
+        # most one per call in flight when the job stopped (a job stops once).
+        self._stop_cancels: set[BaseException] = set()
 
     def request_stop(self) -> None:
         """A graceful stop: no new items start; the calls in flight finish."""
@@ -241,6 +245,26 @@ class JobControl:
             return False
         self._absorbable.discard(task)
         task.uncancel()
+        return True
+
+    def note_stop_cancel(self, error: BaseException) -> None:
+        """A call's `error` is the CancelledError of this job's stop (not the function's own).
+
+        Whatever carries the calls says so when it knows it: the worker that absorbed the
+        stop's cancel, or the broker's result saying a halt cancelled the call.
+        """
+        self._stop_cancels.add(error)
+
+    def is_stop_cancel(self, error: BaseException) -> bool:
+        """True if `error` ended its call because the job stopped (asked once per call).
+
+        Such a call has no outcome: a ledger does not record it, it is no dead letter, and a
+        resume runs it again. A CancelledError the function raised of its own is a failure.
+        """
+        try:
+            self._stop_cancels.remove(error)
+        except KeyError:
+            return False
         return True
 
 

@@ -160,6 +160,7 @@ async def work(
                 if not control.absorb_cancel():
                     raise
                 report.cancelled += 1
+                control.note_stop_cancel(exc)  # not an outcome of the call (see `JobBook`)
             # Otherwise the function raised a CancelledError of its own (it awaited something
             # that was cancelled): that is the call's outcome, and the worker goes on.
             value, error = None, exc

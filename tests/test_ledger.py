@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 import pcmodel
-from pcmodel import JobSummary, Ledger, Retry, run_job
+from pcmodel import JobSummary, Ledger, Retry, TaskResult, run_job
 from pcmodel.ledger import LedgerError, RecordedError
 from pcmodel.spec import make_spec
+from pcmodel.sweeps import run_virtual
 
 
 class Calls:
@@ -303,6 +304,68 @@ def test_calls_a_fail_fast_stop_cancels_are_neither_recorded_nor_dead(tmp_path: 
     assert (summary.cancelled, summary.dead_letters) == (2, 1)
     assert [row["key"] for row in Ledger(path).rows()] == ["0"]
     assert _job(Calls(), range(6), path).tasks == 5  # the cancelled ones run on resume
+
+
+def _stopped_hard(path: Path, hooked: list[TaskResult], *, graceful: bool, retries: int = 0) -> JobSummary:
+    """Ten 1 s items on 4 workers, stopped at 0.5 s by `JobHandle.stop(graceful=...)`."""
+
+    async def main() -> JobSummary:
+        handle = pcmodel.start_job(
+            Calls(),
+            range(10),
+            workers=4,
+            clock="virtual",
+            ledger=path,
+            on_retry_exhausted=hooked.append,
+            retries=Retry(times=retries, backoff=0.1) if retries else 0,
+        )
+        await asyncio.sleep(0.5)
+        handle.stop(graceful=graceful)
+        return await handle
+
+    return run_virtual(main())
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+def test_calls_a_hard_stop_cancels_are_not_outcomes_and_run_on_resume(tmp_path: Path, retries: int) -> None:
+    path = tmp_path / "job.sqlite"
+    hooked: list[TaskResult] = []
+    summary = _stopped_hard(path, hooked, graceful=False, retries=retries)
+    assert (summary.stop_reason, summary.cancelled, summary.unprocessed) == ("stop", 4, 6)
+    assert (summary.dead_letters, hooked) == (0, [])
+    assert Ledger(path).counts()["items"] == 0  # nothing recorded: no outcome, no dead letter
+    resumed = _job(Calls(), range(10), path)
+    assert (resumed.tasks, resumed.skipped) == (10, 0)  # the four cancelled calls run again
+
+
+def test_a_graceful_stop_records_the_calls_it_let_finish(tmp_path: Path) -> None:
+    path = tmp_path / "job.sqlite"
+    summary = _stopped_hard(path, [], graceful=True)
+    assert (summary.tasks, summary.cancelled, summary.unprocessed) == (4, 0, 6)
+    assert Ledger(path).counts()["ok"] == 4
+
+
+@pytest.mark.parametrize("fail_fast", [False, True])
+def test_a_functions_own_cancelled_error_is_a_recorded_dead_letter(tmp_path: Path, fail_fast: bool) -> None:
+    """Only a stop's cancels are not outcomes: a CancelledError the function raised of its own
+    (it awaited something another task cancelled) is a failure, fail-fast or not."""
+    path = tmp_path / "job.sqlite"
+    hooked: list[TaskResult] = []
+
+    async def call(n: int) -> int:
+        await asyncio.sleep(1)
+        if n == 0:
+            raise asyncio.CancelledError
+        return n
+
+    summary = _job(call, range(5), path, workers=1, fail_fast=fail_fast, on_retry_exhausted=hooked.append)
+    assert (summary.failed, summary.dead_letters, [r.params for r in hooked]) == (1, 1, [0])
+    [row] = Ledger(path).rows(status="failed")
+    assert (row["key"], row["error_type"], row["dead_letter"]) == (
+        "0",
+        "asyncio.exceptions.CancelledError",
+        True,
+    )
 
 
 # -- reading a ledger ----------------------------------------------------------------------------

@@ -219,7 +219,9 @@ class ResultReader:
         self.tally.count(error, started, finished, attempts)
         # Only a fail-fast stop cancels calls; a CancelledError the function raised of its own
         # is a plain failure.
-        self.tally.cancelled += error is not None and cancelled
+        if error is not None and cancelled:
+            self.tally.cancelled += 1
+            self.control.note_stop_cancel(error)  # not an outcome of the call (see `JobBook`)
         assert self.job is not None
         await self.job.result_queue.put(
             (task_id, params, value, error, lane, enqueued_at, started, finished, attempts)
