@@ -29,7 +29,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from typing import Any
 
 from pcmodel._ledger_file import LedgerError, begin_run, connect, function_name, load_keys
-from pcmodel._ledger_keys import canonical_key, error_text, params_json, shown
+from pcmodel._ledger_keys import canonical_key, error_text, params_json, shown, unstorable
 from pcmodel._ledger_writer import LedgerWriter
 from pcmodel.records import TaskResult
 from pcmodel.spec import JobSpec
@@ -156,6 +156,13 @@ class JobBook:
                 f"key= must return a str, got {shown(key)} ({type(key).__name__}) for item "
                 f"{self._read} of the params, {shown(params)}"
             )
+        if not self._default_key and (at := unstorable(key)) is not None:  # the default is ASCII
+            raise ValueError(
+                f"key= returned {shown(key)} for item {self._read} of the params, {shown(params)}: "
+                f"its character {at} is a lone surrogate, which the ledger's file (UTF-8) cannot "
+                "hold; make key= return text without one (for a file name from os.fsdecode, say, "
+                "os.fsencode(name).decode('utf-8', 'backslashreplace'))"
+            )
         if (key in self._listed) is not self._run_listed:
             self.skipped += 1
             return False
@@ -270,10 +277,26 @@ class JobBook:
             self._loop.call_soon_threadsafe(stop)
 
     def close(self) -> None:
-        """Write what is left to the ledger and close it (at the job's end, however it ends)."""
-        if self._writer is not None:
-            self._writer.skipped = self.skipped
-            self._writer.close()
+        """Write what is left to the ledger and close it (at the job's end, however it ends).
+
+        If an outcome could not be written, the summary says so, even when that happened in
+        this last write, after the job stopped listening for stops: the job's `stop_reason`
+        becomes "stop" (unless it stopped for another reason already) and its `error` the
+        `LedgerError`; a job that stopped with an error of its own keeps that one, and the
+        `LedgerError` is added to it as a note.
+        """
+        if self._writer is None:
+            return
+        self._writer.skipped = self.skipped
+        failure = self._writer.close()
+        control = self._control
+        if failure is None or control is None or control.error is failure:
+            return
+        if control.error is None:
+            control.reason = control.reason or "stop"
+            control.error = failure
+        else:
+            control.error.add_note(f"and then: {failure}")
 
 
 class _KeyedAsyncSource:

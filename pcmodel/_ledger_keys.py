@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from pcmodel.stopping import Interrupted
 
-__all__ = ["canonical_key", "error_text", "params_json", "shown"]
+__all__ = ["canonical_key", "error_text", "params_json", "shown", "storable", "unstorable"]
 
 _CANONICAL: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
@@ -62,6 +62,28 @@ def shown(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def unstorable(text: str) -> int | None:
+    """The position of the first character of `text` a ledger's file cannot hold; None if none.
+
+    SQLite keeps text as UTF-8, which has no code for a lone surrogate (`"\\udcff"`, as
+    `os.fsdecode` makes of a file name's undecodable byte): such a str cannot be written at all.
+    """
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return error.start
+    return None
+
+
+def storable(text: str) -> str:
+    """`text` as a ledger can hold it: each lone surrogate written out as `\\udcff`."""
+    if unstorable(text) is None:
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def error_text(error: BaseException) -> tuple[str, str]:
     """The type name (qualified unless built-in) and the message of `error`, as a ledger keeps them."""
     kind = type(error)
@@ -69,7 +91,7 @@ def error_text(error: BaseException) -> tuple[str, str]:
         from pcmodel.broker.messages import RemoteError
 
         if isinstance(error, RemoteError):  # a worker process's error: keep its type's name
-            return error.type_name, error.message
+            return storable(error.type_name), storable(error.message)
     name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
     try:
         message = str(error)
@@ -77,7 +99,8 @@ def error_text(error: BaseException) -> tuple[str, str]:
         raise Interrupted(interrupt) from None
     except BaseException:  # noqa: BLE001 - a hostile __str__ must not lose the outcome
         message = f"<str() of this {kind.__name__} raised>"
-    return name, message
+    # A message may hold what the file cannot (a file name's undecodable byte, say).
+    return storable(name), storable(message)
 
 
 def params_json(params: Any) -> str:

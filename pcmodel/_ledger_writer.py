@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from pcmodel._ledger_file import COLUMNS, INSERT, LedgerError
+from pcmodel._ledger_keys import shown
 
 __all__ = ["LedgerWriter"]
 
@@ -40,6 +41,10 @@ are the same either way (`tests/test_ledger.py` checks every row against its res
 
 _CLOSE: Final = object()
 
+_ROW_ERRORS: Final = (ValueError, TypeError, OverflowError, sqlite3.InterfaceError, sqlite3.ProgrammingError)
+"""What binding a row's own values raises (text the file cannot encode, a number too large for
+it), as against a failing disk or file (`sqlite3.OperationalError`, `sqlite3.DatabaseError`)."""
+
 
 class LedgerWriter:
     """Writes a job's recorded rows to its ledger from a thread of its own, in batches.
@@ -58,7 +63,10 @@ class LedgerWriter:
 
     If the disk fails (full, removed, read-only), the thread logs the error, calls `on_failure`
     once with a `LedgerError` (the job then stops, see `pcmodel._ledger_job`) and drops what
-    comes after.
+    comes after. A row the file cannot take (a safeguard: the job checks keys and messages
+    before) costs only its own record: its batch is written again row by row, `on_failure`
+    is called with a `LedgerError` naming it, and the writer goes on. `close()` returns the
+    first failure of either kind, so that a failure of the last write reaches the summary.
     """
 
     def __init__(
@@ -78,6 +86,11 @@ class LedgerWriter:
         self._rows: list[tuple[Any, ...]] = []
         self._timer: asyncio.TimerHandle | None = None
         self.failed: LedgerError | None = None
+        """Why the writer stopped writing (the disk failed), if it did."""
+        self.row_failed: LedgerError | None = None
+        """Why the first row that could not be written was refused; the others were written."""
+        self.rows_lost = 0
+        """Rows that could not be written."""
         self.skipped = 0
         """Items the job skipped, noted in the run's row at the end."""
         self._thread = threading.Thread(target=self._main, name="pcmodel-ledger-writer", daemon=True)
@@ -116,32 +129,66 @@ class LedgerWriter:
         self._connection.close()
 
     def _write(self, batches: list[list[tuple[Any, ...]]], closing: bool) -> None:
-        connection = self._connection
         try:
-            connection.execute("BEGIN")
-            for rows in batches:
-                made = self.rows(rows)
-                while chunk := list(itertools.islice(made, _ROWS_PER_INSERT)):
-                    if len(chunk) == _ROWS_PER_INSERT:
-                        connection.execute(_INSERT_MANY, [value for row in chunk for value in row])
-                    else:
-                        connection.executemany(INSERT, chunk)
-            if closing:
-                connection.execute(
-                    "UPDATE runs SET finished = ?, skipped = ? WHERE run = ?",
-                    (time.time(), self.skipped, self._run),
-                )
-            connection.execute("COMMIT")
+            try:
+                self._transaction(batches, closing, one_by_one=False)
+            except _ROW_ERRORS:
+                # A row whose values the file cannot take (the job checks keys and messages
+                # first, so this is a safeguard): write the batch again row by row, so that
+                # one bad row costs only its own record.
+                self._rollback()
+                self._transaction(batches, closing, one_by_one=True)
         except Exception as error:  # noqa: BLE001 - any failure to write ends the recording, loudly
-            if connection.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    connection.execute("ROLLBACK")
+            self._rollback()
             self.failed = LedgerError(
                 f"the ledger {str(self._path)!r} could not record the job's outcomes ({error}); the "
                 "job stopped: free the disk or fix the file, then run it again to resume"
             )
             logger.error("%s", self.failed)
             self._on_failure(self.failed)
+
+    def _transaction(self, batches: list[list[tuple[Any, ...]]], closing: bool, *, one_by_one: bool) -> None:
+        """Write `batches` in one transaction (and, if `closing`, the run's end)."""
+        connection = self._connection
+        connection.execute("BEGIN")
+        for rows in batches:
+            made = self.rows(rows)
+            if one_by_one:
+                for row in made:
+                    try:
+                        connection.execute(INSERT, row)
+                    except _ROW_ERRORS as error:
+                        self._row_failed(row, error)
+                continue
+            while chunk := list(itertools.islice(made, _ROWS_PER_INSERT)):
+                if len(chunk) == _ROWS_PER_INSERT:
+                    connection.execute(_INSERT_MANY, [value for row in chunk for value in row])
+                else:
+                    connection.executemany(INSERT, chunk)
+        if closing:
+            connection.execute(
+                "UPDATE runs SET finished = ?, skipped = ? WHERE run = ?",
+                (time.time(), self.skipped, self._run),
+            )
+        connection.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        if self._connection.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._connection.execute("ROLLBACK")
+
+    def _row_failed(self, row: tuple[Any, ...], error: Exception) -> None:
+        """One row could not be written: the job stops (gracefully), the other rows are written."""
+        self.rows_lost += 1
+        if self.row_failed is not None:
+            return
+        self.row_failed = LedgerError(
+            f"the ledger {str(self._path)!r} could not record the outcome of task {row[-1]} (key "
+            f"{shown(row[0])}): {error!r}; the job stopped, every other outcome was recorded, and "
+            "this item runs again on resume"
+        )
+        logger.error("%s", self.row_failed)
+        self._on_failure(self.row_failed)
 
     def rows(self, entries: list[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
         """The rows of `entries`, made here for each `(key, result)` of a success.
@@ -161,8 +208,13 @@ class LedgerWriter:
             else:
                 yield entry
 
-    def close(self) -> None:
-        """Write every row queued, note the run's end, close the file; wait for all of it."""
+    def close(self) -> LedgerError | None:
+        """Write every row queued, note the run's end, close the file; wait for all of it.
+
+        Returns:
+            What kept an outcome from the file (the disk's failure first), or None.
+        """
         self._hand_over()
         self._batches.put(_CLOSE)
         self._thread.join()
+        return self.failed or self.row_failed

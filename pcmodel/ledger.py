@@ -12,7 +12,13 @@ Each item is known by its key: by default its params' canonical JSON,
 `json.dumps(params, sort_keys=True, separators=(",", ":"))` (so a tuple and a list with the
 same items are the same item, and so are `{1: x}` and `{"1": x}`); `key=` takes a function of
 the params that returns a str, for params JSON cannot carry or for a shorter key. A key must
-be the same for the same item, run after run.
+be the same for the same item, run after run, and text the file can hold: a str with a lone
+surrogate (`os.fsdecode` makes one of a file name's undecodable byte) is refused, naming the
+item, before the item runs.
+
+If an outcome cannot be written (a full disk, a removed file), the job stops, and its summary
+says so even when that was its last write: `stop_reason == "stop"`, `error` the
+`LedgerError`.
 
 What a crash costs: an item is recorded once it is handled (after its `on_task_complete`
 returned), and records reach the file in batches, at least every 0.05 s of the job's clock.

@@ -7,6 +7,7 @@ it (all its rows written) before it returns, so each test reads the file right a
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -177,6 +178,87 @@ def test_a_key_that_raises_or_returns_no_str_is_a_clear_source_error(tmp_path: P
     summary = _job(Calls(), [1, 2], tmp_path / "b.sqlite", key=lambda params: params)
     assert isinstance(summary.error, TypeError)
     assert "key= must return a str, got 1 (int) for item 1 of the params, 1" in str(summary.error)
+
+
+def _names_with_an_undecodable_one(count: int, bad: int) -> list[str]:
+    """File names, one of them with a byte that is not UTF-8 (a lone surrogate once decoded)."""
+    names = [f"car{i}" for i in range(count)]
+    names[bad] = os.fsdecode(b"car\xff")
+    return names
+
+
+def test_a_key_the_file_cannot_hold_is_refused_naming_the_item_and_the_rest_is_recorded(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "job.sqlite"
+    names = _names_with_an_undecodable_one(300, bad=150)
+    summary = _job(Calls(seconds=0.001), names, path, key=str, workers=50)
+    assert summary.stop_reason == "source_error"
+    assert isinstance(summary.error, ValueError)
+    assert "key= returned 'car\\udcff' for item 151 of the params" in str(summary.error)
+    assert "lone surrogate" in str(summary.error)
+    assert summary.tasks == 150
+    assert sorted(row["key"] for row in Ledger(path).rows()) == sorted(names[:150])  # none lost
+
+
+def test_an_error_message_the_file_cannot_hold_is_recorded_escaped(tmp_path: Path) -> None:
+    path = tmp_path / "job.sqlite"
+    names = _names_with_an_undecodable_one(3, bad=1)
+
+    async def open_it(name: str) -> str:
+        await asyncio.sleep(1)
+        if name.isascii():
+            return name
+        raise FileNotFoundError(f"no file {name}")
+
+    summary = _job(open_it, names, path)
+    assert (summary.tasks, summary.failed, summary.error) == (3, 1, None)
+    [row] = Ledger(path).rows(status="failed")
+    assert row["error_message"] == "no file car\\udcff"
+    assert Ledger(path).counts()["items"] == 3
+
+
+@pytest.mark.parametrize("items", [3, 300])
+def test_a_row_the_file_refuses_costs_only_its_own_record_and_reaches_the_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, items: int
+) -> None:
+    """The safeguard behind the key check: a row the file cannot take, whether in a batch
+    written while the job runs (300 items) or in the last write, after the job ended (3)."""
+    import pcmodel._ledger_job as ledger_job
+
+    monkeypatch.setattr(ledger_job, "unstorable", lambda key: None)  # let the bad key through
+    path = tmp_path / "job.sqlite"
+    names = _names_with_an_undecodable_one(items, bad=1)
+    summary = _job(Calls(seconds=0.01), names, path, key=str, workers=10)
+    assert summary.stop_reason == "stop"
+    assert isinstance(summary.error, LedgerError)
+    assert "could not record the outcome of task 1 (key 'car\\udcff')" in str(summary.error)
+    assert "every other outcome was recorded" in str(summary.error)
+    recorded = {row["key"] for row in Ledger(path).rows()}
+    assert "car0" in recorded
+    assert len(recorded) == summary.tasks - 1  # every handled item but the bad one
+
+
+def test_a_disk_that_fails_at_the_last_write_reaches_the_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pcmodel._ledger_writer as ledger_writer
+
+    for statement in ("INSERT", "_INSERT_MANY"):
+        monkeypatch.setattr(ledger_writer, statement, "INSERT INTO no_such_table VALUES (?)")
+    # Three calls of 0.01 s: the job ends before its first hand-over (0.05 s), so every row
+    # goes in the last write, after the job stopped listening for stops.
+    summary = _job(Calls(seconds=0.01), range(3), tmp_path / "job.sqlite")
+    assert (summary.tasks, summary.stop_reason) == (3, "stop")
+    assert isinstance(summary.error, LedgerError)
+    assert "could not record the job's outcomes" in str(summary.error)
+
+    # A job that stopped with an error of its own keeps it; the ledger's is added as a note.
+    summary = _job(Calls(failing={0}, seconds=0.01), range(3), tmp_path / "b.sqlite", fail_fast=True)
+    assert (summary.stop_reason, type(summary.error)) == ("fail_fast", ValueError)
+    assert summary.error is not None
+    [note] = summary.error.__notes__
+    assert "could not record the job's outcomes" in note
 
 
 class Odd(BaseException):
