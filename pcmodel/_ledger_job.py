@@ -58,6 +58,9 @@ class JobBook:
         self._put: Callable[[tuple[Any, ...]], None] | None = None
         self._key: Callable[[Any], Any] = spec.key if spec.key is not None else canonical_key
         self._default_key = spec.key is None
+        self.repeated = 0
+        """Items skipped because an earlier item of this run had their key (in `skipped` too)."""
+        self._seen: set[str] = set()
         self._listed: set[str] = set()
         self._run_listed = spec.rerun == "failed"
         self._keys: dict[int, str] = {}
@@ -163,15 +166,39 @@ class JobBook:
                 "hold; make key= return text without one (for a file name from os.fsdecode, say, "
                 "os.fsencode(name).decode('utf-8', 'backslashreplace'))"
             )
+        if key in self._seen:
+            self._repeated_key(params, key)
+            return False
         if (key in self._listed) is not self._run_listed:
             self.skipped += 1
             return False
+        self._seen.add(key)
         ident = id(params)
         if ident in self._keys:  # the same object produced twice, both in flight
             self._more_keys.setdefault(ident, []).append(key)
         else:
             self._keys[ident] = key
         return True
+
+    def _repeated_key(self, params: Any, key: str) -> None:
+        """An item whose key an earlier item of this run had: skipped, counted, the first one logged.
+
+        A ledger keeps one outcome per key, so the item is the same item as far as the ledger
+        knows: it is done (or being done) in this run already. Two items that only share a key
+        by mistake (a `key=` that tells them apart too little) would lose one of them; the
+        warning says so, and the run's count of them is logged at its end.
+        """
+        self.skipped += 1
+        self.repeated += 1
+        if self.repeated == 1:
+            logger.warning(
+                "item %d of the params, %s, has the key %s of an earlier item of this job: it is "
+                "skipped, as the ledger keeps one outcome per key (if the two are different items, "
+                "give key= a function that tells them apart); further ones are only counted",
+                self._read,
+                shown(params),
+                shown(key),
+            )
 
     def _key_of(self, params: Any) -> str | None:
         """The key noted when `params` was admitted (None if it cannot be found or made)."""
@@ -287,6 +314,12 @@ class JobBook:
         """
         if self._writer is None:
             return
+        if self.repeated > 1:
+            logger.warning(
+                "%d items repeated the key of an earlier item of this job and were skipped "
+                "(counted in JobSummary.skipped)",
+                self.repeated,
+            )
         self._writer.skipped = self.skipped
         failure = self._writer.close()
         control = self._control

@@ -14,7 +14,10 @@ same items are the same item, and so are `{1: x}` and `{"1": x}`); `key=` takes 
 the params that returns a str, for params JSON cannot carry or for a shorter key. A key must
 be the same for the same item, run after run, and text the file can hold: a str with a lone
 surrogate (`os.fsdecode` makes one of a file name's undecodable byte) is refused, naming the
-item, before the item runs.
+item, before the item runs. The ledger keeps one outcome per key: an item whose key an earlier
+item of the same run had is that item again, and is skipped (counted in `JobSummary.skipped`;
+the first one is named in a warning, since two different items sharing a key means `key=`
+tells them apart too little).
 
 If an outcome cannot be written (a full disk, a removed file), the job stops, and its summary
 says so even when that was its last write: `stop_reason == "stop"`, `error` the

@@ -254,7 +254,8 @@ class JobSummary:
     out, retried ones included, in time order, in any pool; None unless `trace=True`."""
     skipped: int = 0
     """Items the job's ledger skipped: already recorded (or, with `rerun="failed"`, not
-    recorded as failed). Not counted in `tasks`."""
+    recorded as failed), or repeating the key of an earlier item of the same run (the ledger
+    keeps one outcome per key, so that item runs once). Not counted in `tasks`."""
     dead_letters: int = 0
     """Failed items that used every attempt they were allowed (1 + retries): each one was
     handed to `on_retry_exhausted`, and a ledger marks it. Calls a stop cancelled (fail-fast,

@@ -10,7 +10,7 @@ import asyncio
 import os
 import sqlite3
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -131,12 +131,48 @@ def test_an_async_source_and_several_producers_are_keyed_and_filtered(tmp_path: 
     assert sorted(calls.count) == [*range(1, 20, 2), *range(20, 25)]
 
 
-def test_the_same_params_object_twice_is_recorded_under_its_key(tmp_path: Path) -> None:
+def test_the_same_params_object_changed_between_items_is_recorded_under_each_key(tmp_path: Path) -> None:
     path = tmp_path / "job.sqlite"
+
+    def one_dict_changed() -> Iterator[dict[str, int]]:
+        item = {"car": 0}
+        for car in range(3):
+            item["car"] = car  # the same object, a new key each time: all three in flight at once
+            yield item
+
+    summary = _job(Calls(), one_dict_changed(), path, workers=3)
+    assert (summary.tasks, summary.skipped) == (3, 0)
+    assert sorted(row["key"] for row in Ledger(path).rows()) == ['{"car":0}', '{"car":1}', '{"car":2}']
+
+
+def test_an_item_whose_key_an_earlier_item_of_the_run_had_is_skipped_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "job.sqlite"
+    calls = Calls()
     item = {"car": 7}
-    summary = _job(Calls(), [item, item, item], path, workers=3)
-    assert summary.tasks == 3
-    assert [row["key"] for row in Ledger(path).rows()] == ['{"car":7}']
+    summary = _job(calls, [item, {"car": 7}, [1, 2], (1, 2), item, {"car": 8}], path, workers=3)
+    assert (summary.tasks, summary.skipped) == (3, 3)  # run once each; the repeats skipped
+    assert sorted(calls.count.values()) == [1, 1, 1]
+    assert sorted(row["key"] for row in Ledger(path).rows()) == ["[1,2]", '{"car":7}', '{"car":8}']
+    assert "item 2 of the params, {'car': 7}, has the key '{\"car\":7}' of an earlier item" in caplog.text
+    assert "3 items repeated the key of an earlier item of this job" in caplog.text
+
+
+def test_a_key_two_items_share_runs_once_and_rerun_failed_runs_it_once(tmp_path: Path) -> None:
+    path = tmp_path / "job.sqlite"
+    items = [{"car": "A", "fail": True}, {"car": "A", "fail": False}, {"car": "B", "fail": False}]
+    calls = Calls(failing={repr(items[0])})
+    summary = _job(calls, items, path, key=lambda params: params["car"])
+    assert (summary.tasks, summary.failed, summary.skipped) == (2, 1, 1)
+    assert [(row["key"], row["ok"], row["params"]) for row in Ledger(path).rows()] == [
+        ("A", False, items[0]),  # the first item with the key is the one recorded
+        ("B", True, items[2]),
+    ]
+    summary = _job(calls, items, path, key=lambda params: params["car"], rerun="failed")
+    assert (summary.tasks, summary.skipped) == (1, 2)
+    assert calls.count[repr(items[0])] == 2
+    assert calls.count[repr(items[1])] == 0
 
 
 def test_a_function_that_changes_its_params_keeps_the_key_they_had_when_produced(tmp_path: Path) -> None:
