@@ -20,7 +20,7 @@ from pcmodel.adaptive import Adaptive
 from pcmodel.broker import Broker
 from pcmodel.clock import VirtualTimeLoop
 from pcmodel.handle import JobHandle
-from pcmodel.ledger import Ledger
+from pcmodel.ledger import Ledger, LedgerError
 from pcmodel.policies import Retry
 from pcmodel.producer import Producers, producers
 from pcmodel.records import DepthSample, Drop, JobSummary, LimitChange, LiveStats, TaskResult, ideal_makespan
@@ -39,6 +39,7 @@ __all__ = [
     "JobHandle",
     "JobSummary",
     "Ledger",
+    "LedgerError",
     "LimitChange",
     "LiveStats",
     "Producers",

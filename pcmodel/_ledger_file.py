@@ -3,7 +3,8 @@
 The file holds three tables. `meta` says what the file is (`format`), which schema it follows
 (`schema_version`) and which job function first wrote it (`function`, as `module:qualname`);
 `runs` has one row per job that used it; `items` one row per item, keyed by the item's key:
-its latest outcome. The file is in WAL mode with `synchronous=NORMAL`: a commit is atomic and
+its latest outcome. While a job writes the file, `meta` also holds its lock (see
+`pcmodel._ledger_lock`): one job at a time. The file is in WAL mode with `synchronous=NORMAL`: a commit is atomic and
 costs no fsync, and a reader (`pcmodel.Ledger`) never blocks the writer.
 
 A job's outcomes reach the file through `pcmodel._ledger_writer.LedgerWriter`, a thread of
@@ -19,6 +20,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
+
+from pcmodel._ledger_lock import take_lock
 
 __all__ = [
     "COLUMNS",
@@ -189,31 +192,41 @@ def begin_run(
     rerun: str | None,
     *,
     allow_other_function: bool,
-) -> int:
-    """Check the ledger is this function's (or record it, if new); add a run; return its number.
+) -> tuple[int, str]:
+    """Check the ledger is this function's (or record it, if new), take its lock, add a run.
+
+    Returns:
+        The run's number, and the lock's value (for `refresh_lock` and `release_lock`).
 
     Raises:
-        LedgerError: the ledger records another function's outcomes, and that is not allowed.
+        LedgerError: the ledger records another function's outcomes, and that is not allowed;
+            or another job, still running, writes it (see `pcmodel._ledger_lock`).
     """
     with reading(path):
-        connection.execute("BEGIN IMMEDIATE")  # one transaction: the check and the new run
-        row = connection.execute("SELECT value FROM meta WHERE name = 'function'").fetchone()
-        if row is None:
-            connection.execute("INSERT INTO meta VALUES ('function', ?)", (function,))
-        elif row[0] != function and not allow_other_function:
-            connection.execute("ROLLBACK")
-            raise LedgerError(
-                f"the ledger {str(path)!r} records the outcomes of {row[0]}, not of {function}: "
-                f"give this job a ledger of its own, or pass ledger=pcmodel.Ledger({str(path)!r}, "
-                "allow_other_function=True) to resume it with this function"
+        connection.execute("BEGIN IMMEDIATE")  # one transaction: the checks, the lock, the run
+        try:
+            row = connection.execute("SELECT value FROM meta WHERE name = 'function'").fetchone()
+            if row is None:
+                connection.execute("INSERT INTO meta VALUES ('function', ?)", (function,))
+            elif row[0] != function and not allow_other_function:
+                raise LedgerError(
+                    f"the ledger {str(path)!r} records the outcomes of {row[0]}, not of {function}: "
+                    f"give this job a ledger of its own, or pass ledger=pcmodel.Ledger({str(path)!r}, "
+                    "allow_other_function=True) to resume it with this function"
+                )
+            lock = take_lock(connection, path, LedgerError)
+            cursor = connection.execute(
+                "INSERT INTO runs (function, clock, rerun, started) VALUES (?, ?, ?, ?)",
+                (function, clock, rerun, time.time()),
             )
-        cursor = connection.execute(
-            "INSERT INTO runs (function, clock, rerun, started) VALUES (?, ?, ?, ?)",
-            (function, clock, rerun, time.time()),
-        )
-        connection.execute("COMMIT")
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    connection.execute("ROLLBACK")
+            raise
         assert cursor.lastrowid is not None
-        return cursor.lastrowid
+        return cursor.lastrowid, lock
 
 
 def load_keys(connection: sqlite3.Connection, path: Path, *, failed_only: bool) -> set[str]:

@@ -25,11 +25,13 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import sqlite3
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 from pcmodel._ledger_file import LedgerError, begin_run, connect, function_name, load_keys
 from pcmodel._ledger_keys import canonical_key, error_text, params_json, shown, unstorable
+from pcmodel._ledger_lock import release_lock
 from pcmodel._ledger_writer import LedgerWriter
 from pcmodel.records import TaskResult
 from pcmodel.spec import JobSpec
@@ -71,7 +73,7 @@ class JobBook:
             path = spec.ledger.path
             connection = connect(path, create=True)
             try:
-                self._run = begin_run(
+                self._run, lock = begin_run(
                     connection,
                     path,
                     function_name(spec.function),
@@ -79,16 +81,23 @@ class JobBook:
                     spec.rerun,
                     allow_other_function=spec.ledger.allow_other_function,
                 )
-                self._listed = load_keys(connection, path, failed_only=self._run_listed)
-                if self._run_listed and not self._listed:
-                    logger.warning(
-                        "rerun='failed': the ledger %r records no failed item, so nothing will run",
-                        str(path),
-                    )
             except BaseException:
                 connection.close()
                 raise
-            self._writer = LedgerWriter(connection, path, self._run, self._loop, self._disk_failed)
+            try:
+                self._listed = load_keys(connection, path, failed_only=self._run_listed)
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):  # the job does not start: give the lock back
+                    connection.execute("BEGIN IMMEDIATE")
+                    release_lock(connection, lock)
+                    connection.execute("COMMIT")
+                connection.close()
+                raise
+            if self._run_listed and not self._listed:
+                logger.warning(
+                    "rerun='failed': the ledger %r records no failed item, so nothing will run", str(path)
+                )
+            self._writer = LedgerWriter(connection, path, self._run, self._loop, self._disk_failed, lock)
             self._put = self._writer.put
 
     @classmethod

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from pcmodel._ledger_file import COLUMNS, INSERT, LedgerError
 from pcmodel._ledger_keys import shown
+from pcmodel._ledger_lock import HEARTBEAT, STALE, refresh_lock, release_lock
 
 __all__ = ["LedgerWriter"]
 
@@ -76,10 +77,13 @@ class LedgerWriter:
         run: int,
         loop: asyncio.AbstractEventLoop,
         on_failure: Callable[[LedgerError], None],
+        lock: str,
     ) -> None:
         self._connection = connection
         self._path = path
         self._run = run
+        self._lock = lock
+        self._refreshed = time.monotonic()
         self._loop = loop
         self._on_failure = on_failure
         self._batches: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -117,15 +121,24 @@ class LedgerWriter:
     def _main(self) -> None:
         closing = False
         while not closing:
-            batches = [self._batches.get()]
+            try:
+                batches = [self._batches.get(timeout=HEARTBEAT)]
+            except queue.Empty:  # nothing to write for a while: refresh the lock's heartbeat
+                batches = []
             with contextlib.suppress(queue.Empty):
                 while len(batches) < 20:  # what has gathered meanwhile, in one transaction
                     batches.append(self._batches.get_nowait())
-            closing = batches[-1] is _CLOSE
+            closing = bool(batches) and batches[-1] is _CLOSE
             if closing:
                 batches.pop()
             if self.failed is None:
                 self._write(batches, closing)
+        if self.failed is not None:  # the last write did not happen: give the lock back all the same
+            with contextlib.suppress(sqlite3.Error):
+                self._connection.execute("BEGIN IMMEDIATE")
+                release_lock(self._connection, self._lock)
+                self._connection.execute("COMMIT")
+            self._rollback()
         self._connection.close()
 
     def _write(self, batches: list[list[tuple[Any, ...]]], closing: bool) -> None:
@@ -140,9 +153,13 @@ class LedgerWriter:
                 self._transaction(batches, closing, one_by_one=True)
         except Exception as error:  # noqa: BLE001 - any failure to write ends the recording, loudly
             self._rollback()
-            self.failed = LedgerError(
-                f"the ledger {str(self._path)!r} could not record the job's outcomes ({error}); the "
-                "job stopped: free the disk or fix the file, then run it again to resume"
+            self.failed = (
+                error
+                if isinstance(error, LedgerError)
+                else LedgerError(
+                    f"the ledger {str(self._path)!r} could not record the job's outcomes ({error}); "
+                    "the job stopped: free the disk or fix the file, then run it again to resume"
+                )
             )
             logger.error("%s", self.failed)
             self._on_failure(self.failed)
@@ -150,7 +167,7 @@ class LedgerWriter:
     def _transaction(self, batches: list[list[tuple[Any, ...]]], closing: bool, *, one_by_one: bool) -> None:
         """Write `batches` in one transaction (and, if `closing`, the run's end)."""
         connection = self._connection
-        connection.execute("BEGIN")
+        connection.execute("BEGIN IMMEDIATE")  # the write lock first: the lock row is read, then written
         for rows in batches:
             made = self.rows(rows)
             if one_by_one:
@@ -170,6 +187,15 @@ class LedgerWriter:
                 "UPDATE runs SET finished = ?, skipped = ? WHERE run = ?",
                 (time.time(), self.skipped, self._run),
             )
+            release_lock(connection, self._lock)
+        elif time.monotonic() - self._refreshed >= HEARTBEAT:
+            if not refresh_lock(connection, self._lock):
+                raise LedgerError(
+                    f"another job took the ledger {str(self._path)!r} over: this job's writer had "
+                    f"not refreshed its lock for {STALE:.0f} s (the process was stalled), so its "
+                    "lock looked stale; this job stopped: let the other one end, then resume"
+                )
+            self._refreshed = time.monotonic()
         connection.execute("COMMIT")
 
     def _rollback(self) -> None:

@@ -41,7 +41,11 @@ Read a ledger with `Ledger(path)`: `results()` as `TaskResult`s (their `error` a
 in `on_task_complete`), `rows()` as plain dicts for `pandas.DataFrame(rows)`, `counts()`,
 `common_errors()`, `slowest()`; or `pcmodel ledger PATH` on the command line.
 
-One job at a time may write a ledger (a reader may look at it meanwhile). A ledger records
+One job at a time may write a ledger (a reader may look at it meanwhile): a job holds a lock
+in the file while it runs, and a second job is refused with a `LedgerError` naming the first
+one's process. A lock left by a job that died is taken over: at once if its process is gone
+from this machine (`kill -9`, a dead kernel), after 60 s without its heartbeat otherwise (a
+job on another machine). A ledger records
 its job's function (`module:qualname`) and refuses another's, unless given as
 `Ledger(path, allow_other_function=True)`.
 """

@@ -10,6 +10,7 @@ whole, and resuming must run every item it did not record, and none it did.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sqlite3
@@ -160,6 +161,7 @@ def test_a_job_killed_outright_resumes_without_redoing_what_it_recorded(tmp_path
             assert line, f"the job ended early: {job.stderr.read() if job.stderr else ''}"
             if int(line) >= 1200:
                 break
+        killed = job.pid
         job.send_signal(signal.SIGKILL)
         job.wait(timeout=60)
     finally:
@@ -174,7 +176,10 @@ def test_a_job_killed_outright_resumes_without_redoing_what_it_recorded(tmp_path
     path = tmp_path / "job.sqlite"
     with sqlite3.connect(path) as connection:  # the write-ahead log replays on opening
         assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        # The killed job's lock is left behind, naming its process...
+        [(lock,)] = connection.execute("SELECT value FROM meta WHERE name = 'writer'")
     connection.close()
+    assert json.loads(lock)["pid"] == killed
     recorded = _recorded(path)
     ran_before = set(_calls(tmp_path))
     assert 0 < len(recorded) < 3000
@@ -193,3 +198,8 @@ def test_a_job_killed_outright_resumes_without_redoing_what_it_recorded(tmp_path
     assert max(calls.values()) == 2
     counts = Ledger(path).counts()
     assert (counts["items"], counts["failed"], counts["runs"]) == (3000, 60, 2)
+    # ... and the resume took it over at once (that process is gone), then gave it back.
+    assert "was locked by a job that is no longer running (process " + str(killed) in err
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT count(*) FROM meta WHERE name LIKE 'writer%'").fetchone() == (0,)
+    connection.close()
