@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import re
 import sqlite3
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
+from pcmodel._ledger_keys import storable
 from pcmodel._ledger_lock import take_lock
 
 __all__ = [
@@ -93,12 +97,49 @@ class LedgerError(Exception):
 
 
 def function_name(function: object) -> str:
-    """`module:qualname` of a job's function: what a ledger records and checks on resume."""
-    while isinstance(function, functools.partial):
-        function = function.func
+    """What a ledger records of a job's function, and checks on resume: `module:qualname`.
+
+    Names alone would not tell apart functions that share one, so two more things are said:
+
+    - a lambda's line: `module:<lambda> (line 12)` (every lambda is called `<lambda>`);
+    - a `functools.partial`'s arguments: `module:power(n=2)`, each argument by its repr, or
+      by its type's name where the repr changes from one run to the next (a default repr names
+      the object's address: `<Session>`), and the arguments' SHA-256 past 200 characters.
+
+    A function renamed or moved, or a lambda moved to another line, is then another function:
+    resume with `Ledger(path, allow_other_function=True)`.
+    """
+    if isinstance(function, functools.partial):
+        arguments = [_stable_repr(argument) for argument in function.args]
+        arguments += [f"{name}={_stable_repr(value)}" for name, value in function.keywords.items()]
+        shown = ", ".join(arguments)
+        if len(shown) > 200:
+            shown = (
+                "arguments sha256 "
+                + hashlib.sha256(shown.encode("utf-8", "backslashreplace")).hexdigest()[:16]
+            )
+        return f"{function_name(function.func)}({shown})"
     named = function if hasattr(function, "__qualname__") else type(function)
     module = getattr(named, "__module__", None) or "?"
-    return f"{module}:{getattr(named, '__qualname__', type(named).__qualname__)}"
+    qualname = getattr(named, "__qualname__", type(named).__qualname__)
+    name = f"{module}:{qualname}"
+    code = getattr(function, "__code__", None)
+    if "<lambda>" in str(qualname) and isinstance(code, types.CodeType):
+        name += f" (line {code.co_firstlineno})"
+    return storable(name)
+
+
+def _stable_repr(value: object) -> str:
+    """`repr(value)`, or `<TypeName>` where it would differ from run to run (or raises)."""
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a hostile repr: the type's name will do
+        return f"<{type(value).__qualname__}>"
+    return f"<{type(value).__qualname__}>" if _ADDRESS.search(text) else storable(text)
+
+
+_ADDRESS: Final = re.compile(r" at 0x[0-9a-fA-F]+")
+"""How a default repr names an object's address (`<Session object at 0x7f3a...>`)."""
 
 
 def connect(path: Path, *, create: bool) -> sqlite3.Connection:

@@ -28,8 +28,7 @@ returned), and records reach the file in batches, at least every 0.05 s of the j
 A job killed outright (`kill -9`, a dead kernel) therefore runs again, on resume, the items
 it had in flight and those handled in its last fraction of a second (they are done at least
 once: make the function safe to repeat, or check in it what was done): each item runs at
-least once, and an item is
-never skipped unless its outcome and its callback are behind it. Every commit is atomic
+least once, and an item is never skipped unless its outcome and its callback are behind it. Every commit is atomic
 (SQLite's write-ahead log): nothing recorded is ever corrupted. A job cancelled or interrupted
 (Ctrl-C) writes everything handled before it stops. A call that a stop cancelled
 (`fail_fast=True`, `JobHandle.stop(graceful=False)`) has no outcome: it is not recorded, is no
@@ -45,9 +44,11 @@ One job at a time may write a ledger (a reader may look at it meanwhile): a job 
 in the file while it runs, and a second job is refused with a `LedgerError` naming the first
 one's process. A lock left by a job that died is taken over: at once if its process is gone
 from this machine (`kill -9`, a dead kernel), after 60 s without its heartbeat otherwise (a
-job on another machine). A ledger records
-its job's function (`module:qualname`) and refuses another's, unless given as
-`Ledger(path, allow_other_function=True)`.
+job on another machine).
+
+A ledger records its job's function (`module:qualname`; a lambda with its line, a
+`functools.partial` with its arguments: see `pcmodel._ledger_file.function_name`) and refuses
+another's, unless given as `Ledger(path, allow_other_function=True)`.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ it (all its rows written) before it returns, so each test reads the file right a
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sqlite3
 from collections import Counter
@@ -18,6 +19,7 @@ import pytest
 
 import pcmodel
 from pcmodel import JobSummary, Ledger, Retry, TaskResult, run_job
+from pcmodel._ledger_file import function_name
 from pcmodel.ledger import LedgerError, RecordedError
 from pcmodel.spec import make_spec
 from pcmodel.sweeps import run_virtual
@@ -587,6 +589,52 @@ def test_a_ledger_of_another_function_is_refused_unless_allowed(tmp_path: Path) 
         _job(triple, range(3), path)
     summary = _job(triple, range(5), Ledger(path, allow_other_function=True))
     assert (summary.tasks, summary.skipped) == (2, 3)
+
+
+async def power(n: int, exponent: int, session: Any = None) -> int:
+    await asyncio.sleep(1)
+    return int(n**exponent)
+
+
+class Session:
+    """An argument whose repr (the default one) names its address: another one each run."""
+
+
+class HostileRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def test_lambdas_are_told_apart_by_their_line_and_partials_by_their_arguments(tmp_path: Path) -> None:
+    square, cube = [  # on lines of their own (two lambdas on one line share a name)
+        lambda n: n * n,
+        lambda n: n**3,
+    ]
+    _job(square, range(3), tmp_path / "a.sqlite")
+    with pytest.raises(
+        LedgerError, match=r"<lambda> \(line \d+\), not of tests\.test_ledger:.*<lambda> \(line"
+    ):
+        _job(cube, range(6), tmp_path / "a.sqlite")
+    assert _job(square, range(6), tmp_path / "a.sqlite").skipped == 3  # the same lambda resumes
+
+    path = tmp_path / "b.sqlite"
+    _job(functools.partial(power, exponent=2), range(3), path)
+    assert Ledger(path).function == "tests.test_ledger:power(exponent=2)"
+    with pytest.raises(LedgerError, match=r"outcomes of tests\.test_ledger:power\(exponent=2\), not of "):
+        _job(functools.partial(power, exponent=3), range(6), path)
+    assert _job(functools.partial(power, exponent=2), range(6), path).skipped == 3
+
+
+def test_a_partials_argument_whose_repr_changes_each_run_is_named_by_its_type(tmp_path: Path) -> None:
+    path = tmp_path / "job.sqlite"
+    _job(functools.partial(power, exponent=2, session=Session()), range(3), path)
+    assert Ledger(path).function == "tests.test_ledger:power(exponent=2, session=<Session>)"
+    # The next run has another session (another address): it is the same job.
+    assert _job(functools.partial(power, exponent=2, session=Session()), range(5), path).skipped == 3
+    named = function_name(functools.partial(power, HostileRepr(), list(range(100))))
+    assert named.startswith("tests.test_ledger:power(arguments sha256 ")  # long: its digest
+    assert named == function_name(functools.partial(power, HostileRepr(), list(range(100))))
+    assert function_name(functools.partial(power, HostileRepr())) == "tests.test_ledger:power(<HostileRepr>)"
 
 
 def test_corrupt_and_foreign_files_are_refused_with_a_clear_error(tmp_path: Path) -> None:
