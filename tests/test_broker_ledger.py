@@ -57,3 +57,23 @@ async def test_a_broker_job_records_in_its_ledger_and_resumes_from_it(
 
     third = await run(redis_url, params, queue=QUEUE, ledger=path, rerun="failed")
     assert (third.tasks, third.failed, third.skipped) == (7, 7, 33)
+
+
+@needs_server
+async def test_calls_a_broker_jobs_fail_fast_halt_cancels_are_not_recorded(
+    redis_url: str, workers: Workers, tmp_path: Path
+) -> None:
+    workers.start(QUEUE, 1, workers=5)
+    path = tmp_path / "job.sqlite"
+    params = [
+        {"n": n, "sleep": 0.2 if n == 5 else 5.0, "do": "fail" if n == 5 else None} for n in range(5, 9)
+    ]
+    hooked: list[TaskResult] = []
+    summary = await run(
+        redis_url, params, queue=QUEUE, ledger=path, fail_fast=True, on_retry_exhausted=hooked.append
+    )
+    assert summary.stop_reason == "fail_fast"
+    assert summary.cancelled >= 1
+    assert (summary.dead_letters, [result.params["n"] for result in hooked]) == (1, [5])
+    # Only the failure is an outcome; the calls the halt cancelled run again on resume.
+    assert [row["params"]["n"] for row in Ledger(path).rows()] == [5]
