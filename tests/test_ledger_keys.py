@@ -73,3 +73,21 @@ def test_without_the_c_encoder_the_plain_encoder_keys(monkeypatch: pytest.Monkey
     monkeypatch.setattr(json.encoder, "c_make_encoder", None)
     plain = _ledger_keys._made_once()
     assert plain({"b": 1, "a": (2,)}) == '{"a":[2],"b":1}'
+
+
+@given(st.text())
+def test_storable_text_is_what_the_file_can_hold_and_unchanged_when_it_could_already(text: str) -> None:
+    stored = _ledger_keys.storable(text)
+    stored.encode("utf-8")  # never raises
+    assert _ledger_keys.unstorable(stored) is None
+    if _ledger_keys.unstorable(text) is None:
+        assert stored == text
+    else:
+        assert stored == text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def test_a_lone_surrogate_is_found_at_its_place_and_written_out() -> None:
+    assert _ledger_keys.unstorable("car\udcff") == 3
+    assert _ledger_keys.unstorable("h\u00e9llo \U0001f600") is None
+    assert _ledger_keys.storable("car\udcff \u00e9") == "car\\udcff \u00e9"
+    assert _ledger_keys.error_text(OSError("no file car\udcff")) == ("OSError", "no file car\\udcff")
