@@ -17,6 +17,13 @@ rate) gives each worker a `Lane`, its view of the work queue:
 - the job ends with one `STOP` that every worker puts back on its way out (`worker_done`):
   the number of workers is not known in advance, and a closed lane's worker, parked, is
   released to take it once a worker has met it (no real item is left then).
+- a stop that takes the queued items back (a `StopSignal`, `fail_fast`, `JobHandle.stop`, a
+  ledger that cannot record) releases the pool (`Pool.stop`): it ends a pause, and the lanes
+  below the limit open even during a Retry-After hold, so that they take `STOP` at once
+  instead of waiting for a `resume()` that may never come, or for the end of the hold with
+  nothing to do. The hold still holds the retries of the calls in flight, as the server
+  asked. A source's error is not such a stop: it keeps what is queued, to be processed, and a
+  pause holds that until `resume()`.
 
 A pool whose tasks may make several attempts (an adaptive one, or one with retries) is
 *gated*: each worker's calls pass a `LaneGate` (a `pcmodel.policies.AttemptGate`) before
@@ -201,6 +208,8 @@ class Pool:
         self._resume_timer: asyncio.TimerHandle | None = None
         self.draining = False
         """A worker met the final `STOP`: no item is left to take."""
+        self.stopping = False
+        """A stop took the queued items back: the lanes open to take `STOP`, held or not."""
         self.in_flight = 0
         """Attempts in flight."""
         self._turns: deque[asyncio.Future[None]] = deque()
@@ -224,8 +233,9 @@ class Pool:
         return self.paused or self.since_start() < self.resume_at
 
     def apply(self) -> None:
-        """Open the lanes below the limit (none while held), close the rest, start new ones."""
-        wanted = 0 if self.held else self.limit
+        """Open the lanes below the limit (none while held, unless stopping), close the rest,
+        start new ones."""
+        wanted = 0 if self.held and not self.stopping else self.limit
         if not self.draining:
             while len(self.lanes) < self.limit and (self.most is None or len(self.lanes) < self.most):
                 lane = Lane(len(self.lanes), self.queue, self)
@@ -278,10 +288,25 @@ class Pool:
                 self._rate_waits.pop(waiter, None)
 
     def pause(self) -> None:
+        """Start no attempt until `resume`; nothing once the job is stopping (the stop wins)."""
+        if self.stopping:
+            return
         self.paused = True
         self.apply()
 
     def resume(self) -> None:
+        """End a pause (not a Retry-After hold, which ends when its time comes)."""
+        self.paused = False
+        self.apply()
+
+    def stop(self) -> None:
+        """The job stops and its queued items were taken back: release the pool (see the module).
+
+        Without this, a paused pool, or one waiting out a Retry-After, would leave the final
+        `STOP` on the queue with no open lane to take it: the job would wait for `resume()`,
+        or for the hold's end, with nothing left to do.
+        """
+        self.stopping = True
         self.paused = False
         self.apply()
 
