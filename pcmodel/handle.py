@@ -22,7 +22,8 @@ handle`, `cancel()`, `done()`, `result()`, `exception()`, `cancelled()`,
 Every knob is safe from any thread (a widget's callback, say) and at any time: turned before
 the job's first step, it is applied as the job starts; turned after the job ended, it does
 nothing and returns False. A job run in a helper thread (`clock="virtual"` from a real loop)
-gets its knobs through that thread's loop. Both transports have every knob: in one process
+gets its knobs through that thread's loop; paused, it waits for them in real time (its clock
+stands still), instead of being taken for a stuck job. Both transports have every knob: in one process
 they act on the pool at once; on a broker job (`broker=`) they travel to every worker process,
 which applies them between two items (`set_workers(n)` is then each process's slots). A
 transport without knobs (one written outside pcmodel) raises `NotImplementedError`.

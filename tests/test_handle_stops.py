@@ -8,6 +8,7 @@ job waits for a `resume()` (or the end of the hold) with nothing left to do.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -197,3 +198,69 @@ def test_a_graceful_stop_during_a_hold_lets_the_retries_in_flight_finish() -> No
     # Held until 5.1 s, when the retry starts; it takes 0.1 s.
     assert [r.finished_at for r in results if r.task_id == 0] == [pytest.approx(5.2)]
     assert summary.elapsed == pytest.approx(5.2)
+
+
+# A virtual-time job run from a real loop lives in a helper thread, and its knobs come from the
+# caller's thread: paused, it waits for them in real time; it is not stuck.
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait (a bounded real wait) until `condition()`, which a knob from this thread brings about."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("the knob never reached the job")
+
+
+def test_a_virtual_job_paused_from_the_callers_loop_waits_for_its_resume() -> None:
+    async def main() -> tuple[JobSummary, pcmodel.LiveStats]:
+        handle = pcmodel.start_job(one_second, range(20), workers=2, clock="virtual")
+        assert handle.pause()  # applied as the job starts, before its first call
+        await until(lambda: handle.stats().workers == 2)  # started, paused before any call
+        await asyncio.sleep(0.05)  # real time, with nothing to do on the job's loop
+        paused = handle.stats()
+        assert not handle.done()
+        assert handle.resume()
+        return await asyncio.wait_for(handle, 5), paused
+
+    summary, paused = asyncio.run(main())
+    assert (paused.paused, paused.done, paused.queued, paused.elapsed) == (True, 0, 20, 0.0)
+    assert summary.tasks == 20
+    assert summary.elapsed == 10.0  # the pause took no virtual time
+
+
+@pytest.mark.parametrize("graceful", [True, False])
+def test_a_virtual_job_paused_from_the_callers_loop_can_be_stopped(graceful: bool) -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def first_blocks(n: int) -> int:  # a plain function: runs in a thread, takes no virtual time
+        if n == 0:
+            started.set()
+            release.wait(10)
+        return n
+
+    async def main() -> JobSummary:
+        handle = pcmodel.start_job(first_blocks, range(20), workers=1, clock="virtual")
+        assert await asyncio.to_thread(started.wait, 10)
+        assert handle.pause()  # while item 0 is in flight, in its thread
+        await until(lambda: handle.stats().paused)
+        release.set()  # item 0 ends; nothing on the job's loop can start another
+        await asyncio.sleep(0.05)
+        assert handle.stop(graceful=graceful)
+        return await asyncio.wait_for(handle, 5)
+
+    summary = asyncio.run(main())
+    assert (summary.tasks, summary.unprocessed, summary.stop_reason) == (1, 19, "stop")
+
+
+def test_a_paused_job_that_nothing_can_resume_on_its_own_virtual_loop_is_a_deadlock() -> None:
+    """On the caller's own virtual loop nothing else can turn a knob: that pause is stuck."""
+
+    async def main() -> JobSummary:
+        handle = pcmodel.start_job(one_second, range(20), workers=2)
+        handle.pause()
+        return await handle
+
+    with pytest.raises(pcmodel.DeadlockError, match=r"stuck at virtual time 0\.000 s"):
+        on_virtual_clock(main)
