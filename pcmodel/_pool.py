@@ -22,7 +22,7 @@ rate) gives each worker a `Lane`, its view of the work queue:
   below the limit open even during a Retry-After hold, so that they take `STOP` at once
   instead of waiting for a `resume()` that may never come, or for the end of the hold with
   nothing to do. The hold still holds the retries of the calls in flight, as the server
-  asked. A source's error is not such a stop: it keeps what is queued, to be processed, and a
+  asked. A lane waiting for a rate slot gives its item back, unprocessed. A source's error is not such a stop: it keeps what is queued, to be processed, and a
   pause holds that until `resume()`.
 
 A pool whose tasks may make several attempts (an adaptive one, or one with retries) is
@@ -136,6 +136,9 @@ class Lane:
             except BaseException:
                 pool.hand_back(item)  # cancelled holding it: the item is not lost
                 raise
+            if pool.stopping:
+                pool.hand_back(item)  # the job stopped during the wait: reported unprocessed, never called
+                continue
             if self.is_open:
                 return item
             queue.put_back_nowait(item)  # the lane closed during the wait: the item keeps its place
@@ -281,7 +284,7 @@ class Pool:
             self._rate_waits[waiter] = None
             timer = self.loop.call_later(wait, _settle, waiter, True)
             try:
-                if await waiter:  # True: the slot's time came; False: the rate changed
+                if await waiter:  # True: the slot's time came, or the job stops; False: the rate changed
                     return
             finally:
                 timer.cancel()
@@ -309,6 +312,12 @@ class Pool:
         self.stopping = True
         self.paused = False
         self.apply()
+        if self.rate_at_take:
+            # The lanes waiting for a rate slot hold items no call has started: they give them
+            # back (unprocessed) at once, rather than call them when the slot comes. A gated
+            # pool's waits are attempts of calls already taken: those go on.
+            for waiter in self._rate_waits:
+                _settle(waiter, True)
 
     def hold_until(self, until: float) -> None:
         """Start no attempt before `until` (job time): a Retry-After."""

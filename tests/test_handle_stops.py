@@ -200,6 +200,29 @@ def test_a_graceful_stop_during_a_hold_lets_the_retries_in_flight_finish() -> No
     assert summary.elapsed == pytest.approx(5.2)
 
 
+def test_a_graceful_stop_gives_back_the_items_waiting_for_a_rate_slot_uncalled() -> None:
+    """No new calls after a stop: not even the ones whose slot under the rate limit comes later."""
+    calls: list[float] = []
+
+    async def tenth_of_a_second(n: int) -> int:
+        calls.append(asyncio.get_running_loop().time())
+        await asyncio.sleep(0.1)
+        return n
+
+    async def main() -> JobSummary:
+        # One call every 100 s: at 1.0 s three workers hold items waiting for slots at 100,
+        # 200 and 300 s.
+        handle = pcmodel.start_job(tenth_of_a_second, range(50), workers=4, max_per_second=0.01)
+        await asyncio.sleep(1.0)
+        handle.stop()
+        return await handle
+
+    summary = on_virtual_clock(main)
+    assert calls == [0.0]
+    assert (summary.tasks, summary.unprocessed, summary.stop_reason) == (1, 49, "stop")
+    assert summary.elapsed == 1.0
+
+
 # A virtual-time job run from a real loop lives in a helper thread, and its knobs come from the
 # caller's thread: paused, it waits for them in real time; it is not stuck.
 
