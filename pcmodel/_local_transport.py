@@ -229,6 +229,7 @@ class LocalTransport:
         else:
             # One marker, which each worker puts back on its way out: the lanes may still grow.
             await self.work_queue.put(STOP)
+            self.pool.stop_queued()  # a paused pool with nothing left to do ends all the same
             while running := [worker for worker in self.workers if not worker.done()]:
                 await asyncio.wait(running)
             self.pool.close()

@@ -22,8 +22,12 @@ rate) gives each worker a `Lane`, its view of the work queue:
   below the limit open even during a Retry-After hold, so that they take `STOP` at once
   instead of waiting for a `resume()` that may never come, or for the end of the hold with
   nothing to do. The hold still holds the retries of the calls in flight, as the server
-  asked. A lane waiting for a rate slot gives its item back, unprocessed. A source's error is not such a stop: it keeps what is queued, to be processed, and a
-  pause holds that until `resume()`.
+  asked. A lane waiting for a rate slot gives its item back, unprocessed. A source's error
+  is not such a stop: it keeps what is queued, to be processed, and a pause holds that until
+  `resume()`.
+- a closed lane takes `STOP` when nothing else is left on the queue (`only_stop_left`): it
+  starts no call, so a job paused or held when its sources end, or raise, with every item
+  handled ends at once instead of waiting for a `resume()` with nothing to do.
 
 A pool whose tasks may make several attempts (an adaptive one, or one with retries) is
 *gated*: each worker's calls pass a `LaneGate` (a `pcmodel.policies.AttemptGate`) before
@@ -115,7 +119,7 @@ class Lane:
         """
         pool, queue = self._pool, self._queue
         while True:
-            if not (self.is_open or pool.draining):
+            if not (self.is_open or pool.draining or pool.only_stop_left()):
                 await self._parked()
                 continue
             if queue.empty():
@@ -334,6 +338,17 @@ class Pool:
         self._resume_timer = None
         self.resume_at = -math.inf
         self.apply()
+
+    def only_stop_left(self) -> bool:
+        """True if the queue holds nothing but the final `STOP`, which a closed lane may take:
+        it starts no call, so no pause or hold has a reason to keep it."""
+        queue = self.queue
+        return not queue.empty() and queue.count(STOP) == queue.qsize()
+
+    def stop_queued(self) -> None:
+        """The final `STOP` is on the queue: the parked lanes look (they take it if it is all)."""
+        for lane in self.lanes:
+            lane.wake()
 
     def must_wait(self) -> bool:
         """True if an attempt may not start now: held, at the limit, or others wait first."""

@@ -124,6 +124,29 @@ def test_a_source_error_while_paused_keeps_the_queued_items_for_the_resume() -> 
     assert summary.elapsed == 8.0
 
 
+@pytest.mark.parametrize("source", ["ends", "raises"])
+def test_a_paused_job_with_every_item_handled_ends_without_a_resume(source: str) -> None:
+    """The final STOP starts no call: a pause has no reason to hold it."""
+
+    async def two_then_end() -> Any:
+        yield 0
+        yield 1
+        await asyncio.sleep(3.0)  # paused meanwhile, with both items done
+        if source == "raises":
+            raise OSError("the source broke")
+
+    async def main() -> JobSummary:
+        handle = pcmodel.start_job(one_second, two_then_end(), workers=2)
+        await asyncio.sleep(0.5)
+        handle.pause()
+        return await handle
+
+    summary = on_virtual_clock(main)
+    assert (summary.tasks, summary.unprocessed) == (2, 0)
+    assert summary.stop_reason == (None if source == "ends" else "source_error")
+    assert summary.elapsed == 3.0
+
+
 async def third_is_rate_limited(n: int) -> int:
     """Item 2 is answered 429 with Retry-After: 60 s, at 0.1 s."""
     await asyncio.sleep(0.1)
