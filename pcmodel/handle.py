@@ -13,6 +13,7 @@ handle`, `cancel()`, `done()`, `result()`, `exception()`, `cancelled()`,
   removes it.
 - `pause()` / `resume()`: no call starts (no item, no retry) until `resume()`; the calls in
   flight finish. `resume()` ends the pause, not a Retry-After hold (which ends at its time).
+  A paused job whose every item is handled ends all the same: there is nothing to hold.
 - `stop(graceful=True)`: as `StopSignal`: no new calls, the calls in flight finish, the items
   still queued are reported unprocessed; `graceful=False` cancels the calls in flight too,
   like a fail-fast stop. Either way the summary comes back (`stop_reason="stop"`), unlike
