@@ -9,6 +9,11 @@ from any thread, before the job's first step or after its end. `Knobs` makes tha
 - while it runs, a knob is applied on the job's loop: at once when called from that loop's
   thread, otherwise through `call_soon_threadsafe`;
 - once the job has ended, a knob does nothing, and says so (it returns False).
+
+A virtual-time job paused from another thread is not stuck, though nothing on its loop can
+wake it: the knob that resumes (or stops) it will come from the handle's thread. While such a
+job is paused, its loop waits for that thread in real time instead of raising DeadlockError
+(`VirtualTimeLoop.waits_for_another_thread`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 
+from pcmodel.clock import VirtualTimeLoop
 from pcmodel.stopping import JobControl
 from pcmodel.transport import Transport, Tunable
 
@@ -40,6 +46,8 @@ class Knobs:
         self.transport: Transport | None = None
         """The job's transport once it started; kept after the end, for its last figures."""
         self.control: JobControl | None = None
+        self._turned_from = threading.get_ident()
+        """The thread of the handle, which turns the knobs (where `start_job` was called)."""
 
     def attach(self, transport: Transport, control: JobControl) -> None:
         """The job started (called on its loop): the remembered knobs run at its first wait."""
@@ -49,6 +57,13 @@ class Knobs:
             self.transport, self.control = transport, control
             self._tunable = transport if isinstance(transport, Tunable) else None
             pending, self._pending = self._pending, []
+        tunable = self._tunable
+        if (
+            isinstance(loop, VirtualTimeLoop)
+            and tunable is not None
+            and threading.get_ident() != self._turned_from
+        ):
+            loop.waits_for_another_thread = lambda: tunable.counts().paused
         for action in pending:
             loop.call_soon(self._apply, action)
 
@@ -56,6 +71,8 @@ class Knobs:
         """The job ended: knobs do nothing from now on."""
         with self._lock:
             self.ended = True
+            if isinstance(self._loop, VirtualTimeLoop):
+                self._loop.waits_for_another_thread = None
             self._loop = None
             if self.control is not None:
                 self.ended_at = self.control.since_start()

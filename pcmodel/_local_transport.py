@@ -31,6 +31,7 @@ from pcmodel._stall import watch_for_stalls
 from pcmodel._summary import Tally
 from pcmodel._threads import JobThreads
 from pcmodel.adaptive import make_limit
+from pcmodel.clock import VirtualTimeLoop
 from pcmodel.policies import RateLimiter
 from pcmodel.producer import ProducerReport, produce
 from pcmodel.records import Drop, LiveStats
@@ -108,7 +109,10 @@ class LocalTransport:
             self._start_pool(job, group, function, limiter)
         else:
             self._start_fixed_pool(job, group, function, limiter)
-        if spec.stall_after is not None and spec.clock == "real":
+        # Only where time is real: on a virtual-time loop (asked for with clock="virtual", or
+        # the caller's own, as `sweeps.run_virtual` gives), the watchdog's timers would keep
+        # the clock jumping, and a stuck job would spin instead of raising DeadlockError.
+        if spec.stall_after is not None and not isinstance(asyncio.get_running_loop(), VirtualTimeLoop):
             # The controller fills `job.producers` and `job.handlers` before this task first runs.
             self.watchdog = group.create_task(
                 watch_for_stalls(
@@ -212,6 +216,9 @@ class LocalTransport:
 
     def take_back(self, control: JobControl, *, cancel_in_flight: bool) -> None:
         self._take_back.take_back(control, cancel_in_flight=cancel_in_flight)
+        if self.pool is not None:
+            # Paused or held, no lane would take the final STOP: every stop releases the pool.
+            self.pool.stop()
 
     async def finish(self) -> None:
         # Stop markers behind the last item: a worker stops only between two items.
@@ -222,6 +229,7 @@ class LocalTransport:
         else:
             # One marker, which each worker puts back on its way out: the lanes may still grow.
             await self.work_queue.put(STOP)
+            self.pool.stop_queued()  # a paused pool with nothing left to do ends all the same
             while running := [worker for worker in self.workers if not worker.done()]:
                 await asyncio.wait(running)
             self.pool.close()

@@ -17,6 +17,17 @@ rate) gives each worker a `Lane`, its view of the work queue:
 - the job ends with one `STOP` that every worker puts back on its way out (`worker_done`):
   the number of workers is not known in advance, and a closed lane's worker, parked, is
   released to take it once a worker has met it (no real item is left then).
+- a stop that takes the queued items back (a `StopSignal`, `fail_fast`, `JobHandle.stop`, a
+  ledger that cannot record) releases the pool (`Pool.stop`): it ends a pause, and the lanes
+  below the limit open even during a Retry-After hold, so that they take `STOP` at once
+  instead of waiting for a `resume()` that may never come, or for the end of the hold with
+  nothing to do. The hold still holds the retries of the calls in flight, as the server
+  asked. A lane waiting for a rate slot gives its item back, unprocessed. A source's error
+  is not such a stop: it keeps what is queued, to be processed, and a pause holds that until
+  `resume()`.
+- a closed lane takes `STOP` when nothing else is left on the queue (`only_stop_left`): it
+  starts no call, so a job paused or held when its sources end, or raise, with every item
+  handled ends at once instead of waiting for a `resume()` with nothing to do.
 
 A pool whose tasks may make several attempts (an adaptive one, or one with retries) is
 *gated*: each worker's calls pass a `LaneGate` (a `pcmodel.policies.AttemptGate`) before
@@ -108,7 +119,7 @@ class Lane:
         """
         pool, queue = self._pool, self._queue
         while True:
-            if not (self.is_open or pool.draining):
+            if not (self.is_open or pool.draining or pool.only_stop_left()):
                 await self._parked()
                 continue
             if queue.empty():
@@ -129,6 +140,9 @@ class Lane:
             except BaseException:
                 pool.hand_back(item)  # cancelled holding it: the item is not lost
                 raise
+            if pool.stopping:
+                pool.hand_back(item)  # the job stopped during the wait: reported unprocessed, never called
+                continue
             if self.is_open:
                 return item
             queue.put_back_nowait(item)  # the lane closed during the wait: the item keeps its place
@@ -201,6 +215,8 @@ class Pool:
         self._resume_timer: asyncio.TimerHandle | None = None
         self.draining = False
         """A worker met the final `STOP`: no item is left to take."""
+        self.stopping = False
+        """A stop took the queued items back: the lanes open to take `STOP`, held or not."""
         self.in_flight = 0
         """Attempts in flight."""
         self._turns: deque[asyncio.Future[None]] = deque()
@@ -224,8 +240,9 @@ class Pool:
         return self.paused or self.since_start() < self.resume_at
 
     def apply(self) -> None:
-        """Open the lanes below the limit (none while held), close the rest, start new ones."""
-        wanted = 0 if self.held else self.limit
+        """Open the lanes below the limit (none while held, unless stopping), close the rest,
+        start new ones."""
+        wanted = 0 if self.held and not self.stopping else self.limit
         if not self.draining:
             while len(self.lanes) < self.limit and (self.most is None or len(self.lanes) < self.most):
                 lane = Lane(len(self.lanes), self.queue, self)
@@ -271,19 +288,40 @@ class Pool:
             self._rate_waits[waiter] = None
             timer = self.loop.call_later(wait, _settle, waiter, True)
             try:
-                if await waiter:  # True: the slot's time came; False: the rate changed
+                if await waiter:  # True: the slot's time came, or the job stops; False: the rate changed
                     return
             finally:
                 timer.cancel()
                 self._rate_waits.pop(waiter, None)
 
     def pause(self) -> None:
+        """Start no attempt until `resume`; nothing once the job is stopping (the stop wins)."""
+        if self.stopping:
+            return
         self.paused = True
         self.apply()
 
     def resume(self) -> None:
+        """End a pause (not a Retry-After hold, which ends when its time comes)."""
         self.paused = False
         self.apply()
+
+    def stop(self) -> None:
+        """The job stops and its queued items were taken back: release the pool (see the module).
+
+        Without this, a paused pool, or one waiting out a Retry-After, would leave the final
+        `STOP` on the queue with no open lane to take it: the job would wait for `resume()`,
+        or for the hold's end, with nothing left to do.
+        """
+        self.stopping = True
+        self.paused = False
+        self.apply()
+        if self.rate_at_take:
+            # The lanes waiting for a rate slot hold items no call has started: they give them
+            # back (unprocessed) at once, rather than call them when the slot comes. A gated
+            # pool's waits are attempts of calls already taken: those go on.
+            for waiter in self._rate_waits:
+                _settle(waiter, True)
 
     def hold_until(self, until: float) -> None:
         """Start no attempt before `until` (job time): a Retry-After."""
@@ -300,6 +338,17 @@ class Pool:
         self._resume_timer = None
         self.resume_at = -math.inf
         self.apply()
+
+    def only_stop_left(self) -> bool:
+        """True if the queue holds nothing but the final `STOP`, which a closed lane may take:
+        it starts no call, so no pause or hold has a reason to keep it."""
+        queue = self.queue
+        return not queue.empty() and queue.count(STOP) == queue.qsize()
+
+    def stop_queued(self) -> None:
+        """The final `STOP` is on the queue: the parked lanes look (they take it if it is all)."""
+        for lane in self.lanes:
+            lane.wake()
 
     def must_wait(self) -> bool:
         """True if an attempt may not start now: held, at the limit, or others wait first."""

@@ -13,7 +13,10 @@ Two rules keep virtual time honest:
   moving the clock.
 - If every task waits and nothing can ever wake one (no timer, no thread, no socket), the
   loop calls its `on_idle` hook once; the job runner uses it to end a stuck job with a clear
-  error instead of hanging.
+  error instead of hanging. Unless another thread is expected to wake one
+  (`waits_for_another_thread`: a job paused by its handle on the caller's loop, while the
+  job runs on this one in a helper thread): then the loop waits for it, in real time, as it
+  waits for a busy thread.
 
 And the clock never spins: it jumps straight to the next timer however far ahead it is
 (`asyncio.sleep(1e300)` is one jump, not 10^295 jumps of a day). A timer due at infinity
@@ -111,12 +114,15 @@ class _JumpingSelector:
                 return ready
         if timeout is None:
             hook = loop.on_idle
-            if hook is not None:
+            waits = loop.waits_for_another_thread
+            if hook is not None and not (waits is not None and waits()):
                 # Nothing is ready, no timer is set, no thread is busy: only another thread
                 # could wake a task now. Tell the runner once, then wait for real.
                 loop.on_idle = None
                 loop.call_soon(hook)
                 return []
+            # Only another thread can wake a task now: its call_soon_threadsafe writes to the
+            # self-pipe, which ends this wait (no spinning, and the clock stands still).
             return self._real.select(None)
         if timeout > 0:
             # Straight to the next timer, which `timeout` (capped for a real select) may not reach.
@@ -192,6 +198,10 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     Attributes:
         on_idle: called once (then reset to None) when every task waits and nothing can wake
             one: no ready callback, no timer, no busy thread.
+        waits_for_another_thread: asked when every task waits and nothing on this loop can
+            wake one; True means another thread is expected to (the handle of a paused job
+            run here from another loop's thread): the loop waits for it in real time, and
+            does not call `on_idle`.
     """
 
     def __init__(self, selector: selectors.BaseSelector | None = None) -> None:
@@ -200,6 +210,7 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         self._threads_busy = 0
         self._follows_real_time = False
         self.on_idle: Callable[[], object] | None = None
+        self.waits_for_another_thread: Callable[[], bool] | None = None
         # The timers, as a heap of (when, order, handle): tuples compare in C, where asyncio's
         # heap of handles calls a Python `__lt__` several times per timer, and `order` makes
         # timers due at the same time fire first set, first fired.

@@ -8,21 +8,25 @@ handle`, `cancel()`, `done()`, `result()`, `exception()`, `cancelled()`,
 - `set_workers(n)`: at most `n` calls in flight from now on. A smaller pool loses nothing:
   the calls in flight finish, then the workers above `n` take no more items; a larger one
   starts workers as needed. On an adaptive job it sets the limit by hand (between its `min`
-  and `max`), and the limit goes on adapting from there.
+  and `max`), and the limit goes on adapting from there: it may grow back above `n`.
 - `set_rate(max_per_second, burst=None)`: the rate limit of every attempt from now on; None
   removes it.
 - `pause()` / `resume()`: no call starts (no item, no retry) until `resume()`; the calls in
-  flight finish.
+  flight finish. `resume()` ends the pause, not a Retry-After hold (which ends at its time).
+  A paused job whose every item is handled ends all the same: there is nothing to hold.
 - `stop(graceful=True)`: as `StopSignal`: no new calls, the calls in flight finish, the items
   still queued are reported unprocessed; `graceful=False` cancels the calls in flight too,
   like a fail-fast stop. Either way the summary comes back (`stop_reason="stop"`), unlike
-  `cancel()`, the hard stop.
+  `cancel()`, the hard stop. Any stop (this, a `StopSignal`, `fail_fast`, a failing ledger)
+  ends a pause for good and does not wait out a Retry-After hold, though a retry of a call
+  in flight still waits for the time the server gave.
 - `stats()`: the live figures, a `LiveStats`.
 
 Every knob is safe from any thread (a widget's callback, say) and at any time: turned before
 the job's first step, it is applied as the job starts; turned after the job ended, it does
 nothing and returns False. A job run in a helper thread (`clock="virtual"` from a real loop)
-gets its knobs through that thread's loop. Both transports have every knob: in one process
+gets its knobs through that thread's loop; paused, it waits for them in real time (its clock
+stands still), instead of being taken for a stuck job. Both transports have every knob: in one process
 they act on the pool at once; on a broker job (`broker=`) they travel to every worker process,
 which applies them between two items (`set_workers(n)` is then each process's slots). A
 transport without knobs (one written outside pcmodel) raises `NotImplementedError`.
@@ -136,7 +140,10 @@ class JobHandle(asyncio.Future[JobSummary]):
         return self._turn("set_rate", lambda pool: pool.set_rate(rate, burst))
 
     def pause(self) -> bool:
-        """Start no call until `resume()`; the calls in flight finish. False if the job ended."""
+        """Start no call until `resume()`; the calls in flight finish. False if the job ended.
+
+        Once the job is stopping, a pause changes nothing: the stop wins.
+        """
         return self._turn("pause", lambda pool: pool.pause())
 
     def resume(self) -> bool:
@@ -156,7 +163,9 @@ class JobHandle(asyncio.Future[JobSummary]):
         def stop(tunable: Tunable | None, control: JobControl) -> None:
             control.stop("stop", drain=True, cancel_in_flight=not graceful)
             if tunable is not None:
-                tunable.resume()  # a paused pool must run on to take its stop
+                # The in-process pool is released by the stop itself; a broker job's worker
+                # processes hear of it through the pause knob.
+                tunable.resume()
 
         return not self.done() and self._knobs.turn(stop)
 

@@ -27,11 +27,13 @@ not block. What each must do:
 - `set_workers(n)`: let at most `n` calls be in flight from now on (an adaptive job: set its
   limit by hand, between its `min` and `max`, recorded as a "set_workers" `LimitChange`);
   lose nothing (every item still gets exactly one outcome) and, once the calls in flight
-  finish, never exceed `n`. The calls in flight are not interrupted.
+  finish, never exceed `n` (an adaptive limit may grow back above it on its own). The calls
+  in flight are not interrupted.
 - `set_rate(max_per_second, burst)`: the rate limit of every attempt from now on; None
   removes it.
 - `pause()` / `resume()`: start no call (no item, no retry) until `resume`; the calls in
-  flight finish. A stop resumes a paused job, so its calls in flight can end.
+  flight finish. A stop resumes a paused job, so its calls in flight can end (the in-process
+  transport releases its pool in `take_back`, for every stop that takes the queue back).
 - `counts()`: the live figures (a `LiveStats` with `recent_rate` and `elapsed` at 0, which
   the handle fills in), readable from any thread (approximate there).
 

@@ -410,3 +410,14 @@ def test_the_cheat_sheet_names_every_field_of_the_records() -> None:
         pcmodel.TaskResult._fields
     )
     assert [name for name in fields if f"`{name}`" not in text] == []
+
+
+def test_the_cheat_sheet_names_every_cause_of_a_limit_change() -> None:
+    """Every cause `pcmodel.records.LimitChange.cause` documents, in the `limit_changes` row."""
+    row = next(
+        line for line in CHEAT_SHEET.read_text(encoding="utf-8").splitlines() if "| `limit_changes` |" in line
+    )
+    documented = inspect.getsource(pcmodel.records.LimitChange).split("cause: str", 1)[1].split('"""')[1]
+    causes = sorted(set(re.findall(r'"([a-z_]+)"', documented)))
+    assert causes == ["congestion", "gradient", "grow", "set_workers", "start"]
+    assert [cause for cause in causes if f'`"{cause}"`' not in row] == []

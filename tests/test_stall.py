@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from pcmodel import run_job_async
+from pcmodel import DeadlockError, run_job_async, start_job
 from pcmodel._queues import JobQueue
 from pcmodel._stall import describe_stall
+from pcmodel.sweeps import run_virtual
 from pcmodel.worker import WorkerReport
 
 
@@ -63,6 +64,32 @@ async def test_a_virtual_time_job_never_warns_of_a_stall(caplog: pytest.LogCaptu
         summary = await run_job_async(call, range(3), workers=1, stall_after=1, clock="virtual")
     assert summary.elapsed == 3000
     assert not [r for r in caplog.records if "no task has finished" in r.getMessage()]
+
+
+def test_no_watchdog_runs_on_a_virtual_time_loop_whatever_the_clock_option() -> None:
+    """A job started on the caller's virtual loop (`run_virtual`) without clock="virtual".
+
+    The watchdog's timers would keep the virtual clock jumping: a stuck job would spin for
+    ever instead of raising DeadlockError.
+    """
+
+    async def stuck(n: int) -> int:
+        await asyncio.Event().wait()
+        return n
+
+    async def main() -> list[str]:
+        handle = start_job(stuck, [1], workers=1)
+        await asyncio.sleep(0)  # the job's first step starts its pieces
+        names = [task.get_name() for task in asyncio.all_tasks()]
+        handle.cancel()
+        await asyncio.gather(handle, return_exceptions=True)
+        return names
+
+    names = run_virtual(main())
+    assert "pcmodel-worker-0" in names
+    assert "pcmodel-stall-watch" not in names
+    with pytest.raises(DeadlockError, match=r"stuck at virtual time 0\.000 s"):
+        run_virtual(run_job_async(stuck, [1], workers=1))
 
 
 async def test_the_description_names_the_longest_calls_first_and_counts_the_rest() -> None:
