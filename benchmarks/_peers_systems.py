@@ -12,8 +12,8 @@ sends items and collects every result, the way the library documents it:
   1,000 and decode it as the library does. The same wait for all three, and cheaper than
   one result-wait per item.
 - `one(item)` sends one item and waits for its value with the library's own call for it:
-  pcmodel's `run_job_async`, arq's `job.result()`, SAQ's `queue.apply()` (or
-  `job.refresh(until_complete=...)`, which listens on pub/sub), taskiq's `wait_result()`.
+  pcmodel's `run_job_async`, arq's `job.result()`, SAQ's `queue.apply()`, taskiq's
+  `wait_result()`.
 - `cleanup()` deletes what a run left in Redis (results kept for later reading), so runs do
   not slow each other down.
 """
@@ -331,15 +331,8 @@ class SaqClient:
         return [job.result for job in done if job is not None and job.status == Status.COMPLETE]
 
     async def one(self, item: Item) -> int:
-        poll = self.options["result_poll"]
-        if poll is not None:
-            value: int = await self.queue.apply("saq_item", poll_interval=poll, **item)
-            return value
-        job = await self.queue.enqueue("saq_item", **item)
-        assert job is not None
-        self.keys = [job.key]
-        await job.refresh(until_complete=30)
-        return job.result  # type: ignore[no-any-return]
+        value: int = await self.queue.apply("saq_item", poll_interval=self.options["result_poll"], **item)
+        return value
 
     async def cleanup(self) -> None:
         redis = self.queue.redis  # type: ignore[attr-defined]
@@ -422,6 +415,22 @@ async def runs_counted(client: Any) -> dict[int, int]:
     """Per item number, how many runs finished (the crash test's record)."""
     raw = await client.hgetall(RUNS_KEY)
     return {int(key): int(value) for key, value in raw.items()}
+
+
+def _signal(group: Group, signum: int) -> None:
+    for pid in {*(process.pid for process in group.processes), *group.pids}:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+def pause(group: Group) -> None:
+    """Stop the group's processes where they are (SIGSTOP): a paused worker costs no CPU."""
+    _signal(group, signal.SIGSTOP)
+
+
+def resume(group: Group) -> None:
+    """Let the group's processes run again (SIGCONT)."""
+    _signal(group, signal.SIGCONT)
 
 
 def kill(pid: int) -> None:

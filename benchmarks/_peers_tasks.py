@@ -134,12 +134,13 @@ CONFIGS: dict[str, Config] = {
             "saq",
             "SAQ tuned",
             100,
-            {"max_concurrent_ops": 200, "result_poll": None, "max_connections": 500},
+            {"max_concurrent_ops": 200, "result_poll": 0.005, "max_connections": 500},
             "concurrency=100 per process on a Redis client of up to 500 connections (each slot "
             "holds one, blocked on BLMOVE; redis-py's default pool refuses a 101st), "
-            "RedisQueue(max_concurrent_ops=200) (operations are not held at 20 at a time); waits "
-            "for one result with `job.refresh(until_complete=...)`, which listens on pub/sub "
-            "instead of polling",
+            "RedisQueue(max_concurrent_ops=200) (operations are not held at 20 at a time); "
+            "`queue.apply(poll_interval=0.005)`. (`job.refresh(until_complete=...)` listens on "
+            "pub/sub instead, but misses a job that completes between its read and its "
+            "subscription: here one such wait lasted its whole 30 s timeout)",
         ),
         Config(
             "taskiq",
@@ -184,7 +185,7 @@ SAFE_CONFIGS: dict[str, Config] = {
             "saq",
             "SAQ",
             None,
-            {"max_concurrent_ops": 200, "result_poll": None, "heartbeat": 2, "retries": 3, "sweep": 1},
+            {"max_concurrent_ops": 200, "result_poll": 0.05, "heartbeat": 2, "retries": 3, "sweep": 1},
             "jobs with heartbeat=2 s and retries=3, the worker's sweep every 1 s: a job whose "
             "worker died is found stuck, aborted and retried",
         ),

@@ -39,6 +39,7 @@ import platform
 import random
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -57,6 +58,8 @@ from benchmarks._peers_systems import (
     distinct,
     items,
     kill,
+    pause,
+    resume,
     runs_counted,
     start_group,
     stop_group,
@@ -65,6 +68,11 @@ from benchmarks._peers_systems import (
 from benchmarks._peers_tasks import CONFIGS, RUNS_KEY, SAFE_CONFIGS, Config
 from benchmarks.bench_broker import redis_server
 
+BROKER_NOTE = (
+    "pcmodel's broker is being optimised (issue 16: batched reads and writes, no polling for new "
+    "jobs): these numbers are the broker before that work."
+)
+"""Said above the tables: what state pcmodel's broker was in when they were measured."""
 SYSTEMS = ("pcmodel", "arq", "saq", "taskiq")
 NAMES = {"pcmodel": "pcmodel", "arq": "arq", "saq": "SAQ", "taskiq": "taskiq"}
 REFERENCE = "pcmodel"
@@ -74,6 +82,7 @@ FULL = {
     "rounds": 3,
     "target": 1.0,
     "max_items": 40_000,
+    "sleep_waves": 10,
     "latency_samples": 50,
     "crash_items": 2_000,
     "crash_deadline": 25.0,
@@ -82,6 +91,7 @@ QUICK = {
     "rounds": 1,
     "target": 0.1,
     "max_items": 400,
+    "sleep_waves": 2,
     "latency_samples": 4,
     "crash_items": 300,
     "crash_deadline": 15.0,
@@ -90,6 +100,12 @@ SLEEP = 0.05
 """Seconds each item of the real-wait row waits."""
 SLEEP_PROCESSES, SLEEP_SLOTS = 4, 50
 CRASH_PROCESSES, CRASH_SLOTS = 2, 50
+BATCH_LIMIT = 30.0
+"""Seconds a run may last before the controller stops waiting for it (and reports a failure)."""
+SETTLE = 0.2
+"""Seconds a paused group runs before it is measured."""
+SLOW_SAMPLES, SLOW_MS = 15, 300.0
+"""The idle latency of a configuration slower than SLOW_MS is measured on SLOW_SAMPLES items."""
 CRASH_AT = 0.3
 """The crash test kills a worker once this fraction of the items has finished."""
 
@@ -110,25 +126,35 @@ async def _redis(url: str) -> Any:
 
 
 async def _timed_batch(client: Any, count: int, seconds: float) -> tuple[float, int]:
-    """Send `count` items, wait for every value; (seconds, items whose value came back right)."""
+    """Send `count` items, wait for every value; (seconds, items whose value came back right).
+
+    A run that has not ended after BATCH_LIMIT seconds stops waiting (and counts what came back).
+    """
     sent = items(count, seconds)
     started = time.perf_counter()
-    values = await client.batch(sent)
+    limit = time.monotonic() + BATCH_LIMIT
+    values = await client.batch(sent, deadline=lambda: limit)
     elapsed = time.perf_counter() - started
     await client.cleanup()
-    good = distinct(v for v in values if 0 <= v < count) if len(values) == count else -1
-    return elapsed, good
+    return elapsed, distinct(v for v in values if 0 <= v < count)
 
 
-async def _calibrate(client: Any, seconds: float, target: float, least: int, most: int) -> int:
-    """Items for a run of about `target` seconds: grow a warm-up batch until it lasts 0.25 s."""
-    count = max(20, least // 4)
+async def _calibrate(
+    client: Any, seconds: float, target: float, least: int, most: int
+) -> tuple[int, str | None]:
+    """Items for a run of about `target` seconds: grow a warm-up batch until it lasts 0.25 s.
+
+    Also what went wrong, if a warm-up run did not hand back every value.
+    """
+    count = max(20, least // 4) if least < most else least
     while True:
-        elapsed, _ = await _timed_batch(client, count, seconds)
+        elapsed, good = await _timed_batch(client, count, seconds)
+        if good != count:
+            return count, f"warm-up: {good} of {count} values back within {BATCH_LIMIT:g} s"
         if elapsed >= 0.25 or count >= most:
             break
         count = min(most, count * 4)
-    return max(least, min(most, round(count / elapsed * target)))
+    return max(least, min(most, round(count / elapsed * target))), None
 
 
 async def _block(
@@ -156,23 +182,49 @@ async def _block(
         for client in clients:
             await client.open()
         least = max(20, processes * (slots or 0))
-        counts = [
-            await _calibrate(client, seconds, sizes["target"], least, sizes["max_items"])
-            for client in clients
-        ]
-        runs: list[list[float]] = [[] for _ in groups]
+        # Only the workers being measured run: the others are paused (SIGSTOP), so an idle
+        # poller (arq polls its queue every few ms) costs the measured system nothing.
+        for group in groups:
+            pause(group)
+        counts = []
         failures: list[str] = []
+        broken: set[int] = set()
+        for index, (group, client) in enumerate(zip(groups, clients, strict=True)):
+            await _resumed(group)
+            if seconds:  # real waits: a fixed number of waves of every slot, after one wave
+                count, failed = await _calibrate(client, seconds, 0.0, least, least)
+                count = sizes["sleep_waves"] * least
+            else:
+                count, failed = await _calibrate(client, seconds, sizes["target"], least, sizes["max_items"])
+            pause(group)
+            counts.append(count)
+            if failed:
+                failures.append(f"{group.config.label} on {processes} process(es): {failed}")
+                broken.add(index)
+        runs: list[list[float]] = [[] for _ in groups]
         for round_index in range(sizes["rounds"]):
             for index in _rotated(range(len(groups)), round_index):
+                if index in broken:  # a run that lost values leaves work behind: no more runs
+                    continue
+                await _resumed(groups[index])
                 elapsed, good = await _timed_batch(clients[index], counts[index], seconds)
+                pause(groups[index])
                 if good != counts[index]:
-                    failures.append(f"{groups[index].config.label}: {good} of {counts[index]} values back")
+                    failures.append(
+                        f"{groups[index].config.label} on {processes} process(es): {good} of "
+                        f"{counts[index]} values back within {BATCH_LIMIT:g} s"
+                    )
+                    broken.add(index)
+                    continue
                 runs[index].append(counts[index] / elapsed)
+        for group in groups:
+            resume(group)
         block: dict[str, Any] = {
             "processes": processes,
             "rows": [
                 _rate_row(group, count, rates)
                 for group, count, rates in zip(groups, counts, runs, strict=True)
+                if rates
             ],
             "failures": failures,
         }
@@ -186,7 +238,15 @@ async def _block(
         await redis.aclose()
 
 
+async def _resumed(group: Group) -> None:
+    """Resume a paused group and give it a moment to catch up (its timers fired while paused)."""
+    resume(group)
+    await asyncio.sleep(SETTLE)
+
+
 def _stop(groups: Sequence[Group]) -> None:
+    for group in groups:
+        resume(group)
     for group in groups:
         for process in group.processes:
             if process.poll() is None:
@@ -209,11 +269,18 @@ def _rate_row(group: Group, count: int, rates: list[float]) -> dict[str, Any]:
 
 
 async def _latency(groups: Sequence[Group], clients: Sequence[Any], samples: int) -> list[dict[str, Any]]:
-    """One item at a time, interleaved across the systems; a warm-up sample each is dropped."""
+    """One item at a time, interleaved across the systems; a warm-up sample each is dropped.
+
+    A configuration whose median is over SLOW_MS after SLOW_SAMPLES items stops there: its
+    latency is a whole polling interval (arq's and SAQ's defaults wait 0.5-1 s), which more
+    items would only confirm, at a second each.
+    """
     pause = random.Random(16)
     seen: list[list[float]] = [[] for _ in groups]
     for sample in range(samples + 1):
         for index in _rotated(range(len(groups)), sample):
+            if len(seen[index]) >= SLOW_SAMPLES and statistics.median(seen[index]) > SLOW_MS:
+                continue
             item = items(1, 0.0, first=sample)[0]
             started = time.perf_counter()
             value = await clients[index].one(item)
@@ -308,9 +375,35 @@ def versions() -> dict[str, str | None]:
     return found
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(f"bench_peers: stopped by signal {signum}")
+
+
+def _commit() -> str | None:
+    """The checkout's commit (short), with "+changes" if it has uncommitted ones."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{head}+changes" if dirty else head
+
+
 def run(quick: bool) -> dict[str, Any]:
     """Every row, every configuration that can run here; the data for results.json."""
     sizes = QUICK if quick else FULL
+    # A SIGTERM (from `timeout`, say) unwinds like an exception: every worker process and the
+    # redis-server this run started are stopped on the way out.
+    signal.signal(signal.SIGTERM, _terminated)
     if shutil.which("redis-server") is None:
         return {"skipped": "redis-server is not installed (.ci/redis-setup.sh installs it)"}
     if available("pcmodel") is not None:
@@ -326,6 +419,7 @@ def run(quick: bool) -> dict[str, Any]:
         "machine": f"{os.cpu_count()} CPUs, Python {platform.python_version()}",
         "cores": os.cpu_count(),
         "versions": versions(),
+        "commit": _commit(),
         "quick": quick,
         "sizes": sizes,
         "configs": [{"name": c.label, "system": c.system, "why": c.why} for c in CONFIGS.values()],
@@ -391,17 +485,21 @@ def _ratio(value: float, reference: float | None) -> str:
 
 def _noop_table(data: dict[str, Any]) -> str:
     blocks = data["noop"]
-    names = [row["name"] for row in blocks[0]["rows"]]
+    measured = {row["name"]: row["slots"] for block in blocks for row in block["rows"]}
     headers = ["configuration", "slots/process"]
     for block in blocks:
         headers += [f"{block['processes']} proc items/s", "vs pcmodel", "spread"]
     rows = []
-    for name in names:
-        row: list[object] = [name]
+    for config in data["configs"]:
+        name = config["name"]
+        if name not in measured:
+            continue
+        row: list[object] = [name, measured[name]]
         for block in blocks:
-            found = next(r for r in block["rows"] if r["name"] == name)
-            if len(row) == 1:
-                row.append(found["slots"])
+            found = next((r for r in block["rows"] if r["name"] == name), None)
+            if found is None:  # its runs failed: see the failures below the tables
+                row += ["failed", "-", "-"]
+                continue
             row += [
                 _format.rate(found["rate"]),
                 _ratio(found["rate"], _reference(block["rows"], "rate")),
@@ -433,10 +531,16 @@ def _latency_table(data: dict[str, Any]) -> str:
     rows_in = data["latency"]
     reference = _reference(rows_in, "p50_ms")
     rows = [
-        [row["name"], f"{row['p50_ms']:.1f}", f"{row['p99_ms']:.1f}", _ratio(row["p50_ms"], reference)]
+        [
+            row["name"],
+            str(len(row["samples_ms"])),
+            f"{row['p50_ms']:.1f}",
+            f"{row['p99_ms']:.1f}",
+            _ratio(row["p50_ms"], reference),
+        ]
         for row in rows_in
     ]
-    return _format.table(["configuration", "p50 (ms)", "p99 (ms)", "p50 vs pcmodel"], rows)
+    return _format.table(["configuration", "items", "p50 (ms)", "p99 (ms)", "p50 vs pcmodel"], rows)
 
 
 def _crash_table(data: dict[str, Any]) -> str:
@@ -485,7 +589,9 @@ def best_table(data: dict[str, Any]) -> str:
     ideal = SLEEP_PROCESSES * SLEEP_SLOTS / SLEEP
     rows = []
     for system in SYSTEMS:
-        if not any(row["system"] == system for row in data["noop"][0]["rows"]):
+        if not any(
+            config["system"] == system for config in data["configs"] if config["name"] not in data["missing"]
+        ):
             continue
         row: list[object] = [NAMES[system]]
         for _, source, key, low, kind in columns:
@@ -522,8 +628,8 @@ def section(data: dict[str, Any]) -> str:
         + ".",
         "",
         (
-            "pcmodel's broker is being optimised: these numbers are the broker as it was at this date; "
-            "re-run with `python -m benchmarks --only peers` (about 6 minutes) after changing it."
+            f"pcmodel at commit {data.get('commit') or 'unknown'}. {BROKER_NOTE} Re-run with "
+            "`python -m benchmarks --only peers` (6-8 minutes on 2 cores) after a change to the broker."
         ),
         "",
         (
@@ -544,7 +650,8 @@ def section(data: dict[str, Any]) -> str:
         "",
         (
             f"**{SLEEP * 1000:.0f} ms items, {SLEEP_PROCESSES * SLEEP_SLOTS} slots in all** "
-            f"({SLEEP_PROCESSES} processes of {SLEEP_SLOTS}): the ideal is "
+            f"({SLEEP_PROCESSES} processes of {SLEEP_SLOTS}), {sizes['sleep_waves']} waves of every slot "
+            f"after one wave of warm-up: the ideal is "
             f"{SLEEP_PROCESSES * SLEEP_SLOTS / SLEEP:,.0f} items/s."
         ),
         "",
@@ -552,7 +659,8 @@ def section(data: dict[str, Any]) -> str:
         "",
         (
             f"**Latency of one item on an idle system** (one worker process, one item at a time, "
-            f"{sizes['latency_samples']} items each, interleaved, a random pause of 5-30 ms between two): "
+            f"{sizes['latency_samples']} items each ({SLOW_SAMPLES} for a configuration whose median "
+            f"is over {SLOW_MS:.0f} ms: *items*), interleaved, a random pause of 5-30 ms between two): "
             "from sending the item to holding its value, with each library's own call to wait for "
             "a result."
         ),
@@ -638,7 +746,7 @@ def targets(data: dict[str, Any]) -> list[tuple[str, str, bool]]:
         return []
     found: list[tuple[str, str, bool]] = []
     one = data["noop"][0]["rows"]
-    best_pcmodel = max(row["rate"] for row in one if row["system"] == "pcmodel")
+    best_pcmodel = max((row["rate"] for row in one if row["system"] == "pcmodel"), default=0.0)
     found.append(
         (
             "Redis, no-op, 1 worker process: pcmodel >= 10,000 items/s",
@@ -648,7 +756,7 @@ def targets(data: dict[str, Any]) -> list[tuple[str, str, bool]]:
     )
     for block in [*data["noop"], data["sleep"]]:
         rows = block["rows"]
-        mine = max(row["rate"] for row in rows if row["system"] == "pcmodel")
+        mine = max((row["rate"] for row in rows if row["system"] == "pcmodel"), default=0.0)
         others = [row for row in rows if row["system"] != "pcmodel"]
         if others:
             rival = max(others, key=lambda row: row["rate"])
