@@ -728,11 +728,17 @@ def _notes() -> list[str]:
         (
             "- **SAQ**: each slot holds a connection blocked on BLMOVE; a crashed worker's jobs are "
             "found only by the sweep, which then waits for each stuck job to acknowledge its abort "
-            "(5 s each, one after the other); a job runs at most `retries` times (1 by default: a "
-            "crashed job is not run again unless retries are raised)."
+            "(5 s each, one after the other); the sweep also takes for stuck a job in its active "
+            "list whose status is not yet *active*, which is every job between a worker's BLMOVE "
+            "and its status update (runs that stalled so are listed below the tables as failed); "
+            "a job runs at most `retries` times (1 by default: a crashed job is not run again "
+            "unless retries are raised)."
         ),
         (
-            "- **taskiq**: acknowledged stream messages stay in the stream (no maxlen by default); "
+            "- **taskiq**: taskiq-redis's stream broker claims a dead worker's messages (XAUTOCLAIM) "
+            "only after a read that returned new messages, so once the stream is drained the "
+            "messages a killed worker held stay pending until new work arrives (the *not done* "
+            "column); acknowledged stream messages stay in the stream (no maxlen by default); "
             "a message held longer than idle_timeout (10 min by default) by a live worker is "
             "claimed again by another, so a long call can run twice; its worker command restarts a "
             "killed worker process; results are pickled and kept until read (or forever)."
