@@ -133,7 +133,7 @@ async def wait_ready(client: Any, groups: Sequence[Group], folder: Path, within:
                 ready = len(await live_workers(client, group.queue))
                 pids = [process.pid for process in group.processes]
             else:
-                keys = [key async for key in client.scan_iter(match=ready_key(group.queue, "*"), count=1000)]  # type: ignore[arg-type]
+                keys = [key async for key in client.scan_iter(match=ready_key(group.queue, "*"), count=1000)]
                 ready = len(keys)
                 pids = [int(value) for value in await client.mget(keys)] if keys else []
             if ready >= len(group.processes):

@@ -52,8 +52,8 @@ def config() -> Config:
     return CONFIGS[name]
 
 
-def ready_key(queue: str, pid: int) -> str:
-    """The key a worker process sets once it serves `queue`."""
+def ready_key(queue: str, pid: int | str) -> str:
+    """The key a worker process sets once it serves `queue` (`pid` "*": a pattern for all)."""
     return f"peers:ready:{queue}:{pid}"
 
 
