@@ -417,22 +417,6 @@ async def runs_counted(client: Any) -> dict[int, int]:
     return {int(key): int(value) for key, value in raw.items()}
 
 
-def _signal(group: Group, signum: int) -> None:
-    for pid in {*(process.pid for process in group.processes), *group.pids}:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)
-
-
-def pause(group: Group) -> None:
-    """Stop the group's processes where they are (SIGSTOP): a paused worker costs no CPU."""
-    _signal(group, signal.SIGSTOP)
-
-
-def resume(group: Group) -> None:
-    """Let the group's processes run again (SIGCONT)."""
-    _signal(group, signal.SIGCONT)
-
-
 def kill(pid: int) -> None:
     """`kill -9` the process `pid` (it may be gone already)."""
     with contextlib.suppress(ProcessLookupError):

@@ -59,8 +59,6 @@ from benchmarks._peers_systems import (
     distinct,
     items,
     kill,
-    pause,
-    resume,
     runs_counted,
     start_group,
     stop_group,
@@ -103,8 +101,6 @@ SLEEP_PROCESSES, SLEEP_SLOTS = 4, 50
 CRASH_PROCESSES, CRASH_SLOTS = 2, 50
 BATCH_LIMIT = 30.0
 """Seconds a run may last before the controller stops waiting for it (and reports a failure)."""
-SETTLE = 0.2
-"""Seconds a paused group runs before it is measured."""
 SLOW_SAMPLES, SLOW_MS = 15, 300.0
 """The idle latency of a configuration slower than SLOW_MS is measured on SLOW_SAMPLES items."""
 CRASH_AT = 0.3
@@ -183,21 +179,15 @@ async def _block(
         for client in clients:
             await client.open()
         least = max(20, processes * (slots or 0))
-        # Only the workers being measured run: the others are paused (SIGSTOP), so an idle
-        # poller (arq polls its queue every few ms) costs the measured system nothing.
-        for group in groups:
-            pause(group)
         counts = []
         failures: list[str] = []
         broken: set[int] = set()
         for index, (group, client) in enumerate(zip(groups, clients, strict=True)):
-            await _resumed(group)
             if seconds:  # real waits: a fixed number of waves of every slot, after one wave
                 count, failed = await _calibrate(client, seconds, 0.0, least, least)
                 count = sizes["sleep_waves"] * least
             else:
                 count, failed = await _calibrate(client, seconds, sizes["target"], least, sizes["max_items"])
-            pause(group)
             counts.append(count)
             if failed:
                 failures.append(f"{group.config.label} on {processes} process(es): {failed}")
@@ -207,9 +197,7 @@ async def _block(
             for index in _rotated(range(len(groups)), round_index):
                 if index in broken:  # a run that lost values leaves work behind: no more runs
                     continue
-                await _resumed(groups[index])
                 elapsed, good = await _timed_batch(clients[index], counts[index], seconds)
-                pause(groups[index])
                 if good != counts[index]:
                     failures.append(
                         f"{groups[index].config.label} on {processes} process(es): {good} of "
@@ -218,8 +206,6 @@ async def _block(
                     broken.add(index)
                     continue
                 runs[index].append(counts[index] / elapsed)
-        for group in groups:
-            resume(group)
         block: dict[str, Any] = {
             "processes": processes,
             "rows": [
@@ -230,7 +216,7 @@ async def _block(
             "failures": failures,
         }
         if latency:
-            block["latency"] = await _latency(groups, clients, sizes["latency_samples"])
+            block["latency"] = await _latency(groups, clients, sizes["latency_samples"], failures)
         return block
     finally:
         for client in clients:
@@ -239,15 +225,7 @@ async def _block(
         await redis.aclose()
 
 
-async def _resumed(group: Group) -> None:
-    """Resume a paused group and give it a moment to catch up (its timers fired while paused)."""
-    resume(group)
-    await asyncio.sleep(SETTLE)
-
-
 def _stop(groups: Sequence[Group]) -> None:
-    for group in groups:
-        resume(group)
     for group in groups:
         for process in group.processes:
             if process.poll() is None:
@@ -269,7 +247,9 @@ def _rate_row(group: Group, count: int, rates: list[float]) -> dict[str, Any]:
     }
 
 
-async def _latency(groups: Sequence[Group], clients: Sequence[Any], samples: int) -> list[dict[str, Any]]:
+async def _latency(
+    groups: Sequence[Group], clients: Sequence[Any], samples: int, failures: list[str]
+) -> list[dict[str, Any]]:
     """One item at a time, interleaved across the systems; a warm-up sample each is dropped.
 
     A configuration whose median is over SLOW_MS after SLOW_SAMPLES items stops there: its
@@ -278,13 +258,21 @@ async def _latency(groups: Sequence[Group], clients: Sequence[Any], samples: int
     """
     pause = random.Random(16)
     seen: list[list[float]] = [[] for _ in groups]
+    dead: set[int] = set()
     for sample in range(samples + 1):
         for index in _rotated(range(len(groups)), sample):
+            if index in dead:
+                continue
             if len(seen[index]) >= SLOW_SAMPLES and statistics.median(seen[index]) > SLOW_MS:
                 continue
             item = items(1, 0.0, first=sample)[0]
             started = time.perf_counter()
-            value = await clients[index].one(item)
+            try:
+                value = await asyncio.wait_for(clients[index].one(item), BATCH_LIMIT)
+            except (TimeoutError, OSError) as error:  # a worker gone or stuck: say so, go on
+                failures.append(f"{groups[index].config.label}: item {sample}: {error!r}")
+                dead.add(index)
+                continue
             elapsed = time.perf_counter() - started
             await clients[index].cleanup()
             if value != sample:
@@ -304,6 +292,7 @@ async def _latency(groups: Sequence[Group], clients: Sequence[Any], samples: int
             "samples_ms": ms,
         }
         for group, ms in zip(groups, seen, strict=True)
+        if ms
     ]
 
 
@@ -715,10 +704,10 @@ def _notes() -> list[str]:
     return [
         (
             "How the rounds run: every configuration's worker processes start before a block of "
-            "runs, each on a queue of its own, and all but the one being measured are paused "
-            "(SIGSTOP), then resumed 0.2 s before its run, so an idle poller (arq's tuned workers "
-            "look at their queue every 5 ms) costs the others nothing; during the latency row "
-            "they all run. Every client uses redis-py (here with hiredis, its C reply parser, "
+            "runs, each on a queue of its own, and stay up while the others are measured (idle, "
+            "except for their polling: arq's tuned workers look at their queue every 5 ms, which "
+            "costs every other system a little CPU; pausing them with SIGSTOP was tried and made "
+            "arq's worker die of a read timeout on resuming). Every client uses redis-py (here with hiredis, its C reply parser, "
             "which each of them picks up when it is installed); arq declares redis<6 and SAQ's "
             "`redis` extra redis<8, and both ran here on the redis-py the project uses."
         ),
@@ -804,7 +793,7 @@ def targets(data: dict[str, Any]) -> list[tuple[str, str, bool]]:
                 )
             )
     latency = data["latency"]
-    mine_p50 = min(row["p50_ms"] for row in latency if row["system"] == "pcmodel")
+    mine_p50 = min((row["p50_ms"] for row in latency if row["system"] == "pcmodel"), default=float("inf"))
     others_p50 = [row for row in latency if row["system"] != "pcmodel"]
     if others_p50:
         rival = min(others_p50, key=lambda row: row["p50_ms"])
