@@ -755,8 +755,8 @@ def _notes() -> list[str]:
         (
             "- **taskiq**: taskiq-redis's stream broker claims a dead worker's messages (XAUTOCLAIM) "
             "only after a read that returned new messages, so once the stream is drained the "
-            "messages a killed worker held stay pending until new work arrives (the *not done* "
-            "column); acknowledged stream messages stay in the stream (no maxlen by default); "
+            "messages a killed worker held can stay pending until new work arrives (the *not "
+            "done* column, in the runs where it happens); acknowledged stream messages stay in the stream (no maxlen by default); "
             "a message held longer than idle_timeout (10 min by default) by a live worker is "
             "claimed again by another, so a long call can run twice; its worker command restarts a "
             "killed worker process; results are pickled and kept until read (or forever)."
