@@ -5,6 +5,10 @@
     python -m benchmarks --only throughput,memory
     python -m benchmarks --out DIR        # RESULTS.md, results.json and the plots go to DIR
     python -m benchmarks --render         # rewrite RESULTS.md and the plots from results.json
+    python -m benchmarks --only peers     # re-run one comparison; the others stay as they were
+
+With --only, the comparisons not re-run keep their results from results.json (when there is
+one), and RESULTS.md says which sections were re-run alone, and when.
 
 Each comparison runs in a fresh Python process, so one cannot warm up, fragment or fill the
 memory of the next; inside it the contenders run in interleaved rounds.
@@ -13,7 +17,6 @@ memory of the next; inside it the contenders run in interleaved rounds.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import subprocess
 import sys
@@ -34,13 +37,14 @@ MEASUREMENTS = (
     "hotpath",
     "ledger",
     "adaptive",
+    "peers",
 )
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_child(name: str, quick: bool, output: Path) -> None:
     """In the child process: run one comparison and write its data as JSON to `output`."""
-    module = importlib.import_module(f"benchmarks.{name}")
+    module = report.module(name)
     started = time.perf_counter()
     data = module.run(quick)
     data["seconds"] = time.perf_counter() - started
@@ -64,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         run_child(args.child, args.quick, args.json)
         return 0
 
-    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(MEASUREMENTS)
-    unknown = sorted(set(names) - set(MEASUREMENTS))
+    asked = [n.strip() for n in args.only.split(",") if n.strip()] or list(MEASUREMENTS)
+    unknown = sorted(set(asked) - set(MEASUREMENTS))
+    names = [name for name in MEASUREMENTS if name in asked]
     if unknown:
         parser.error(
             f"--only: unknown measurement(s) {', '.join(unknown)}; choose from {', '.join(MEASUREMENTS)}"
@@ -103,9 +108,36 @@ def main(argv: list[str] | None = None) -> int:
     environment["load_after"] = report.load_average()
 
     data = {"environment": environment, "results": results}
-    (results_dir / "results.json").write_text(json.dumps(data, indent=1))
+    previous = results_dir / "results.json"
+    if args.only and previous.exists():
+        data = merged(json.loads(previous.read_text()), data)
+    previous.write_text(json.dumps(data, indent=1))
     write_report(data, results_dir, assets_dir)
+    for name in names:
+        console = getattr(report.module(name), "console", None)
+        if console is not None:
+            print(console(results[name]))
     return 0
+
+
+def merged(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """`previous` with the comparisons of `new` replaced, noted as re-run alone (with --only).
+
+    The header (machine, date, total time) stays the full run's; each re-run comparison is
+    listed with its own date and load.
+    """
+    results = {**previous["results"], **new["results"]}
+    environment = dict(previous["environment"])
+    reruns = dict(environment.get("reruns", {}))
+    for name in new["results"]:
+        reruns[name] = {
+            "date": new["environment"]["date"],
+            "load_before": new["environment"]["load_before"],
+            "load_after": new["environment"]["load_after"],
+        }
+    environment["reruns"] = reruns
+    ordered = {name: results[name] for name in MEASUREMENTS if name in results}
+    return {"environment": environment, "results": ordered}
 
 
 def write_report(data: dict[str, Any], results_dir: Path, assets_dir: Path) -> None:

@@ -14,9 +14,20 @@ from typing import Any
 from benchmarks import _format
 from benchmarks._harness import load_average
 
-__all__ = ["environment", "load_average", "plots", "results_markdown", "summary_table"]
+__all__ = [
+    "environment",
+    "library_versions",
+    "load_average",
+    "module",
+    "plots",
+    "results_markdown",
+    "summary_table",
+]
 
 LIBRARIES = ("pcmodel", "aiometer", "aiojobs", "anyio", "uvloop", "matplotlib")
+
+MODULES = {"peers": "bench_peers"}
+"""Measurements whose module is not named after them (`benchmarks.<name>` otherwise)."""
 
 TITLES = {
     "throughput": "1. Throughput",
@@ -28,6 +39,7 @@ TITLES = {
     "hotpath": "7. Hot path: earlier versions side by side, profiles, what changed",
     "ledger": "8. The outcome ledger: its cost, and the time to resume",
     "adaptive": "9. Adaptive concurrency against fixed pools, on an API of limited capacity",
+    "peers": "10. Scaling out: the Redis path against arq, SAQ and taskiq",
 }
 
 
@@ -42,14 +54,20 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def environment() -> dict[str, Any]:
-    """The machine, Python and library versions, and how busy the machine was."""
+def library_versions(names: tuple[str, ...]) -> dict[str, str | None]:
+    """The installed version of each distribution in `names` (None: not installed)."""
     versions: dict[str, str | None] = {}
-    for name in LIBRARIES:
+    for name in names:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
+    return versions
+
+
+def environment() -> dict[str, Any]:
+    """The machine, Python and library versions, and how busy the machine was."""
+    versions = library_versions(LIBRARIES)
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{_cpu_model()}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}",
@@ -60,7 +78,12 @@ def environment() -> dict[str, Any]:
 
 
 def _module(name: str) -> Any:
-    return importlib.import_module(f"benchmarks.{name}")
+    return importlib.import_module(f"benchmarks.{MODULES.get(name, name)}")
+
+
+def module(name: str) -> Any:
+    """The module of the measurement `name`."""
+    return _module(name)
 
 
 def plots(results: dict[str, Any], assets: Path) -> list[str]:
@@ -111,6 +134,11 @@ def results_markdown(data: dict[str, Any], plot_files: list[str], results_dir: P
             "a load above 1 means other processes competed for the two cores)."
         ),
         *([f"- Note: {env['note']}."] if env.get("note") else []),
+        *(
+            f"- Re-run alone later (`--only {name}`): section {TITLES.get(name, name).split('.')[0]} on "
+            f"{rerun['date']}, load {rerun['load_before']:.2f} before, {rerun['load_after']:.2f} after."
+            for name, rerun in env.get("reruns", {}).items()
+        ),
         "",
         "How to read these numbers: every comparison ran in its own process, its contenders in",
         "interleaved rounds; the tables give medians, and ratios to the bare asyncio pipeline",
