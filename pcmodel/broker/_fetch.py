@@ -8,7 +8,10 @@ settings: timeout, retry, the shared rate limit; and their knobs, so that a job 
 turned before this process heard of it is served as asked from its first item) and forgets
 the ones that ended.
 With no job to serve, it blocks on the queue's news stream, where each controller announces
-its job as it starts it, so an idle process starts on a new job at once.
+its job as it starts it, so an idle process starts on a new job at once. A process busy with
+another job (even one whose controller is gone and whose items linger) does not read the
+news: it finds a new job at its next refresh, within one poll interval (`poll`, 0.2 s by
+default).
 
 Every item taken goes through `ProcessState.take`, into the buffer the slots read. Losing
 Redis is not fatal: the loop retries with a growing pause until `stop` is set.
