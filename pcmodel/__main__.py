@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from pcmodel import __version__
-from pcmodel._validate import check_int
+from pcmodel._validate import MAX_WORKERS, check_int
 from pcmodel.clock import Clock
 from pcmodel.records import JobSummary, TaskResult
 from pcmodel.runner import run_job
@@ -37,7 +37,6 @@ _TRACE_LIMIT = 100_000
 # The demo makes every call up front (seed_job), and each worker is a task: past these sizes a
 # typo would eat the machine's memory before the first line is printed.
 _MAX_TASKS = 1_000_000
-_MAX_WORKERS = 10_000
 _COMMANDS = ("demo", "ledger", "serve-api", "worker")
 
 
@@ -77,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=5,
         metavar="W",
-        help=f"worker tasks, at most {_MAX_WORKERS} (default 5)",
+        help=f"worker tasks, at most {MAX_WORKERS} (default 5)",
     )
     demo.add_argument(
         "--queue-size",
@@ -173,10 +172,8 @@ def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 "front; for more, give pcmodel.run_job a generator"
             )
         check_int("--workers", args.workers, 1)
-        if args.workers > _MAX_WORKERS:
-            raise ValueError(
-                f"--workers must be <= {_MAX_WORKERS}, got {args.workers}: each worker is a task"
-            )
+        if args.workers > MAX_WORKERS:
+            raise ValueError(f"--workers must be <= {MAX_WORKERS}, got {args.workers}: each worker is a task")
         check_int("--queue-size", args.queue_size, 0)
         plot = None if args.plot is None else _plot_target(args.plot)
         job = seed_job(args.tasks, seed=args.seed)

@@ -18,6 +18,12 @@ if TYPE_CHECKING:
     from pcmodel.policies import Retry
 
 
+MAX_WORKERS = 10_000
+"""The most workers a job (or a broker worker process) may run at once, `Adaptive.max` and
+`JobHandle.set_workers` included. Each worker is a task made at once: far more would only
+exhaust memory (`set_workers(10**9)` once ended in a MemoryError loop), never speed a job."""
+
+
 def check_int(name: str, value: object, minimum: int) -> int:
     """`value` as an int >= `minimum`, or a TypeError / ValueError naming `name`."""
     if isinstance(value, bool) or not isinstance(value, int):
@@ -27,6 +33,17 @@ def check_int(name: str, value: object, minimum: int) -> int:
     return value
 
 
+def check_worker_count(name: str, value: object) -> int:
+    """`value` as an int between 1 and `MAX_WORKERS`, or a TypeError / ValueError naming `name`."""
+    count = check_int(name, value, 1)
+    if count > MAX_WORKERS:
+        raise ValueError(
+            f"{name} must be <= {MAX_WORKERS}, got {value!r}: each worker is a task made at once; "
+            "for more calls at once, run more worker processes (a broker job) or more jobs"
+        )
+    return count
+
+
 def check_workers(value: object) -> int:
     """`workers` as an int >= 1 (an `Adaptive` is taken before this check)."""
     if isinstance(value, bool) or not isinstance(value, int):
@@ -34,7 +51,7 @@ def check_workers(value: object) -> int:
             f"workers must be an int or a pcmodel.Adaptive(min=..., max=...), got {value!r} "
             f"({type(value).__name__})"
         )
-    return check_int("workers", value, 1)
+    return check_worker_count("workers", value)
 
 
 def check_callable(name: str, value: object, *, optional: bool = False) -> None:

@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from pcmodel._validate import MAX_WORKERS
 from pcmodel.records import Drop, LimitChange, TaskResult
 
 __all__ = [
@@ -78,7 +79,8 @@ class Adaptive:
     min: int = 1
     """The lowest the limit goes (>= 1)."""
     max: int = 200
-    """The highest the limit goes, and the most worker tasks the job runs (>= min)."""
+    """The highest the limit goes, and the most worker tasks the job runs (>= min, at most
+    `pcmodel._validate.MAX_WORKERS`, 10 000)."""
     initial: int | None = None
     """Where the limit starts (between min and max); None for `min`."""
     backoff: float = 0.9
@@ -105,6 +107,11 @@ class Adaptive:
             raise ValueError(f"Adaptive min must be >= 1, got {self.min!r}")
         if self.max < self.min:
             raise ValueError(f"Adaptive max must be >= min ({self.min}), got {self.max!r}")
+        if self.max > MAX_WORKERS:
+            raise ValueError(
+                f"Adaptive max must be <= {MAX_WORKERS}, got {self.max!r}: the pool may grow to "
+                "max workers, each a task"
+            )
         initial = self.initial
         if initial is not None:
             if isinstance(initial, bool) or not isinstance(initial, int):

@@ -109,11 +109,12 @@ class JobHandle(asyncio.Future[JobSummary]):
         """At most `workers` calls in flight from now on (see the module); False if the job ended.
 
         Raises:
-            TypeError, ValueError: `workers` is not an int >= 1 (on an adaptive job: between
-                its `min` and `max`).
+            TypeError, ValueError: `workers` is not an int between 1 and
+                `pcmodel._validate.MAX_WORKERS` (10 000; on an adaptive job: between its `min`
+                and `max`).
             NotImplementedError: the job's transport cannot change its pool while it runs.
         """
-        _validate.check_int("workers", workers, 1)
+        _validate.check_worker_count("workers", workers)
         adaptive = self._spec.adaptive
         if adaptive is not None and not adaptive.min <= workers <= adaptive.max:
             raise ValueError(

@@ -455,3 +455,45 @@ def test_a_database_the_server_does_not_have_is_a_clear_error(redis_url: str) ->
     assert f"the broker at {bad} refused the connection" in completed.stderr
     assert "database number" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+@needs_server
+async def test_a_news_key_of_the_wrong_type_costs_the_announcement_not_the_job(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # `SET pcmodel:queue:Q:news x` once failed every job on the queue at its start, with a
+    # ConnectionError, leaving the keys the job had made: announcing is only a speed-up.
+    queue = "tests-hostile-news"
+    stop = asyncio.Event()
+    async with aioredis.Redis.from_url(redis_url) as client:
+        await client.set(f"pcmodel:queue:{queue}:news", "not a stream")
+        worker = asyncio.create_task(
+            serve_worker(redis_url, odd, workers=2, queue=queue, stop=stop, poll=0.05)
+        )
+        try:
+            async with asyncio.timeout(60):
+                summary = await pcmodel.run_job_async(
+                    odd, [{"n": n} for n in range(10)], broker=Broker(redis_url, queue=queue)
+                )
+        finally:
+            stop.set()
+            await worker
+        assert sorted(result.value for result in by_task(summary)) == list(range(10))
+        assert caplog.text.count("could not announce the job") == 1
+        assert await job_keys(redis_url) == []
+
+
+@needs_server
+async def test_a_job_that_fails_to_start_deletes_the_keys_it_made(redis_url: str) -> None:
+    # The queue's list of jobs is of the wrong type: the transaction that creates the job's
+    # keys fails on its last command, after the others were applied.
+    queue = "tests-hostile-jobs-list"
+    async with aioredis.Redis.from_url(redis_url) as client:
+        await client.set(f"pcmodel:queue:{queue}:jobs", "not a set")
+        try:
+            with pytest.raises(ConnectionError, match="WRONGTYPE"):
+                async with asyncio.timeout(60):
+                    await pcmodel.run_job_async(odd, [{"n": 1}], broker=Broker(redis_url, queue=queue))
+            assert await client.keys("pcmodel:job:*") == []
+        finally:
+            await client.delete(f"pcmodel:queue:{queue}:jobs")

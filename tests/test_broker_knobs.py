@@ -26,6 +26,7 @@ import redis.asyncio as aioredis
 
 import pcmodel
 from pcmodel import Adaptive
+from pcmodel._validate import MAX_WORKERS
 from pcmodel.adaptive import AimdLimit
 from pcmodel.broker import Broker, BrokerJobSummary, serve_worker
 from pcmodel.broker._process import Job
@@ -430,3 +431,80 @@ def test_a_gated_jobs_room_counts_the_items_still_to_run_not_those_waiting_for_t
         assert room(job) == 0
     finally:
         job.gate.loop.close()
+
+
+def slot_tasks() -> int:
+    """The worker slots running in this loop (the in-loop worker process's)."""
+    return sum(1 for task in asyncio.all_tasks() if task.get_name().startswith("pcmodel-broker-slot-"))
+
+
+@needs_server
+async def test_a_worker_process_caps_the_slots_a_knob_asks_for_and_ends_the_idle_extra_ones(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The controller refuses set_workers above MAX_WORKERS; a knobs field written by other
+    # means once made each process build a task per slot asked for (10**9: a MemoryError loop,
+    # the job hung). Here 20,000 is asked: the process runs 10,000 slots, and gives them back
+    # (not just the busy ones, after their item: the idle ones at once) when asked for 1.
+    probe = Probe()
+    async with (
+        asyncio.timeout(120),
+        knobbed_job(redis_url, "knobs-cap", probe, caplog, 60, sleep=0.02) as (handle, knobs),
+        aioredis.Redis.from_url(redis_url) as client,
+    ):
+        with pytest.raises(ValueError, match=r"workers must be <= 10000, got 1000000000"):
+            handle.set_workers(10**9)
+        await until(lambda: probe.started >= 2)
+        job_id = await current_job_id(client, "knobs-cap")
+        meta = f"pcmodel:job:{{{job_id}}}:meta"
+        await client.hset(meta, "knobs", encode_knobs(Knobs(workers=2 * MAX_WORKERS)))
+        await knobs.applied(1)
+        assert "ask for 20000 calls at once; this process runs at most 10000" in caplog.text
+        await until(lambda: slot_tasks() == MAX_WORKERS)
+        await client.hset(meta, "knobs", encode_knobs(Knobs(workers=1)))
+        await knobs.applied(2)
+        await until(lambda: slot_tasks() == 4)  # its --workers: the 9,996 others ended
+        summary = await handle
+    exactly_once(summary, 60)
+    assert summary.succeeded == 60
+
+
+@needs_server
+async def test_a_worker_process_that_hears_of_a_job_late_honours_its_pause_and_size_from_the_start(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The job is paused and turned down to one call at once before any worker process serves
+    # the queue: a process starting then used to take and run items at once, until its keeper
+    # read the knobs a poll interval later (200 calls started while paused).
+    probe = Probe()
+    queue = "knobs-late"
+    with caplog.at_level(logging.INFO, logger="pcmodel.broker"):
+        handle = pcmodel.start_job(
+            probe, [{"n": n, "sleep": 0.01} for n in range(30)], broker=Broker(redis_url, queue=queue)
+        )
+        worker = None
+        try:
+            async with asyncio.timeout(60), aioredis.Redis.from_url(redis_url) as client:
+                handle.pause()
+                handle.set_workers(1)
+                while not await client.smembers(f"pcmodel:queue:{queue}:jobs"):  # noqa: ASYNC110 - polling Redis
+                    await asyncio.sleep(0.01)
+                job_id = await current_job_id(client, queue)
+                meta = f"pcmodel:job:{{{job_id}}}:meta"
+                wanted = Knobs(workers=1, paused=True)
+                while decode_knobs(await client.hget(meta, "knobs") or b"{}") != wanted:  # noqa: ASYNC110 - polling Redis
+                    await asyncio.sleep(0.01)
+                worker = asyncio.create_task(serve_worker(redis_url, probe, workers=4, queue=queue, poll=0.5))
+                await until(lambda: f"serving job {job_id}" in caplog.text)
+                await asyncio.sleep(0.3)  # several calls' time, had the pause not held
+                assert probe.started == 0
+                handle.resume()
+                summary = await handle
+        finally:
+            handle.cancel()
+            if worker is not None:
+                worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
+    exactly_once(summary, 30)
+    assert probe.peak == 1  # set_workers(1) held from the first item on

@@ -21,6 +21,7 @@ pytest.importorskip("redis", reason="the broker tests need the redis package: pi
 import pcmodel
 import pcmodel.broker.worker
 from pcmodel.broker import Broker, BrokerJobSummary, serve_worker
+from pcmodel.broker._redis import connect
 from pcmodel.records import TaskResult
 from tests.test_broker import REDIS_SERVER, ROOT, act, items, job_keys, needs_server, redis_server
 
@@ -52,6 +53,21 @@ async def test_a_broker_that_never_answers_fails_the_job_with_a_connection_error
     assert f"cannot reach the broker at redis://user:***@127.0.0.1:{port}/0" in message
     assert ": it did not answer within 0.3 s (Broker.round_trip_timeout)" in message
     assert "s3cret" not in message
+
+
+async def test_a_blocking_read_that_gets_no_answer_names_the_configured_timeout() -> None:
+    # The bound of a blocking read is its BLOCK time plus the round trip timeout; the message
+    # once named the sum (3 s for a timeout of 2), not the setting the user can change.
+    async with silent_listener() as port, asyncio.timeout(30):
+        client = connect(f"redis://127.0.0.1:{port}/0", 0.3)
+        try:
+            with pytest.raises(ConnectionError) as error_info:
+                await client.xread({"stream": "0"}, block=200)
+        finally:
+            await client.aclose()
+    assert "did not answer within 0.3 s (Broker.round_trip_timeout) beyond its 0.2 s blocking read" in str(
+        error_info.value
+    )
 
 
 async def test_a_worker_facing_a_broker_that_never_answers_stops_with_a_connection_error() -> None:

@@ -12,6 +12,7 @@ import pytest
 
 import pcmodel
 from pcmodel import Adaptive, JobHandle, JobSummary, LimitChange, LiveStats, Retry, VirtualTimeLoop
+from pcmodel._validate import MAX_WORKERS
 
 
 def on_virtual_clock(main: Callable[[], Awaitable[Any]]) -> Any:
@@ -470,3 +471,29 @@ def test_a_paused_real_time_job_is_not_reported_as_stalled(caplog: pytest.LogCap
     summary = asyncio.run(main())
     assert summary.tasks == 20
     assert "no task has finished" not in caplog.text
+
+
+def test_workers_are_capped_everywhere_with_an_error_that_names_the_cap() -> None:
+    # set_workers(10**9) was accepted: the pool made a task per worker until memory ran out
+    # (a MemoryError loop, a segfault of the process). The cap applies wherever a count of
+    # workers enters: run_job, Adaptive(max=...), and the knob of a running job.
+    cap = MAX_WORKERS
+    assert cap == 10_000
+    with pytest.raises(ValueError, match=r"workers must be <= 10000, got 1000000000"):
+        pcmodel.run_job(one_second, range(2), workers=10**9, clock="virtual")
+    with pytest.raises(ValueError, match=r"Adaptive max must be <= 10000, got 10001"):
+        Adaptive(max=cap + 1)
+    assert Adaptive(max=cap).max == cap
+
+    async def main() -> JobSummary:
+        handle = pcmodel.start_job(one_second, range(4), workers=2)
+        with pytest.raises(ValueError, match=r"workers must be <= 10000, got 1000000000"):
+            handle.set_workers(10**9)
+        with pytest.raises(ValueError, match=r"workers must be <= 10000, got 10001"):
+            handle.set_workers(cap + 1)
+        assert handle.stats().limit == 2  # the refused knob changed nothing
+        return await handle
+
+    summary = on_virtual_clock(main)
+    assert summary.tasks == 4
+    assert summary.elapsed == 2.0

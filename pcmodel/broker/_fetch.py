@@ -4,9 +4,14 @@
 free worker slots, so items wait in Redis, where any process can take them, rather than in
 one process's memory. Before new items it takes over the items of processes that stopped
 (`_reclaim`), since those are older. `refresh` learns which jobs run on the queue (and their
-settings: timeout, retry, the shared rate limit) and forgets the ones that ended.
+settings: timeout, retry, the shared rate limit; and their knobs, so that a job paused or
+turned before this process heard of it is served as asked from its first item) and forgets
+the ones that ended.
 With no job to serve, it blocks on the queue's news stream, where each controller announces
-its job as it starts it, so an idle process starts on a new job at once.
+its job as it starts it, so an idle process starts on a new job at once. A process busy with
+another job (even one whose controller is gone and whose items linger) does not read the
+news: it finds a new job at its next refresh, within one poll interval (`poll`, 0.2 s by
+default).
 
 Every item taken goes through `ProcessState.take`, into the buffer the slots read. Losing
 Redis is not fatal: the loop retries with a growing pause until `stop` is set.
@@ -31,7 +36,7 @@ from pcmodel.broker._redis import (
     news_key,
     stream_entries,
 )
-from pcmodel.broker._tuning import room, start_job
+from pcmodel.broker._tuning import apply_knobs, room, start_job
 from pcmodel.broker.messages import decode_spec
 
 __all__ = ["fetch", "refresh"]
@@ -138,7 +143,10 @@ async def _wait_for_news(process: ProcessState) -> None:
                 continue
             job_id = decode_text(job_id)
             if job_id not in process.jobs and job_id not in process.unreadable:
-                _serve(process, job_id, raw)
+                # The job may have been paused or turned since it was announced: its knobs
+                # apply before this process takes any of its items.
+                knobs = await process.client.hget(JobKeys(job_id, process.queue).meta, "knobs")
+                _serve(process, job_id, raw, knobs)
 
 
 async def refresh(process: ProcessState) -> None:
@@ -153,9 +161,11 @@ async def refresh(process: ProcessState) -> None:
         return
     pipe = process.client.pipeline(transaction=False)
     for job_id in new:
-        pipe.hget(JobKeys(job_id, process.queue).meta, "spec")
-    specs = await pipe.execute()
-    for job_id, raw in zip(new, specs, strict=True):
+        # With its knobs: a job paused or turned before this process heard of it is served
+        # as its controller asks from its first item on.
+        pipe.hmget(JobKeys(job_id, process.queue).meta, ["spec", "knobs"])
+    answers = await pipe.execute()
+    for job_id, (raw, knobs) in zip(new, answers, strict=True):
         keys = JobKeys(job_id, process.queue)
         if raw is None:
             # Listed but without settings: its controller went away and the job's keys
@@ -166,11 +176,11 @@ async def refresh(process: ProcessState) -> None:
                 await janitor.execute()
             logger.info("removed job %s: its controller is gone", job_id)
             continue
-        _serve(process, job_id, raw)
+        _serve(process, job_id, raw, knobs)
 
 
-def _serve(process: ProcessState, job_id: str, raw: object) -> None:
-    """Start serving a job, from its settings (`raw`, as its controller wrote them)."""
+def _serve(process: ProcessState, job_id: str, raw: object, knobs: object) -> None:
+    """Start serving a job, from its settings and knobs (`raw`, `knobs`: as its controller wrote them)."""
     keys = JobKeys(job_id, process.queue)
     try:
         settings = decode_spec(raw)
@@ -181,4 +191,5 @@ def _serve(process: ProcessState, job_id: str, raw: object) -> None:
     job = Job(keys, settings, None)
     start_job(process, job)
     process.jobs[job_id] = job
+    apply_knobs(process, job, knobs)
     logger.info("serving job %s", job_id)

@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from pcmodel._summary import Tally
+from pcmodel._validate import check_worker_count
 from pcmodel.broker._redis import BoundedRedis, JobKeys
 from pcmodel.broker._results import Lanes
 from pcmodel.broker._tuning import Knobs, encode_knobs
@@ -48,13 +49,10 @@ class JobKnobs:
         limit moves on from there.
 
         Raises:
-            TypeError, ValueError: `workers` is not an int >= 1 (within `min` and `max` for
-                an adaptive job).
+            TypeError, ValueError: `workers` is not an int between 1 and `MAX_WORKERS` (10 000;
+                within `min` and `max` for an adaptive job).
         """
-        if isinstance(workers, bool) or not isinstance(workers, int):
-            raise TypeError(f"workers must be an int, got {workers!r} ({type(workers).__name__})")
-        if workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers!r}")
+        check_worker_count("workers", workers)
         adaptive = self.spec.adaptive
         if adaptive is not None and not adaptive.min <= workers <= adaptive.max:
             raise ValueError(

@@ -139,7 +139,7 @@ class Job:
         """The job's rate limit now (its settings', or the one its knobs set since)."""
         self.gate: ProcessGate | None = None
         """Its calls' gate in this process, once it needs one (see `_tuning`)."""
-        self.knobs: bytes | None = None
+        self.knobs: object = None
         self.rate_changes = 0
         """Which of the rates set on the running job `limiter` keeps (0: the job's own)."""
         """Its knobs as last read (the meta hash's `knobs` field), applied."""
@@ -196,7 +196,10 @@ class ProcessState:
         self.workers = workers
         """Its slots now: `--workers`, or more while a job asks for more (`resize`)."""
         self.on_resize: Callable[[], None] | None = None
-        """Called when `workers` changed (by `serve_worker`, which starts the new slots)."""
+        """Called when `workers` changed (by `serve_worker`, which starts the new slots and
+        ends the idle ones above the new number)."""
+        self.idle_slots: set[int] = set()
+        """The slots waiting for an item: one above `workers` may end at once."""
         self.name = name
         self.poll = poll
         self.pause = pause
@@ -241,7 +244,9 @@ class ProcessState:
     def resize(self) -> None:
         """Run as many slots as the most any job asks of this process, `--workers` at least.
 
-        Slots above the new number retire after their item (see `_slots`); none is cut short.
+        Slots above the new number retire: at once if idle, else after their item (see
+        `_slots`); none is cut short. So a job that asked for many slots gives their memory back
+        when it asks for fewer, or ends.
         """
         asked = [job.workers for job in self.jobs.values() if job.workers is not None and not job.gone]
         workers = max([self.base_workers, *asked])

@@ -187,13 +187,13 @@ class BoundedRedis(aioredis.Redis):
         return self._round_trip
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
-        seconds = self._round_trip + _blocking_seconds(args)
-        scope = asyncio.timeout(seconds)
+        block = _blocking_seconds(args)
+        scope = asyncio.timeout(self._round_trip + block)
         try:
             async with scope:
                 return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         except (TimeoutError, RedisConnectionError, RedisTimeoutError, OSError) as error:
-            raise _lost(self._label, seconds, scope, error) from error
+            raise _lost(self._label, self._round_trip, scope, error, block) from error
 
     def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> BoundedPipeline:
         pipe = BoundedPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
@@ -220,15 +220,21 @@ class BoundedPipeline(Pipeline):
             raise _lost(self._label, self._round_trip, scope, error) from error
 
 
-def _lost(label: str, seconds: float, scope: asyncio.Timeout, error: BaseException) -> BaseException:
+def _lost(
+    label: str, seconds: float, scope: asyncio.Timeout, error: BaseException, block: float = 0.0
+) -> BaseException:
     """What to raise for `error`, raised in a round trip bounded by `scope`: losing the server
-    becomes a builtins ConnectionError that names it; anything else stays itself."""
+    becomes a builtins ConnectionError that names it; anything else stays itself.
+
+    `seconds` is the configured round trip timeout, named as given; a blocking read waited
+    its `block` seconds more, which the message says apart."""
     if isinstance(error, TimeoutError):
         if not scope.expired():
             return error
+        waited = f" beyond its {block:g} s blocking read" if block else ""
         return ConnectionError(
-            f"the broker at {label} did not answer within {seconds:g} s (Broker.round_trip_timeout): "
-            "is it a Redis server, and is it running?"
+            f"the broker at {label} did not answer within {seconds:g} s (Broker.round_trip_timeout)"
+            f"{waited}: is it a Redis server, and is it running?"
         )
     return ConnectionError(f"lost the broker at {label}: {error}")
 

@@ -42,9 +42,17 @@ async def slot(process: ProcessState, index: int) -> None:
     """Run items from the buffer until `STOP`; hand each result to the writer.
 
     A slot numbered above the process's slots now (a job asked for more, then for fewer
-    again: `ProcessState.resize`) retires after its item.
+    again: `ProcessState.resize`) retires after its item; while it waits for one
+    (`process.idle_slots`), `serve_worker` may end it at once.
     """
-    while index < process.workers and (item := await process.buffer.get()) is not STOP:
+    while index < process.workers:
+        process.idle_slots.add(index)
+        try:
+            item = await process.buffer.get()
+        finally:
+            process.idle_slots.discard(index)
+        if item is STOP:
+            break
         # A job that ended while its item waited here: drop the item unanswered.
         payload = None if item.job.gone else await run_item(process, index, item)
         if payload is None:

@@ -8,7 +8,9 @@ item is lost.
 
 - `workers=n` is per process, like `--workers`: at most `n` of the job's calls run at once in
   each process. A process whose `--workers` is lower grows its slots to `n` while the job asks
-  for it (the extra slots retire after their item when it asks for fewer again).
+  for it (the extra slots retire when it asks for fewer again or ends: the idle ones at once,
+  the busy ones after their item). A process never runs more than `MAX_WORKERS` (10 000)
+  slots, whatever the field says.
 - `max_per_second`/`burst`: the job's rate limit from then on, shared by every process as
   before (`rate_limit`); None removes it.
 - `paused`: no process starts a call of the job (nor a retry) until it is resumed; the calls
@@ -36,6 +38,7 @@ import math
 from collections import deque
 from typing import NamedTuple
 
+from pcmodel._validate import MAX_WORKERS
 from pcmodel.adaptive import AimdLimit, drop_kind, retry_after
 from pcmodel.broker._process import Job, ProcessState
 from pcmodel.broker.rate_limit import SharedRateLimiter
@@ -276,7 +279,7 @@ def start_job(process: ProcessState, job: Job) -> None:
         _gate(process, job, process.base_workers)
 
 
-def apply_knobs(process: ProcessState, job: Job, raw: bytes | None) -> None:
+def apply_knobs(process: ProcessState, job: Job, raw: object) -> None:
     """Apply the job's knobs (the meta hash's `knobs` field) if they changed since last time."""
     if raw == job.knobs or job.settings is None:
         return
@@ -288,6 +291,16 @@ def apply_knobs(process: ProcessState, job: Job, raw: bytes | None) -> None:
     except (ValueError, TypeError) as unreadable:
         logger.error("job %s: ignored knobs this worker cannot read: %s", job.keys.job_id, unreadable)
         return
+    if knobs.workers is not None and knobs.workers > MAX_WORKERS:
+        # Its controller checks the cap; a field written by other means must not make this
+        # process build a task per slot asked for until memory runs out.
+        logger.warning(
+            "job %s: its knobs ask for %d calls at once; this process runs at most %d",
+            job.keys.job_id,
+            knobs.workers,
+            MAX_WORKERS,
+        )
+        knobs = knobs._replace(workers=MAX_WORKERS)
     if knobs.rate is not None and knobs.rate_changes != job.rate_changes:
         old, job.limiter = job.limiter, _limiter(process, job, *knobs.rate, knobs.rate_changes)
         job.rate_changes = knobs.rate_changes

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pcmodel._validate import check_int
+from pcmodel._validate import check_worker_count
 from pcmodel.broker._process import WorkerStats, process_name
 from pcmodel.broker._redis import RedisConnectionError, RedisTimeoutError, check_url, redacted
 from pcmodel.broker.config import check_seconds
@@ -50,7 +50,11 @@ def _parser() -> argparse.ArgumentParser:
         help="the function to run, importable here, e.g. pcmodel.workloads:fetch_price",
     )
     parser.add_argument(
-        "--workers", type=int, default=50, metavar="N", help="calls in flight at once (default 50)"
+        "--workers",
+        type=int,
+        default=50,
+        metavar="N",
+        help="calls in flight at once, at most 10000 (default 50)",
     )
     parser.add_argument(
         "--queue",
@@ -83,7 +87,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         url = check_url(args.broker)
-        check_int("--workers", args.workers, 1)
+        check_worker_count("--workers", args.workers)
         check_seconds("--round-trip-timeout", args.round_trip_timeout)
         function = load_function(args.function)
         queue = args.queue if args.queue is not None else queue_name(function)

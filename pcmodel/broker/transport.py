@@ -53,6 +53,7 @@ from pcmodel.broker._redis import (
     BoundedRedis,
     JobKeys,
     RedisError,
+    ResponseError,
     connect,
     decode_text,
     first_contact,
@@ -92,12 +93,17 @@ return ids
 controller packs and Redis parses one command per batch instead of one `XADD` per item. With
 no-op items the controller's CPU per item fell from 36 to 23 us (`benchmarks.bench_broker_noop`)."""
 _DELETE_JOB: Final = """
-redis.call('SREM', KEYS[1], ARGV[1])
 redis.call('DEL', unpack(KEYS, 3))
-if redis.call('SCARD', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind == 'set' then redis.call('SREM', KEYS[1], ARGV[1]) end
+if kind == 'none' or (kind == 'set' and redis.call('SCARD', KEYS[1]) == 0) then
+    redis.call('DEL', KEYS[2])
+end
 """
-"""A job's end, in one step: off the queue's list of jobs (`KEYS[1]`), its own keys deleted
-(`KEYS[3:]`), and the queue's news (`KEYS[2]`) too once no job runs on the queue."""
+"""A job's end, in one step: its own keys deleted (`KEYS[3:]`), off the queue's list of jobs
+(`KEYS[1]`), and the queue's news (`KEYS[2]`) too once no job runs on the queue. Its own keys
+go first, and a list of jobs of the wrong type (written by hand) is left alone: a script
+stopped by an error keeps what it did, so the job's keys go whatever that list holds."""
 _NEWS_KEPT: Final = 100
 """About how many announcements of started jobs a queue's news stream keeps."""
 _T = TypeVar("_T")
@@ -188,7 +194,6 @@ class RedisTransport(ResultReader, JobKeeper, JobKnobs):
             checked = asyncio.ensure_future(self._check_workers())
             try:
                 await self._create_keys()
-                self.keys_made = True
             finally:
                 await asyncio.wait([checked])
             checked.result()
@@ -261,16 +266,38 @@ class RedisTransport(ResultReader, JobKeeper, JobKnobs):
             for key in (keys.work, keys.results, keys.meta):
                 pipe.pexpire(key, lease_ms)
             pipe.sadd(jobs_key(keys.queue), keys.job_id)
-            # Idle worker processes block on the queue's news: they start on the job at once.
-            # With the settings, so that a process starts on the job without asking for them.
-            pipe.xadd(
-                news_key(keys.queue),
-                {b"job": keys.job_id, b"spec": self.settings},
-                maxlen=_NEWS_KEPT,
-                approximate=True,
-            )
-            pipe.pexpire(news_key(keys.queue), lease_ms)
+            # A transaction that fails part way leaves what it did: the keys go at the end.
+            self.keys_made = True
             await pipe.execute()
+        await self._announce()
+
+    async def _announce(self) -> None:
+        """Tell the idle worker processes of the job, in the queue's news stream.
+
+        They block on it and start on the job at once; with the settings, so that a process
+        starts on the job without asking for them. Only a speed-up: the processes also look
+        for new jobs every poll interval, so a news key nobody can write to (of the wrong
+        type, say) costs the job that speed-up only, and is logged.
+        """
+        keys = self.keys
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.xadd(
+                    news_key(keys.queue),
+                    {b"job": keys.job_id, b"spec": self.settings},
+                    maxlen=_NEWS_KEPT,
+                    approximate=True,
+                )
+                pipe.pexpire(news_key(keys.queue), int(self.lease * 1000))
+                await pipe.execute()
+        except ResponseError as refused:
+            logger.warning(
+                "job %s: could not announce the job on queue %r's news (%s): worker processes "
+                "find it at their next poll instead",
+                keys.job_id,
+                keys.queue,
+                refused,
+            )
 
     async def _delete_keys(self) -> None:
         keys = self.keys

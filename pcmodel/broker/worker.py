@@ -43,7 +43,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pcmodel._queues import STOP
-from pcmodel._validate import check_int
+from pcmodel._validate import check_worker_count
 from pcmodel.broker._fetch import fetch
 from pcmodel.broker._keeper import heartbeat, keep, leave
 from pcmodel.broker._process import ProcessState, WorkerStats, process_name
@@ -108,7 +108,7 @@ async def serve_worker(
     check_url(url)
     if not callable(function):
         raise TypeError(f"function must be callable, got {function!r} ({type(function).__name__})")
-    check_int("workers", workers, 1)
+    check_worker_count("workers", workers)
     queue = queue_name(function) if queue is None else queue
     if not isinstance(queue, str) or not queue:
         raise ValueError(f"queue must be a non-empty string, got {queue!r}")
@@ -137,7 +137,14 @@ async def serve_worker(
             slots: dict[int, asyncio.Task[None]] = {}
 
             def start_slots() -> None:
-                # Slots above `process.workers` retire by themselves; start the missing ones.
+                # Slots above `process.workers` retire: the idle ones now (cancelling a wait
+                # for an item loses no item), the busy ones after their item. Then start the
+                # missing ones.
+                for index in [index for index in slots if index >= process.workers]:
+                    if index in process.idle_slots:
+                        slots[index].cancel()
+                    if index in process.idle_slots or slots[index].done():
+                        del slots[index]
                 for index in range(process.workers):
                     if index not in slots or slots[index].done():
                         slots[index] = group.create_task(
