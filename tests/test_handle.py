@@ -13,6 +13,7 @@ import pytest
 import pcmodel
 from pcmodel import Adaptive, JobHandle, JobSummary, LimitChange, LiveStats, Retry, VirtualTimeLoop
 from pcmodel._validate import MAX_WORKERS
+from tests._knobs import FirstCallBlocks, until
 
 
 def on_virtual_clock(main: Callable[[], Awaitable[Any]]) -> Any:
@@ -285,25 +286,16 @@ def test_a_stop_before_the_first_step_starts_nothing() -> None:
 
 def test_knobs_reach_a_job_on_a_private_loop_in_a_helper_thread() -> None:
     """clock="virtual" from a real loop: the job runs in a thread; the knobs cross over."""
-    started, release = threading.Event(), threading.Event()
-
-    def blocks_first(n: int) -> int:  # a plain function: runs in a thread, takes no virtual time
-        if n == 0:
-            started.set()
-            release.wait(10)
-        return n
+    blocks_first = FirstCallBlocks()
 
     async def main() -> JobSummary:
         handle = pcmodel.start_job(blocks_first, range(30), workers=1, clock="virtual")
-        assert await asyncio.to_thread(started.wait, 10)
+        assert await asyncio.to_thread(blocks_first.started.wait, 10)
         assert handle.set_workers(3)
         # The knob lands on the job's loop through call_soon_threadsafe: wait for it to show.
-        for _ in range(1000):
-            if handle.stats().limit == 3:
-                break
-            await asyncio.sleep(0.001)
+        await until(lambda: handle.stats().limit == 3)
         stats = handle.stats()
-        release.set()
+        blocks_first.release.set()
         summary = await handle
         assert (stats.limit, stats.workers) == (3, 3)
         assert stats.in_flight >= 1  # item 0, held in its thread

@@ -8,7 +8,6 @@ job waits for a `resume()` (or the end of the hold) with nothing left to do.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest
 
 import pcmodel
 from pcmodel import Adaptive, JobHandle, JobSummary, Retry, StopSignal, VirtualTimeLoop
+from tests._knobs import FirstCallBlocks, until
 
 
 def on_virtual_clock(main: Callable[[], Awaitable[Any]]) -> Any:
@@ -250,15 +250,6 @@ def test_a_graceful_stop_gives_back_the_items_waiting_for_a_rate_slot_uncalled()
 # caller's thread: paused, it waits for them in real time; it is not stuck.
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    """Wait (a bounded real wait) until `condition()`, which a knob from this thread brings about."""
-    for _ in range(1000):
-        if condition():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError("the knob never reached the job")
-
-
 def test_a_virtual_job_paused_from_the_callers_loop_waits_for_its_resume() -> None:
     async def main() -> tuple[JobSummary, pcmodel.LiveStats]:
         handle = pcmodel.start_job(one_second, range(20), workers=2, clock="virtual")
@@ -278,20 +269,14 @@ def test_a_virtual_job_paused_from_the_callers_loop_waits_for_its_resume() -> No
 
 @pytest.mark.parametrize("graceful", [True, False])
 def test_a_virtual_job_paused_from_the_callers_loop_can_be_stopped(graceful: bool) -> None:
-    started, release = threading.Event(), threading.Event()
-
-    def first_blocks(n: int) -> int:  # a plain function: runs in a thread, takes no virtual time
-        if n == 0:
-            started.set()
-            release.wait(10)
-        return n
+    first_blocks = FirstCallBlocks()
 
     async def main() -> JobSummary:
         handle = pcmodel.start_job(first_blocks, range(20), workers=1, clock="virtual")
-        assert await asyncio.to_thread(started.wait, 10)
+        assert await asyncio.to_thread(first_blocks.started.wait, 10)
         assert handle.pause()  # while item 0 is in flight, in its thread
         await until(lambda: handle.stats().paused)
-        release.set()  # item 0 ends; nothing on the job's loop can start another
+        first_blocks.release.set()  # item 0 ends; nothing on the job's loop can start another
         await asyncio.sleep(0.05)
         assert handle.stop(graceful=graceful)
         return await asyncio.wait_for(handle, 5)
