@@ -52,11 +52,11 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from pcmodel._queues import STOP, JobQueue
+from pcmodel._turns import Turns
 from pcmodel.adaptive import Limit, drop_kind, retry_after
 from pcmodel.policies import RateLimiter
 from pcmodel.records import Drop, LimitChange
@@ -156,7 +156,7 @@ class Lane:
             self._opened = None
 
 
-class Pool:
+class Pool(Turns):
     """The lanes of a resizable pool, their limit, and what holds every attempt back.
 
     Args:
@@ -190,12 +190,11 @@ class Pool:
         trace: bool,
         control: JobControl,
     ) -> None:
+        super().__init__(asyncio.get_running_loop(), adaptive.limit if adaptive is not None else limit)
         self.queue = queue
         self.control = control
-        self.loop = asyncio.get_running_loop()
         self._start_worker = start_worker
         self.adaptive = adaptive
-        self.limit = adaptive.limit if adaptive is not None else limit
         self.most = most
         self.since_start = since_start
         self.limiter = limiter
@@ -217,10 +216,6 @@ class Pool:
         """A worker met the final `STOP`: no item is left to take."""
         self.stopping = False
         """A stop took the queued items back: the lanes open to take `STOP`, held or not."""
-        self.in_flight = 0
-        """Attempts in flight."""
-        self._turns: deque[asyncio.Future[None]] = deque()
-        """Attempts waiting for their turn, first come, first served."""
         self.drops: list[Drop] | None = [] if trace and gated else None
         self._trace = trace
         self._changes: list[LimitChange] | None = None
@@ -350,33 +345,6 @@ class Pool:
         for lane in self.lanes:
             lane.wake()
 
-    def must_wait(self) -> bool:
-        """True if an attempt may not start now: held, at the limit, or others wait first."""
-        return self.held or self.in_flight >= self.limit or bool(self._turns)
-
-    async def wait_turn(self) -> None:
-        """Wait for a turn to start an attempt; the attempt is counted in flight when it returns."""
-        waiter = self.loop.create_future()
-        self._turns.append(waiter)
-        try:
-            await waiter
-        except BaseException:
-            if waiter.done() and not waiter.cancelled():
-                self.in_flight -= 1  # it was given a turn it will not use: pass it on
-                self.pass_turns()
-            else:
-                self._turns.remove(waiter)
-            raise
-
-    def pass_turns(self) -> None:
-        """Let waiting attempts start, in order, while the pool is not held and has room."""
-        turns = self._turns
-        while turns and not self.held and self.in_flight < self.limit:
-            waiter = turns.popleft()
-            if not waiter.done():
-                self.in_flight += 1
-                waiter.set_result(None)
-
     def hand_back(self, item: Any) -> None:
         """An item a lane took but will not hand over: back to the queue's head, or, if the job
         is stopping, reported unprocessed as the stop's take-back would have."""
@@ -399,8 +367,7 @@ class Pool:
     def attempt_ended(self, started_at: float, error: BaseException | None, report: WorkerReport) -> None:
         """Feed one attempt's outcome to the limit, and keep it if it was a drop."""
         in_flight = self.in_flight  # this attempt included
-        self.in_flight -= 1
-        self.pass_turns()
+        self.give_turn_back()
         adaptive = self.adaptive
         kind = drop_kind(error, self.congestion)
         if kind is None:
@@ -439,16 +406,12 @@ class LaneGate:
 
     async def enter(self) -> float:
         pool = self.pool
-        if pool.must_wait():
-            await pool.wait_turn()
-        else:
-            pool.in_flight += 1
+        await pool.take_turn()
         if pool.limiter is not None:
             try:
                 await pool.wait_for_rate()
             except BaseException:
-                pool.in_flight -= 1  # cancelled before it started: its turn goes to the next
-                pool.pass_turns()
+                pool.give_turn_back()  # cancelled before it started: its turn goes to the next
                 raise
         return pool.since_start()
 

@@ -35,9 +35,9 @@ import dataclasses
 import json
 import logging
 import math
-from collections import deque
 from typing import NamedTuple
 
+from pcmodel._turns import Turns
 from pcmodel._validate import MAX_WORKERS
 from pcmodel.adaptive import AimdLimit, drop_kind, retry_after
 from pcmodel.broker._process import Job, ProcessState
@@ -106,7 +106,7 @@ def decode_knobs(raw: object) -> Knobs:
     return Knobs(workers, (None if per_second is None else float(per_second), burst), paused, generation)
 
 
-class ProcessGate:
+class ProcessGate(Turns):
     """One job's attempts in one worker process: its `pcmodel.policies.AttemptGate`.
 
     An attempt starts only while fewer than `limit` of the job's attempts are in flight here,
@@ -124,16 +124,13 @@ class ProcessGate:
         limiter: RateLimiter | None,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
+        super().__init__(loop, aimd.limit if aimd is not None else limit)
         self.aimd = aimd
-        self.limit = aimd.limit if aimd is not None else limit
         self.limiter = limiter
-        self.loop = loop
-        self.in_flight = 0
         self.paused = False
         self.resume_at = -math.inf
         """No attempt starts before then (loop time): a Retry-After."""
         self._timer: asyncio.TimerHandle | None = None
-        self._turns: deque[asyncio.Future[None]] = deque()
 
     @property
     def held(self) -> bool:
@@ -146,40 +143,28 @@ class ProcessGate:
             self.aimd.set_limit(limit, "set_workers")
             limit = self.aimd.limit
         self.limit = limit
-        self._pass_turns()
+        self.pass_turns()
 
     def pause(self) -> None:
         self.paused = True
 
     def resume(self) -> None:
         self.paused = False
-        self._pass_turns()
+        self.pass_turns()
 
     async def enter(self) -> float:
-        if self.held or self.in_flight >= self.limit or self._turns:
-            waiter = self.loop.create_future()
-            self._turns.append(waiter)
-            try:
-                await waiter
-            except BaseException:
-                if waiter.done() and not waiter.cancelled():
-                    self._ended()  # given a turn it will not use: pass it on
-                else:
-                    self._turns.remove(waiter)
-                raise
-        else:
-            self.in_flight += 1
+        await self.take_turn()
         if self.limiter is not None:
             try:
                 await self.limiter.acquire()
             except BaseException:
-                self._ended()
+                self.give_turn_back()
                 raise
         return self.loop.time()
 
     def leave(self, started_at: float, error: BaseException | None) -> None:
         in_flight = self.in_flight  # this attempt included
-        self._ended()
+        self.give_turn_back()
         aimd = self.aimd
         if aimd is None:
             return
@@ -194,16 +179,12 @@ class ProcessGate:
                 self._hold_until(now + min(pause, aimd.spec.max_pause))
             aimd.on_drop(started_at, kind)
         self.limit = aimd.limit
-        self._pass_turns()
+        self.pass_turns()
 
     def close(self) -> None:
         """The job ended here: no timer may fire after it."""
         if self._timer is not None:
             self._timer.cancel()
-
-    def _ended(self) -> None:
-        self.in_flight -= 1
-        self._pass_turns()
 
     def _hold_until(self, until: float) -> None:
         if until <= self.resume_at:
@@ -215,15 +196,7 @@ class ProcessGate:
 
     def _hold_over(self) -> None:
         self._timer = None
-        self._pass_turns()
-
-    def _pass_turns(self) -> None:
-        turns = self._turns
-        while turns and not self.held and self.in_flight < self.limit:
-            waiter = turns.popleft()
-            if not waiter.done():
-                self.in_flight += 1
-                waiter.set_result(None)
+        self.pass_turns()
 
 
 def _gate(process: ProcessState, job: Job, limit: int) -> ProcessGate:
